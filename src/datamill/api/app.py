@@ -1,0 +1,62 @@
+"""The FastAPI application: routers under ``/api/v1``, middleware, error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from datamill import __version__
+from datamill.api.errors import ERROR_RESPONSES, install_error_handlers
+from datamill.api.middleware import RequestContextMiddleware
+from datamill.api.routes import datasources, health, projects, secrets, users, variables
+from datamill.config import Settings
+from datamill.services.runtime import Runtime
+from datamill.services.users import bootstrap_admin
+
+API_PREFIX = "/api/v1"
+log = structlog.get_logger("datamill")
+
+DESCRIPTION = """
+datamill registers data sources, runs batch SQL jobs and streaming pipelines over them, and
+exports the results. Every operation except `GET /api/v1/health` needs a token, sent as
+`Authorization: Bearer <token>` or `X-Auth-Token: <token>`. Errors are
+`{"error_code", "error_msg", "request_id"}`; the codes are listed in docs/errors.md.
+"""
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the application. A given ``runtime`` is used as is (tests share one)."""
+    settings = settings or (runtime.settings if runtime else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime or Runtime.open(settings)
+        token_file = bootstrap_admin(app.state.runtime)
+        if token_file:
+            log.info("admin user created", token_file=token_file)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.runtime.close()
+
+    app = FastAPI(
+        title="datamill",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(health.router, prefix=API_PREFIX)
+    for module in (projects, users, secrets, datasources, variables):
+        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    return app

@@ -1,0 +1,117 @@
+"""ASGI middleware: request ids, structured access logs and the request-body size limit."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from datamill.errors import DatamillError, E
+
+log = structlog.get_logger("datamill.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def error_body(error: E, message: str, request_id: str) -> dict[str, Any]:
+    return {"error_code": error.code, "error_msg": message, "request_id": request_id}
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (``X-Request-ID``, reused when the caller sent a sane one),
+    refuses bodies over the size limit with 413, and logs one line per request."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        early = self._check_length(headers)
+        if early is not None:
+            await self._reject(send_with_id, early, request_id)
+        else:
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        raise _BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except _BodyTooLarge:
+                await self._reject(send_with_id, self._too_large(), request_id)
+        log.info(
+            "request",
+            request_id=request_id,
+            method=scope.get("method"),
+            path=scope.get("path"),
+            status=status_holder["status"],
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def _too_large(self) -> DatamillError:
+        return DatamillError(
+            E.BODY_TOO_LARGE, f"request body exceeds the limit of {self.max_body_bytes} bytes"
+        )
+
+    def _check_length(self, headers: dict[str, str]) -> DatamillError | None:
+        raw = headers.get("content-length")
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            return DatamillError(
+                E.INVALID_CONTENT_LENGTH, f"Content-Length '{raw[:32]}' is invalid"
+            )
+        if int(raw) > self.max_body_bytes:
+            return self._too_large()
+        return None
+
+    @staticmethod
+    async def _reject(send: Send, error: DatamillError, request_id: str) -> None:
+        import json
+
+        body = json.dumps(error_body(error.error, error.message, request_id)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Sources and sinks: files and object storage, HDFS, and later HTTP, log search, TSDB, SQL."""

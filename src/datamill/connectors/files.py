@@ -1,0 +1,182 @@
+"""File-like sources: local data roots, S3-compatible object storage and WebHDFS.
+
+Each source type is a :class:`FileSource` in :data:`FILE_SOURCES`, chosen by the data
+source's ``type``. A source lists the exact files a data source covers (paths or prefixes
+with the ``fileFilter`` already expanded) and, for remote stores, supplies the fsspec
+filesystem the engine registers to read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
+
+from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
+from datamill.errors import DatamillError, E
+from datamill.security.outbound import check_host, check_url
+from datamill.security.paths import expand_glob
+
+
+@dataclass
+class FileSet:
+    """The files of one data source for one batch, and how to reach them."""
+
+    urls: list[str]
+    filesystems: list[Any] = field(default_factory=list)
+    local_dirs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class SourceContext:
+    """What a source may need beyond its spec: the administrator's settings and secrets."""
+
+    data_roots: Mapping[str, Path]
+    outbound_allow: list[str]
+    secret_values: Mapping[str, str] = field(default_factory=dict)
+    file_filter: str = ""
+
+
+class FileSource(Protocol):
+    """Lists the files of a data source. Implementations are stateless."""
+
+    type_name: ClassVar[str]
+
+    def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
+        """Every file the spec covers (``ctx.file_filter`` expanded), sorted, deduplicated."""
+        ...
+
+
+class LocalFiles:
+    type_name: ClassVar[str] = "file"
+
+    def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
+        assert isinstance(spec, FileSpec)
+        root = ctx.data_roots.get(spec.root)
+        if root is None:
+            known = ", ".join(sorted(ctx.data_roots)) or "none"
+            raise DatamillError(
+                E.PATH_REFUSED,
+                f"spec.root: unknown data root '{spec.root}' (configured: {known})",
+                field="spec.root",
+            )
+        found: set[Path] = set()
+        for i, path in enumerate(spec.paths):
+            pattern = path + ctx.file_filter
+            found.update(expand_glob(root, pattern, f"spec.paths[{i}]"))
+        return FileSet(urls=[str(p) for p in sorted(found)], local_dirs=[root])
+
+
+class S3Files:
+    type_name: ClassVar[str] = "s3"
+
+    def filesystem(self, spec: S3Spec, ctx: SourceContext) -> Any:
+        import s3fs  # imported lazily: it pulls in aiobotocore
+
+        client_kwargs: dict[str, Any] = {"region_name": spec.regionName or "us-east-1"}
+        if spec.endpoint:
+            check_url(spec.endpoint, ctx.outbound_allow, "spec.endpoint")
+            client_kwargs["endpoint_url"] = spec.endpoint.rstrip("/")
+        key = ctx.secret_values.get("accessKeyId")
+        secret = ctx.secret_values.get("secretAccessKey")
+        if spec.secret and (not key or not secret):
+            raise DatamillError(
+                E.SECRET_KEY_MISSING,
+                f"spec.secret: secret '{spec.secret}' needs values accessKeyId and secretAccessKey",
+                field="spec.secret",
+            )
+        return s3fs.S3FileSystem(
+            key=key,
+            secret=secret,
+            anon=not spec.secret,
+            client_kwargs=client_kwargs,
+            config_kwargs={"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 2}},
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+
+    def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
+        assert isinstance(spec, S3Spec)
+        fs = self.filesystem(spec, ctx)
+        found: set[str] = set()
+        for i, prefix in enumerate(spec.keyPrefixes):
+            full = prefix + ctx.file_filter
+            folder, _, rest = full.rpartition("/")
+            base = f"{spec.bucket}/{folder}".rstrip("/")
+            try:
+                listed = fs.find(base, prefix=rest) if rest else fs.find(base)
+            except FileNotFoundError:
+                listed = []
+            except Exception as exc:  # the store's own error, for the caller to read
+                raise DatamillError(
+                    E.DATA_UNREADABLE,
+                    f"spec.keyPrefixes[{i}]: cannot list s3://{base}: {_first_line(exc)}",
+                    field=f"spec.keyPrefixes[{i}]",
+                ) from exc
+            found.update(p for p in listed if p.startswith(f"{spec.bucket}/{full}"))
+        return FileSet(urls=[f"s3://{p}" for p in sorted(found)], filesystems=[fs])
+
+
+class HdfsFiles:
+    type_name: ClassVar[str] = "hdfs"
+
+    def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
+        assert isinstance(spec, HdfsSpec)
+        from fsspec.implementations.webhdfs import WebHDFS
+
+        filesystems: dict[tuple[str, int], Any] = {}
+        found: set[str] = set()
+        for i, raw in enumerate(spec.paths):
+            field_name = f"spec.paths[{i}]"
+            parts = urlsplit(raw + ctx.file_filter)
+            host, port = parts.hostname or "", parts.port or 9870
+            check_host(host, port, ctx.outbound_allow, field_name)
+            fs = filesystems.get((host, port))
+            if fs is None:
+                fs = WebHDFS(
+                    host=host,
+                    port=port,
+                    user=spec.user or ctx.secret_values.get("user"),
+                    use_https=spec.useHttps,
+                    skip_instance_cache=True,
+                )
+                filesystems[(host, port)] = fs
+            path = parts.path or "/"
+            try:
+                listed = _hdfs_expand(fs, path)
+            except Exception as exc:
+                raise DatamillError(
+                    E.DATA_UNREADABLE,
+                    f"{field_name}: cannot list {raw}: {_first_line(exc)}",
+                    field=field_name,
+                ) from exc
+            found.update(f"webhdfs://{p if p.startswith('/') else '/' + p}" for p in listed)
+        if len(filesystems) > 1:
+            raise DatamillError(
+                E.INVALID_SPEC,
+                "spec.paths: all paths of one data source must be on the same namenode",
+                field="spec.paths",
+            )
+        return FileSet(urls=sorted(found), filesystems=list(filesystems.values()))
+
+
+def _hdfs_expand(fs: Any, path: str) -> list[str]:
+    if any(c in path for c in "*?["):
+        return [p for p in fs.glob(path) if fs.isfile(p)]
+    if not fs.exists(path):
+        return []
+    if fs.isdir(path):
+        return list(fs.find(path))
+    return [path]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+FILE_SOURCES: dict[str, FileSource] = {
+    source.type_name: source for source in (LocalFiles(), S3Files(), HdfsFiles())
+}

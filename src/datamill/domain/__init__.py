@@ -1,0 +1,1 @@
+"""Pydantic models of the resources and pure validation rules (no I/O)."""

@@ -1,0 +1,121 @@
+"""Rules shared by every resource: names, pagination and the model base class."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from datamill.errors import E_BY_CODE, DatamillError, E
+
+NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
+NAME_RULE_TEXT = "1-128 letters, digits or underscores, starting with a letter or underscore"
+
+
+def check_name(value: str) -> str:
+    """The specification's name rule for data sources, variables, fields and other resources."""
+    if not NAME_RULE.fullmatch(value):
+        raise PydanticCustomError(
+            "E18103", "invalid name '{value}': use " + NAME_RULE_TEXT, {"value": value[:140]}
+        )
+    return value
+
+
+def check_field_name(value: str) -> str:
+    if not NAME_RULE.fullmatch(value):
+        raise PydanticCustomError(
+            "E18106",
+            "invalid field name '{value}': use " + NAME_RULE_TEXT,
+            {"value": value[:140]},
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+FieldName = Annotated[str, AfterValidator(check_field_name)]
+Description = Annotated[str, Field(max_length=1024)]
+
+
+class Model(BaseModel):
+    """Base of every request and response model: unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_max_length=65536)
+
+
+class Page(BaseModel):
+    page: int = Field(1, ge=1, description="1-based page number")
+    size: int = Field(50, ge=1, le=1000, description="items per page")
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+T = TypeVar("T")
+
+
+class PageOf(BaseModel, Generic[T]):
+    total: int
+    page: int
+    size: int
+    items: list[T]
+
+
+def drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "field required",
+}
+_LOCATIONS = {"query": "query parameter", "path": "path parameter", "header": "header"}
+
+
+def location_text(loc: tuple[int | str, ...] | list[int | str], prefix: str = "") -> str:
+    """``("body", "schema", 0, "valtype")`` -> ``schema[0].valtype``."""
+    parts = list(loc)
+    where = ""
+    if parts and parts[0] in _LOCATIONS:
+        where = f" ({_LOCATIONS[str(parts.pop(0))]})"
+    elif parts and parts[0] == "body":
+        parts.pop(0)
+    text = prefix
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif str(part).startswith(("function-", "tagged-union[")):
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return (text or "body") + where
+
+
+def validation_failure(exc: ValidationError | Sequence[Any], prefix: str = "") -> DatamillError:
+    """Turn pydantic's first validation error into a catalog error naming the field."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else list(exc)
+    first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid"}
+    kind = str(first.get("type", ""))
+    loc = location_text(tuple(first.get("loc", ())), prefix)
+    msg = _MESSAGES.get(kind, str(first.get("msg", "invalid value")))
+    msg = msg.removeprefix("Value error, ")
+    error = E.INVALID_PARAMETER
+    if kind in E_BY_CODE:
+        error = E_BY_CODE[kind]
+    elif kind == "json_invalid":
+        return DatamillError(E.BODY_MALFORMED, f"request body is not valid JSON: {msg}")
+    elif kind == "missing" and loc == "body":
+        return DatamillError(E.BODY_EMPTY, "request body is empty; a JSON object is required")
+    elif kind == "string_too_long":
+        error = E.FIELD_TOO_LONG
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return DatamillError(error, f"{loc}: {msg}{more}", field=loc)
+
+
+def aware(moment: datetime) -> datetime:
+    """A datetime with a zone: a naive one given by a caller is read as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Compute engines: DuckDB (embedded, default); Spark and Flink later."""

@@ -1,0 +1,1 @@
+"""Tokens, secret encryption, path and outbound-address guards."""

@@ -1,0 +1,93 @@
+"""The outbound-address guard (SSRF): where datamill may open connections on a user's behalf.
+
+A host is resolved once; every address it resolves to must be public unless an
+administrator allow-listed the host or a network containing the address
+(``DATAMILL_OUTBOUND_ALLOW``). Callers connect to the returned address, not the name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from datamill.errors import DatamillError, E
+
+_BLOCKED_NETWORKS = [
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::1/128",
+        "::/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+        "::ffff:0:0/96",
+    )
+]
+
+
+def _allowed_by_admin(
+    host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: list[str]
+) -> bool:
+    for entry in allow:
+        if entry.lower() == host.lower():
+            return True
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return _blocked(address.ipv4_mapped)
+    return any(address in net for net in _BLOCKED_NETWORKS)
+
+
+def check_url(url: str, allow: list[str], field: str) -> str:
+    """Validate ``url`` (http/https only) and return the IP address to connect to."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise DatamillError(
+            E.OUTBOUND_REFUSED, f"{field}: '{url}' must be an http(s) URL with a host", field=field
+        )
+    if parts.username or parts.password:
+        raise DatamillError(
+            E.OUTBOUND_REFUSED, f"{field}: credentials in the URL are not allowed", field=field
+        )
+    return check_host(
+        parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow, field
+    )
+
+
+def check_host(host: str, port: int, allow: list[str], field: str) -> str:
+    """Resolve ``host`` once and refuse private, loopback, link-local and similar addresses."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise DatamillError(
+            E.OUTBOUND_REFUSED, f"{field}: host '{host}' does not resolve", field=field
+        ) from exc
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    for address in addresses:
+        if _blocked(address) and not _allowed_by_admin(host, address, allow):
+            raise DatamillError(
+                E.OUTBOUND_REFUSED,
+                f"{field}: host '{host}' resolves to {address}, a private or loopback address; "
+                "an administrator can allow it with DATAMILL_OUTBOUND_ALLOW",
+                field=field,
+            )
+    return str(addresses[0])

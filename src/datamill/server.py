@@ -1,0 +1,42 @@
+"""Running the service: the API under uvicorn on the embedded defaults or configured stores."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from datamill.api.app import create_app
+from datamill.config import Settings
+from datamill.demo import install_demo
+from datamill.logs import configure_logging
+from datamill.services.runtime import Runtime
+from datamill.services.users import bootstrap_admin
+
+
+def serve(settings: Settings, *, demo: bool = False) -> None:
+    """Migrate the store, bootstrap the admin (and the demo), then serve until stopped."""
+    configure_logging(settings.log_level, settings.log_json)
+    runtime = Runtime.open(settings)
+    bootstrap_admin(runtime)
+    if demo:
+        install_demo(runtime)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"datamill is starting at {url} (API {url}/api/v1, docs {url}/docs)", flush=True)
+    print(f"metadata: {runtime.engine.url.render_as_string(hide_password=True)}", flush=True)
+    print(f"admin token file: {settings.admin_token_file}", flush=True)
+    if demo:
+        print("demo project: 'demo' (data sources 'events' and 'devices')", flush=True)
+        print(
+            f'try: curl -H "Authorization: Bearer $(cat {settings.admin_token_file})" '
+            f"{url}/api/v1/projects/demo/datasources/events/preview",
+            flush=True,
+        )
+    try:
+        uvicorn.run(
+            create_app(runtime=runtime),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        runtime.close()

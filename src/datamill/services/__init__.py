@@ -1,0 +1,1 @@
+"""Use cases: each owns its transaction, enforces the rules and names the errors."""

