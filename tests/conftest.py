@@ -67,7 +67,8 @@ class Api:
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any
     ) -> httpx.Response:
         url = path if path.startswith("/api/") else "/api/v1" + path
-        return self.client.request(method, url, headers=self.headers(token), **kwargs)
+        headers = {**self.headers(token), **kwargs.pop("headers", {})}
+        return self.client.request(method, url, headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)

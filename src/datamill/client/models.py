@@ -1,0 +1,84 @@
+"""Result types of the client: the API's own models, a page of a list, health and version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from datamill.domain.datasources import DataSource, Preview, SchemaField
+from datamill.domain.projects import Member, Project, Role
+from datamill.domain.secrets import Secret
+from datamill.domain.users import IssuedToken, Principal, Token, User
+from datamill.domain.variables import ResolvedVariable, Variable, VariableType
+
+__all__ = [
+    "DataSource",
+    "Health",
+    "IssuedToken",
+    "Member",
+    "Page",
+    "Preview",
+    "Principal",
+    "Project",
+    "ResolvedVariable",
+    "Role",
+    "SchemaField",
+    "Secret",
+    "Token",
+    "User",
+    "Variable",
+    "VariableType",
+    "Version",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: ``items`` and where they sit in the whole (``total`` items).
+
+    Iterating a page iterates its items; ``len(page)`` is the number of items on it.
+    """
+
+    total: int
+    page: int
+    size: int
+    items: list[T] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def pages(self) -> int:
+        """How many pages of this size the whole list has (at least 1)."""
+        return max(1, -(-self.total // self.size)) if self.size > 0 else 1
+
+    @property
+    def has_next(self) -> bool:
+        """Whether a later page holds more items."""
+        return self.page * self.size < self.total
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Health(_Lenient):
+    """``GET /health``: ``status`` is ``ok`` or ``degraded``; ``database`` ``ok`` or not."""
+
+    status: str
+    database: str
+
+
+class Version(_Lenient):
+    """``GET /version``: the server's version and its metadata-store dialect."""
+
+    version: str
+    database: str

@@ -1,0 +1,160 @@
+"""Data sources on a real S3-compatible server (rclone, on loopback) and on WebHDFS.
+
+No HDFS server can run on these machines, so WebHDFS is tested against the protocol double
+in tests/webhdfs_double.py; S3 runs against the real rclone server started for the session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import Api, assert_error
+from tests.servers import RunningServer
+from tests.webhdfs_double import WebHdfsDouble
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: RunningServer) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server.url,
+        aws_access_key_id=s3_server.extra["access_key"],
+        aws_secret_access_key=s3_server.extra["secret_key"],
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"bkt-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="logs/app-2026-11-01.json",
+                  Body=b'{"level": "info", "n": 1}\n{"level": "warn", "n": 2}\n')
+    s3.put_object(Bucket=name, Key="logs/app-2026-11-02.json",
+                  Body=b'{"level": "error", "n": 3}\n')
+    s3.put_object(Bucket=name, Key="other/x.json", Body=b'{"zzz": 1}\n')
+    return name
+
+
+@pytest.fixture
+def s3_secret(api: Api, project: str, s3_server: RunningServer) -> str:
+    response = api.post(f"/projects/{project}/secrets/store_keys", json={
+        "description": "test object store",
+        "values": {"accessKeyId": s3_server.extra["access_key"],
+                   "secretAccessKey": s3_server.extra["secret_key"]}})
+    assert response.status_code == 201, response.text
+    return "store_keys"
+
+
+def s3_spec(server: RunningServer, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {"bucket": bucket, "keyPrefixes": ["logs/app-"], "fileType": "json",
+            "endpoint": server.url, "secret": "store_keys", **extra}
+
+
+def test_s3_source_infers_and_previews(api: Api, project: str, bucket: str, s3_secret: str,
+                                       s3_server: RunningServer) -> None:
+    created = api.post(f"/projects/{project}/datasources/logs",
+                       json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    assert created.status_code == 201, created.text
+    assert [(f["key"], f["valtype"]) for f in created.json()["schema"]] == [
+        ("level", "string"), ("n", "long")]
+    assert "accessKeyId" not in created.text
+    preview = api.get(f"/projects/{project}/datasources/logs/preview").json()
+    assert preview["files"] == 2
+    assert sorted(r["n"] for r in preview["rows"]) == [1, 2, 3]
+
+
+def test_s3_file_filter_selects_the_batch(api: Api, project: str, bucket: str,
+                                          s3_secret: str, s3_server: RunningServer) -> None:
+    spec = s3_spec(s3_server, bucket, fileFilter="$(date)")
+    created = api.post(f"/projects/{project}/datasources/daily", json={
+        "type": "s3", "spec": spec, "noVerifySchema": True,
+        "schema": [{"key": "level", "valtype": "string"}, {"key": "n", "valtype": "long"}]})
+    assert created.status_code == 201, created.text
+    day2 = api.get(f"/projects/{project}/datasources/daily/preview",
+                   params={"at": "2026-11-02T08:00:00Z"}).json()
+    assert day2["rows"] == [{"level": "error", "n": 3}]
+
+
+def test_s3_wrong_credentials_and_missing_secret(api: Api, project: str, bucket: str,
+                                                 s3_server: RunningServer) -> None:
+    missing = api.post(f"/projects/{project}/datasources/logs",
+                       json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    assert_error(missing, 404, "E18502", "store_keys")
+    api.post(f"/projects/{project}/secrets/store_keys",
+             json={"values": {"accessKeyId": "wrong-key", "secretAccessKey": "nope"}})
+    denied = api.post(f"/projects/{project}/datasources/logs",
+                      json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    assert_error(denied, 400, "E18117", "cannot list")
+    api.put(f"/projects/{project}/secrets/store_keys", json={"values": {"user": "x"}})
+    incomplete = api.post(f"/projects/{project}/datasources/logs",
+                          json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    assert_error(incomplete, 400, "E18503", "accessKeyId")
+
+
+def test_secret_in_use_cannot_be_deleted(api: Api, project: str, bucket: str, s3_secret: str,
+                                         s3_server: RunningServer) -> None:
+    api.post(f"/projects/{project}/datasources/logs",
+             json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    assert_error(api.delete(f"/projects/{project}/secrets/{s3_secret}"), 400, "E18112", "logs")
+    assert api.delete(f"/projects/{project}/datasources/logs").status_code == 204
+    assert api.delete(f"/projects/{project}/secrets/{s3_secret}").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("spec_change", "code", "needle"),
+    [
+        ({"bucket": "a"}, "E18011", "bucket"),
+        ({"keyPrefixes": ["bad<prefix"]}, "E18011", "keyPrefixes"),
+        ({"keyPrefixes": ["../up"]}, "E18116", "keyPrefixes"),
+        ({"endpoint": "ftp://x"}, "E18011", "endpoint"),
+        ({"endpoint": "http://10.1.2.3:9000"}, "E18118", "private"),
+        ({"endpoint": "http://169.254.169.254"}, "E18118", "private"),
+    ],
+)
+def test_s3_spec_rules(api: Api, project: str, s3_server: RunningServer,
+                       spec_change: dict[str, Any], code: str, needle: str) -> None:
+    api.post(f"/projects/{project}/secrets/store_keys",
+             json={"values": {"accessKeyId": "a", "secretAccessKey": "b"}})
+    spec = {**s3_spec(s3_server, "somebucket"), **spec_change}
+    response = api.post(f"/projects/{project}/datasources/s", json={"type": "s3", "spec": spec})
+    assert_error(response, 400, code, needle)
+
+
+@pytest.fixture
+def webhdfs(tmp_path: Path) -> Iterator[WebHdfsDouble]:
+    root = tmp_path / "hdfs"
+    (root / "warehouse" / "clicks").mkdir(parents=True)
+    (root / "warehouse" / "clicks" / "part-0.csv").write_text("user;page\nu1;/a\nu2;/b\n")
+    (root / "warehouse" / "clicks" / "part-1.csv").write_text("user;page\nu3;/c\n")
+    double = WebHdfsDouble(root)
+    double.start()
+    yield double
+    double.stop()
+
+
+def test_hdfs_source_over_webhdfs(api: Api, project: str, webhdfs: WebHdfsDouble) -> None:
+    spec = {"paths": [f"hdfs://127.0.0.1:{webhdfs.port}/warehouse/clicks"], "fileType": "csv",
+            "delimiter": ";", "containsHeader": True, "user": "etl"}
+    created = api.post(f"/projects/{project}/datasources/clicks",
+                       json={"type": "hdfs", "spec": spec})
+    assert created.status_code == 201, created.text
+    assert [f["key"] for f in created.json()["schema"]] == ["user", "page"]
+    preview = api.get(f"/projects/{project}/datasources/clicks/preview").json()
+    assert sorted(r["user"] for r in preview["rows"]) == ["u1", "u2", "u3"]
+    assert preview["files"] == 2
+    assert "etl" in webhdfs.users_seen
+
+
+def test_hdfs_path_rules(api: Api, project: str, webhdfs: WebHdfsDouble) -> None:
+    for path, code in [("/local/path", "E18011"), ("hdfs://h:1/a/../b", "E18116"),
+                       ("hdfs://10.0.0.1:9870/x", "E18118")]:
+        response = api.post(f"/projects/{project}/datasources/h", json={
+            "type": "hdfs", "spec": {"paths": [path], "fileType": "json"}})
+        assert_error(response, 400, code, "paths")

@@ -1,0 +1,68 @@
+"""The service as a user starts it: the CLI server with the demo, the store's migrations, docs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from datamill.errors import CATALOG, render_markdown
+from datamill.services.runtime import Runtime
+from datamill.store.models import Base
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_errors_doc_is_generated_from_the_catalog() -> None:
+    assert (ROOT / "docs" / "errors.md").read_text() == render_markdown()
+    codes = [e.code for e in CATALOG]
+    assert len(codes) == len(set(codes)), "every error code is used once"
+
+
+def test_migrations_match_the_models(runtime: Runtime) -> None:
+    with runtime.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_server_command_starts_with_demo(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "DATAMILL_DATA_DIR": str(tmp_path / "data")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datamill.cli.main", "server", "--demo", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        token_file = tmp_path / "data" / "admin.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        sources = httpx.get(base + "/projects/demo/datasources", headers=headers).json()
+        assert {d["name"] for d in sources["datasources"]} == {"events", "devices"}
+        preview = httpx.get(base + "/projects/demo/datasources/events/preview",
+                            params={"limit": 5}, headers=headers)
+        assert preview.status_code == 200
+        assert len(preview.json()["rows"]) == 5
+        docs = httpx.get(f"http://127.0.0.1:{port}/docs")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert "admin token file" in output
+    assert str(tmp_path / "data" / "admin.token") in output
