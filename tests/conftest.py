@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
 from datamill.config import Settings
+from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from tests.servers import RunningServer, create_database, start_postgres, start_s3
 
@@ -122,6 +123,8 @@ def settings(backend: str, workdir: Path, request: pytest.FixtureRequest) -> Set
         outbound_allow=["127.0.0.1", "localhost"],
         max_body_bytes=65536,
         log_json=True,
+        heartbeat_seconds=0.2,
+        run_lost_after_seconds=3,
     )
 
 
@@ -130,6 +133,15 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     runtime = Runtime.open(settings)
     yield runtime
     runtime.close()
+
+
+@pytest.fixture(scope="session")
+def workers(settings: Settings, runtime: Runtime) -> Iterator[WorkerPool]:
+    """Real worker processes on the session's store (started only by tests that run jobs)."""
+    pool = WorkerPool(settings, 2)
+    pool.start()
+    yield pool
+    pool.stop()
 
 
 @pytest.fixture(scope="session")

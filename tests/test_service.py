@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -33,12 +34,21 @@ def test_migrations_match_the_models(runtime: Runtime) -> None:
     assert diff == []
 
 
+def raw_request(port: int, request_line: str) -> str:
+    """Send a request with no Content-Length and no body, as some clients do."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"{request_line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return sock.recv(65536).decode("latin-1")
+
+
 def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "DATAMILL_DATA_DIR": str(tmp_path / "data")}
     process = subprocess.Popen(
         [sys.executable, "-m", "datamill.cli.main", "server", "--demo", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
@@ -54,10 +64,14 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
         sources = httpx.get(base + "/projects/demo/datasources", headers=headers).json()
         assert {d["name"] for d in sources["datasources"]} == {"events", "devices"}
-        preview = httpx.get(base + "/projects/demo/datasources/events/preview",
-                            params={"limit": 5}, headers=headers)
+        preview = httpx.get(
+            base + "/projects/demo/datasources/events/preview", params={"limit": 5}, headers=headers
+        )
         assert preview.status_code == 200
         assert len(preview.json()["rows"]) == 5
+        assert raw_request(port, "POST /api/v1/projects HTTP/1.1").startswith(
+            "HTTP/1.1 411"
+        )
         docs = httpx.get(f"http://127.0.0.1:{port}/docs")
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()

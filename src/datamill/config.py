@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8270, ge=1, le=65535)
     log_level: str = "info"
     log_json: bool = True
+    workers: int = Field(default=2, ge=0, le=64, description="worker processes per server")
+    worker_poll_seconds: float = Field(default=0.02, gt=0, le=10)
+    heartbeat_seconds: float = Field(default=0.5, gt=0, le=60)
+    run_lost_after_seconds: float = Field(
+        default=10, gt=0, description="a run without heartbeat this long lost its worker"
+    )
+    max_run_seconds: int = Field(default=6 * 3600, ge=1, description="the watchdog's default")
     preview_max_rows: int = Field(default=1000, ge=1)
     inference_sample_files: int = Field(default=10, ge=1)
 

@@ -8,12 +8,13 @@ from datamill.api.app import create_app
 from datamill.config import Settings
 from datamill.demo import install_demo
 from datamill.logs import configure_logging
+from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
 
 
 def serve(settings: Settings, *, demo: bool = False) -> None:
-    """Migrate the store, bootstrap the admin (and the demo), then serve until stopped."""
+    """Migrate the store, bootstrap the admin (and the demo), start the workers, serve."""
     configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.open(settings)
     bootstrap_admin(runtime)

@@ -11,7 +11,16 @@ from fastapi import FastAPI
 from datamill import __version__
 from datamill.api.errors import ERROR_RESPONSES, install_error_handlers
 from datamill.api.middleware import RequestContextMiddleware
-from datamill.api.routes import datasources, health, projects, secrets, users, variables
+from datamill.api.routes import (
+    batch,
+    datasources,
+    health,
+    jobs,
+    projects,
+    secrets,
+    users,
+    variables,
+)
 from datamill.config import Settings
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
@@ -57,6 +66,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (projects, users, secrets, datasources, variables):
+    for module in (projects, users, secrets, datasources, variables, jobs, batch):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

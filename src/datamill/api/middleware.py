@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datamill.errors import DatamillError, E
 
 log = structlog.get_logger("datamill.access")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -53,7 +54,7 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        early = self._check_length(headers)
+        early = self._check_length(headers, str(scope.get("method", "")))
         if early is not None:
             await self._reject(send_with_id, early, request_id)
         else:
@@ -86,9 +87,14 @@ class RequestContextMiddleware:
             E.BODY_TOO_LARGE, f"request body exceeds the limit of {self.max_body_bytes} bytes"
         )
 
-    def _check_length(self, headers: dict[str, str]) -> DatamillError | None:
+    def _check_length(self, headers: dict[str, str], method: str) -> DatamillError | None:
         raw = headers.get("content-length")
         if raw is None:
+            if method in _BODY_METHODS and "transfer-encoding" not in headers:
+                return DatamillError(
+                    E.MISSING_CONTENT_LENGTH,
+                    f"{method} needs a Content-Length header (or chunked transfer encoding)",
+                )
             return None
         if not raw.isdigit():
             return DatamillError(

@@ -1,4 +1,8 @@
-"""``datamill``: the command line."""
+"""``datamill``: the command line.
+
+``datamill server`` runs the service; every other command group talks to a running server
+through :class:`datamill.client.DatamillClient` (see docs/cli.md).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,53 @@ from typing import Annotated
 
 import typer
 
+from datamill import __version__
+from datamill.cli.commands import GROUPS
+from datamill.cli.context import (
+    ClientErrorGroup,
+    Output,
+    State,
+    default_client_factory,
+    get_client,
+    get_state,
+)
+from datamill.cli.render import console, fields_table, print_json, to_json
+from datamill.client import DEFAULT_URL
 from datamill.config import Settings
 
-app = typer.Typer(help="datamill: a self-hosted data-processing service.", no_args_is_help=True)
+app = typer.Typer(
+    cls=ClientErrorGroup,
+    help="datamill: a self-hosted data-processing service.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 
 
 @app.callback()
-def main() -> None:
+def main(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Option("--url", envvar="DATAMILL_URL", help="the server's address"),
+    ] = DEFAULT_URL,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="DATAMILL_TOKEN",
+            help="API token; default: the file <DATAMILL_DATA_DIR or ./.datamill>/admin.token",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Output, typer.Option("--output", "-o", help="table for people, json for scripts")
+    ] = Output.table,
+) -> None:
     """datamill: a self-hosted data-processing service."""
+    factory = ctx.obj if callable(ctx.obj) else default_client_factory
+    state = State(url=url, token=token, output=output, factory=factory)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
 
 
 @app.command()
@@ -31,6 +74,35 @@ def server(
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
     }
     serve(Settings(**overrides), demo=demo)  # type: ignore[arg-type]
+
+
+@app.command()
+def health(ctx: typer.Context) -> None:
+    """Check that the server and its metadata store are up (needs no token)."""
+    result = get_client(ctx).health()
+    show = get_state(ctx)
+    if show.json:
+        print_json(to_json(result))
+    else:
+        console().print(fields_table([("status", result.status), ("database", result.database)]))
+    if result.status != "ok":
+        raise typer.Exit(1)
+
+
+@app.command()
+def version(ctx: typer.Context) -> None:
+    """Show the server's version (and this client's)."""
+    result = get_client(ctx).version()
+    state = get_state(ctx)
+    if state.json:
+        print_json(to_json(result))
+        return
+    rows = [("server", result.version), ("database", result.database), ("client", __version__)]
+    console().print(fields_table(rows))
+
+
+for _name, _group in GROUPS:
+    app.add_typer(_group, name=_name)
 
 
 if __name__ == "__main__":  # pragma: no cover

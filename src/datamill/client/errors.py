@@ -14,6 +14,7 @@ __all__ = [
     "DatamillConnectionError",
     "DatamillProtocolError",
     "Forbidden",
+    "InvalidName",
     "NotFound",
     "ServerError",
     "Unauthorized",
@@ -87,6 +88,10 @@ class DatamillConnectionError(DatamillClientError):
 
 class DatamillProtocolError(DatamillClientError):
     """The server answered successfully with something the client cannot read."""
+
+
+class InvalidName(DatamillClientError, ValueError):
+    """A name the client refuses to put into a URL path (it contains ``/``)."""
 
 
 _BY_STATUS: dict[int, type[DatamillAPIError]] = {

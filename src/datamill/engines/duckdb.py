@@ -61,8 +61,12 @@ def _dir_literal(path: Path) -> str:
     return sql_string(str(path).rstrip("/") + "/")
 
 
-def connect_locked(sandbox: Sandbox) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory connection, locked down in the order DuckDB requires."""
+def connect_locked(sandbox: Sandbox, *, profiling: bool = False) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory connection, locked down in the order DuckDB requires.
+
+    With ``profiling`` the connection records operator statistics (rows scanned, bytes
+    read and written) that :meth:`get_profiling_information` returns after a query.
+    """
     sandbox.temp_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:")
     try:
@@ -70,6 +74,11 @@ def connect_locked(sandbox: Sandbox) -> duckdb.DuckDBPyConnection:
             con.register_filesystem(fs)
         limits = sandbox.limits
         statements = [
+            *(
+                ["SET enable_profiling='no_output'", "SET profiling_coverage='ALL'"]
+                if profiling
+                else []
+            ),
             "SET autoinstall_known_extensions=false",
             "SET autoload_known_extensions=false",
             "SET allow_community_extensions=false",
@@ -152,7 +161,7 @@ def valtype_of(duckdb_type: str) -> ValType:
     return _DUCKDB_TO_VALTYPE.get(base, ValType.string)
 
 
-def _identifier(name: str) -> str:
+def identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -175,8 +184,8 @@ def typed_select(table_sql: str, schema: Sequence[SchemaField], columns: Sequenc
     for item in schema:
         target = VALTYPE_TO_DUCKDB[ValType(item.valtype)]
         source = available.get(item.key)
-        expr = f"TRY_CAST({_identifier(source)} AS {target})" if source else f"NULL::{target}"
-        parts.append(f"{expr} AS {_identifier(item.key)}")
+        expr = f"TRY_CAST({identifier(source)} AS {target})" if source else f"NULL::{target}"
+        parts.append(f"{expr} AS {identifier(item.key)}")
     return f"SELECT {', '.join(parts) or '*'} FROM {table_sql}"
 
 
@@ -216,3 +225,18 @@ def friendly_error(exc: duckdb.Error) -> str:
     """DuckDB's message without its internal prefixes and with no file system details."""
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def create_empty_table(
+    con: duckdb.DuckDBPyConnection, name: str, schema: Sequence[SchemaField]
+) -> None:
+    columns = (
+        ", ".join(f"{identifier(f.key)} {VALTYPE_TO_DUCKDB[ValType(f.valtype)]}" for f in schema)
+        or '"_empty" VARCHAR'
+    )
+    con.execute(f"CREATE TABLE {identifier(name)} ({columns})")
+
+
+def output_columns(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[str, str]]:
+    """The (name, DuckDB type) of each column ``sql`` returns, bound but not executed."""
+    return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE {sql}").fetchall()]

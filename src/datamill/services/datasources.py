@@ -29,6 +29,7 @@ from datamill.domain.datasources import (
     parse_spec,
     schema_changes,
 )
+from datamill.domain.variables import Resolver
 from datamill.engines import duckdb as engine
 from datamill.errors import DatamillError, E
 from datamill.services.access import ProjectAccess
@@ -84,22 +85,32 @@ def _secret_name(spec: FormatSpec) -> str | None:
 class SourceReader:
     """Lists a data source's files and reads them through a locked-down DuckDB connection."""
 
-    def __init__(self, runtime: Runtime, session: Session, access: ProjectAccess) -> None:
+    def __init__(
+        self, runtime: Runtime, session: Session, project_id: int, project_name: str
+    ) -> None:
         self.runtime = runtime
         self.session = session
-        self.access = access
+        self.project_id = project_id
+        self.project_name = project_name
 
-    def files(self, type_: str, spec: FormatSpec, at: datetime) -> FileSet:
+    @classmethod
+    def of(cls, runtime: Runtime, session: Session, access: ProjectAccess) -> SourceReader:
+        return cls(runtime, session, access.project_id, access.project.name)
+
+    def files(
+        self, type_: str, spec: FormatSpec, at: datetime, resolver: Resolver | None = None
+    ) -> FileSet:
+        """The files of a data source for the batch at ``at`` (fileFilter expanded)."""
         settings = self.runtime.settings
         secret = _secret_name(spec)
         values = (
-            secret_values(self.runtime, self.session, self.access.project_id, secret, "spec.secret")
+            secret_values(self.runtime, self.session, self.project_id, secret, "spec.secret")
             if secret
             else {}
         )
         file_filter = ""
         if spec.fileFilter:
-            resolver = load_resolver(self.session, self.access.project_id, at)
+            resolver = resolver or load_resolver(self.session, self.project_id, at)
             file_filter = resolver.expand(spec.fileFilter, "spec.fileFilter")
         ctx = SourceContext(
             data_roots=settings.resolved_data_roots,
@@ -111,7 +122,7 @@ class SourceReader:
 
     @contextmanager
     def connection(self, files: FileSet) -> Iterator[duckdb.DuckDBPyConnection]:
-        temp = self.runtime.settings.projects_dir / self.access.project.name / "tmp"
+        temp = self.runtime.settings.projects_dir / self.project_name / "tmp"
         temp = temp / uuid.uuid4().hex
         sandbox = engine.Sandbox(
             temp_dir=temp,
@@ -198,7 +209,7 @@ def create_datasource(
     runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: DataSourceCreate
 ) -> DataSource:
     spec = _typed_spec(body.type, body.spec)
-    reader = SourceReader(runtime, session, access)
+    reader = SourceReader.of(runtime, session, access)
     if body.noVerifySchema:
         if spec.fileFilter:
             load_resolver(session, access.project_id, utcnow()).check(
@@ -244,7 +255,7 @@ def update_datasource(
             )
         new = list(body.schema_) if body.schema_ is not None else old
     else:
-        reader = SourceReader(runtime, session, access)
+        reader = SourceReader.of(runtime, session, access)
         new = _verified_schema(reader.infer(row.type, spec, utcnow()), body.schema_)
     problems = schema_changes(old, new)
     if problems:
@@ -306,7 +317,7 @@ def infer_schema(
     runtime: Runtime, session: Session, access: ProjectAccess, body: SchemaRequest
 ) -> list[SchemaField]:
     spec = _typed_spec(body.type, body.spec)
-    return SourceReader(runtime, session, access).infer(body.type, spec, utcnow())
+    return SourceReader.of(runtime, session, access).infer(body.type, spec, utcnow())
 
 
 def preview_datasource(
@@ -321,6 +332,6 @@ def preview_datasource(
     spec = _typed_spec(row.type, row.spec)
     schema = [SchemaField.model_validate(f) for f in row.schema]
     limit = min(limit, runtime.settings.preview_max_rows)
-    return SourceReader(runtime, session, access).preview(
+    return SourceReader.of(runtime, session, access).preview(
         row.type, spec, schema, aware(at) if at else utcnow(), limit
     )

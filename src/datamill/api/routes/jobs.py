@@ -1,0 +1,142 @@
+"""Batch jobs, their actions, history, logs and results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from datamill.api.deps import (
+    PageDep,
+    ProjectEditor,
+    ProjectReader,
+    ResourceName,
+    RuntimeDep,
+    SessionDep,
+)
+from datamill.domain.common import Model
+from datamill.domain.jobs import Job, JobBody, StartBody
+from datamill.domain.runs import History, HistoryEntry, RunLog, RunResult, RunStatus
+from datamill.services import jobs as service
+from datamill.services import runs
+
+router = APIRouter(tags=["batch jobs"])
+BASE = "/projects/{project}/jobs"
+
+
+class JobList(Model):
+    total: int
+    page: int
+    size: int
+    jobs: list[Job]
+
+
+class StopJobResult(Model):
+    name: str
+    scheduleState: str
+    runsAffected: int
+
+
+@router.post(
+    BASE + "/{name}",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a batch SQL job (validated: sources, SQL, schema) ",
+)
+def create_job(
+    name: ResourceName,
+    body: JobBody,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    access: ProjectEditor,
+) -> Job:
+    return service.create_job(runtime, session, access, name, body)
+
+
+@router.put(BASE + "/{name}", summary="Replace a batch job (validated as on create)")
+def update_job(
+    name: ResourceName,
+    body: JobBody,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    access: ProjectEditor,
+) -> Job:
+    return service.update_job(runtime, session, access, name, body)
+
+
+@router.get(BASE + "/{name}", summary="Get a job with its output schema")
+def get_job(name: ResourceName, session: SessionDep, access: ProjectReader) -> Job:
+    return service.get_job(session, access, name)
+
+
+@router.get(BASE, summary="List jobs, optionally those reading a data source or a job")
+def list_jobs(
+    session: SessionDep,
+    access: ProjectReader,
+    page: PageDep,
+    srcDatasource: Annotated[str | None, Query(max_length=128)] = None,
+    srcJob: Annotated[str | None, Query(max_length=128)] = None,
+) -> JobList:
+    result = service.list_jobs(session, access, page, srcDatasource, srcJob)
+    return JobList(total=result.total, page=result.page, size=result.size, jobs=result.items)
+
+
+@router.delete(
+    BASE + "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a job no other job reads, with its history and results",
+)
+def delete_job(
+    name: ResourceName, runtime: RuntimeDep, session: SessionDep, access: ProjectEditor
+) -> None:
+    service.delete_job(runtime, session, access, name)
+
+
+@router.post(
+    BASE + "/{name}/actions/start",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue a run now, with param values over the defaults",
+)
+def start_job(
+    name: ResourceName, session: SessionDep, access: ProjectEditor, body: StartBody | None = None
+) -> HistoryEntry:
+    return runs.start_job(session, access, name, body or StartBody())
+
+
+@router.post(
+    BASE + "/{name}/actions/stop",
+    summary="Stop the job's schedule and cancel its queued and running runs",
+)
+def stop_job(name: ResourceName, session: SessionDep, access: ProjectEditor) -> StopJobResult:
+    affected = runs.stop_job(session, access, name)
+    return StopJobResult(name=name, scheduleState="stopped", runsAffected=affected)
+
+
+@router.get(BASE + "/{name}/history", summary="The job's runs, newest or oldest first")
+def history(
+    name: ResourceName,
+    session: SessionDep,
+    access: ProjectReader,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=1000)] = 20,
+    sortBy: Annotated[str, Query(max_length=32)] = "-endTime",
+    status: Annotated[RunStatus | None, Query()] = None,
+    runId: Annotated[int | None, Query(ge=-1, description="one run; -1 = the latest")] = None,
+) -> History:
+    return runs.history(session, access, name, page, size, sortBy, status, runId)
+
+
+@router.get(BASE + "/{name}/runs/{runId}/logs", summary="A run's log")
+def run_logs(name: ResourceName, runId: int, session: SessionDep, access: ProjectReader) -> RunLog:
+    return runs.run_log(session, access, name, runId)
+
+
+@router.get(BASE + "/{name}/runs/{runId}/result", summary="Rows of a successful run's result")
+def run_result(
+    name: ResourceName,
+    runId: int,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    access: ProjectReader,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> RunResult:
+    return runs.run_result(runtime, session, access, name, runId, limit)

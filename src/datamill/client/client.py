@@ -1,0 +1,644 @@
+"""The Python client of datamill's REST API (``/api/v1``).
+
+>>> from datamill.client import DatamillClient
+>>> with DatamillClient("http://127.0.0.1:8270", token="dm_...") as dm:
+...     dm.projects.create("sales", "monthly sales figures")
+...     for source in dm.datasources.iter_all("sales"):
+...         print(source.name, [f.key for f in source.schema_])
+
+Every call returns the API's own pydantic models (:mod:`datamill.domain`), a :class:`Page`
+of them, or ``None`` for a delete. Failures raise :class:`DatamillAPIError` (a subclass per
+kind: :class:`NotFound`, :class:`Conflict` ...) or :class:`DatamillConnectionError`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from datamill import __version__
+from datamill.client.errors import (
+    DatamillConnectionError,
+    DatamillProtocolError,
+    InvalidName,
+    error_from_response,
+)
+from datamill.client.models import (
+    DataSource,
+    Health,
+    IssuedToken,
+    Member,
+    Page,
+    Preview,
+    Principal,
+    Project,
+    ResolvedVariable,
+    Role,
+    SchemaField,
+    Secret,
+    Token,
+    User,
+    Variable,
+    VariableType,
+    Version,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "DataSourcesAPI",
+    "DatamillClient",
+    "MembersAPI",
+    "ProjectsAPI",
+    "SchemasAPI",
+    "SecretsAPI",
+    "TokensAPI",
+    "UsersAPI",
+    "VariablesAPI",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8270"
+API_PREFIX = "/api/v1"
+ITER_PAGE_SIZE = 500
+"""Items per request when :meth:`iter_all` walks a list."""
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+SchemaInput = Sequence[SchemaField | Mapping[str, Any]]
+Moment = datetime | str
+
+
+def _segment(value: str | int) -> str:
+    """One path segment, escaped so a name can never change the route it is sent to.
+
+    A ``/`` is refused outright: servers decode ``%2F`` before routing, so escaping it
+    would not keep ``x/preview`` from reaching another route.
+    """
+    if "/" in str(value):
+        raise InvalidName(f"invalid name {str(value)[:140]!r}: names cannot contain '/'")
+    text = quote(str(value), safe="")
+    if text in {".", ".."}:
+        text = text.replace(".", "%2E")
+    return text
+
+
+def _moment(value: Moment | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _schema_json(schema: SchemaInput | None) -> list[dict[str, Any]] | None:
+    if schema is None:
+        return None
+    return [
+        item.model_dump(mode="json") if isinstance(item, SchemaField) else dict(item)
+        for item in schema
+    ]
+
+
+def _walk(fetch: Callable[[int, int], Page[T]], size: int) -> Iterator[T]:
+    page = 1
+    while True:
+        result = fetch(page, size)
+        yield from result.items
+        if not result.items or not result.has_next:
+            return
+        page += 1
+
+
+class DatamillClient:
+    """A connection to one datamill server, acting with one token.
+
+    ``base_url`` is the server's root (``http://host:8270``; a trailing ``/api/v1`` is
+    accepted too). ``token`` is sent as ``Authorization: Bearer <token>``; only
+    :meth:`health` works without one. ``http`` replaces the client's own ``httpx.Client``
+    (a ``fastapi.testclient.TestClient``, or one with custom TLS or proxy settings): when
+    that client has a base URL of its own, requests go there and ``base_url`` only names the
+    server in messages; the given client is never closed by :meth:`close`. ``timeout``
+    (seconds) applies to the client's own ``httpx.Client`` only.
+
+    Resources hang off the client: :attr:`projects` (with :attr:`ProjectsAPI.members`),
+    :attr:`users`, :attr:`tokens`, :attr:`datasources`, :attr:`schemas`, :attr:`variables`
+    and :attr:`secrets`. Use the client as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        root = base_url.strip().rstrip("/")
+        root = root.removesuffix(API_PREFIX).rstrip("/")
+        if not root.startswith(("http://", "https://")):
+            raise ValueError(f"invalid server URL '{base_url}': use http(s)://host[:port]")
+        self.token = token
+        self.timeout = timeout
+        self._owns_http = http is None
+        if http is None:
+            self.base_url = root
+            self._prefix = API_PREFIX
+            self._http = httpx.Client(
+                base_url=root,
+                timeout=timeout,
+                headers={"User-Agent": f"datamill-client/{__version__}"},
+            )
+        elif str(http.base_url):
+            self.base_url = str(http.base_url).rstrip("/")
+            self._prefix = API_PREFIX
+            self._http = http
+        else:
+            self.base_url = root
+            self._prefix = root + API_PREFIX
+            self._http = http
+        self.projects = ProjectsAPI(self)
+        self.users = UsersAPI(self)
+        self.tokens = TokensAPI(self)
+        self.datasources = DataSourcesAPI(self)
+        self.schemas = SchemasAPI(self)
+        self.variables = VariablesAPI(self)
+        self.secrets = SecretsAPI(self)
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Close the client's own HTTP connections (a client passed as ``http`` stays open)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> DatamillClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DatamillClient({self.base_url!r}, token={'***' if self.token else None})"
+
+    # -- service
+
+    def health(self) -> Health:
+        """Liveness and metadata-store health; needs no token."""
+        return self.parse(Health, self.request("GET", "/health", auth=False))
+
+    def version(self) -> Version:
+        """The server's version and its metadata-store dialect."""
+        return self.parse(Version, self.request("GET", "/version"))
+
+    # -- plumbing
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        auth: bool = True,
+    ) -> Any:
+        """Send one request to ``/api/v1{path}`` and return its decoded JSON (``None`` if empty).
+
+        The escape hatch for endpoints without a method here. ``params`` whose value is
+        ``None`` are left out. Raises :class:`DatamillAPIError` for an error answer and
+        :class:`DatamillConnectionError` when the server cannot be reached.
+        """
+        headers = {"Accept": "application/json"}
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        url = self._prefix + path
+        try:
+            response = self._http.request(
+                method,
+                url,
+                params=query or None,
+                json=json,
+                headers=headers,
+            )
+        except httpx.TimeoutException as exc:
+            raise DatamillConnectionError(
+                f"the datamill server at {self.base_url} did not answer in time "
+                f"({type(exc).__name__})"
+            ) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise DatamillConnectionError(
+                f"invalid datamill server URL {self.base_url}: {exc}"
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise DatamillConnectionError(
+                f"cannot reach the datamill server at {self.base_url}: {exc or 'connect failed'}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise DatamillConnectionError(
+                f"the connection to the datamill server at {self.base_url} failed: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+        if not response.is_success:
+            raise error_from_response(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise DatamillProtocolError(
+                f"{self.base_url} answered {method} {API_PREFIX}{path} with something that is "
+                "not JSON: is it a datamill server?"
+            ) from None
+
+    def parse(self, model: type[M], data: Any) -> M:
+        """Validate ``data`` as ``model``, ignoring top-level fields the model does not know.
+
+        Fields a newer server adds therefore do not break an older client.
+        """
+        if not isinstance(data, Mapping):
+            raise DatamillProtocolError(
+                f"expected a JSON object for {model.__name__}, got {type(data).__name__}"
+            )
+        known = set(model.model_fields)
+        known |= {f.alias for f in model.model_fields.values() if f.alias}
+        try:
+            return model.model_validate({k: v for k, v in data.items() if k in known})
+        except ValidationError as exc:
+            raise DatamillProtocolError(
+                f"the server's answer is not a valid {model.__name__}: {exc}"
+            ) from None
+
+    def parse_page(self, model: type[M], data: Any, key: str) -> Page[M]:
+        """Read a list answer ``{"total", "page", "size", key: [...]}`` into a :class:`Page`."""
+        if not isinstance(data, Mapping) or not isinstance(data.get(key), list):
+            raise DatamillProtocolError(f"expected a page of '{key}' from the server")
+        try:
+            return Page(
+                total=int(data["total"]),
+                page=int(data["page"]),
+                size=int(data["size"]),
+                items=[self.parse(model, item) for item in data[key]],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatamillProtocolError(f"malformed page of '{key}': {exc}") from None
+
+
+def _path(*segments: str | int) -> str:
+    return "".join("/" + _segment(s) for s in segments)
+
+
+class _Resource:
+    def __init__(self, client: DatamillClient) -> None:
+        self._client = client
+
+    def _get(self, model: type[M], path: str, params: Mapping[str, Any] | None = None) -> M:
+        return self._client.parse(model, self._client.request("GET", path, params=params))
+
+    def _send(self, method: str, model: type[M], path: str, body: Any) -> M:
+        return self._client.parse(model, self._client.request(method, path, json=body))
+
+    def _page(
+        self,
+        model: type[M],
+        path: str,
+        key: str,
+        page: int,
+        size: int,
+        params: Mapping[str, Any] | None = None,
+    ) -> Page[M]:
+        query = {"page": page, "size": size, **(params or {})}
+        return self._client.parse_page(model, self._client.request("GET", path, params=query), key)
+
+    def _delete(self, path: str) -> None:
+        self._client.request("DELETE", path)
+
+
+class MembersAPI(_Resource):
+    """The members of a project and their roles (``/projects/{project}/members``)."""
+
+    def list(self, project: str, *, page: int = 1, size: int = 50) -> Page[Member]:
+        """One page of the project's members."""
+        return self._page(Member, _path("projects", project, "members"), "members", page, size)
+
+    def iter_all(self, project: str) -> Iterator[Member]:
+        """Every member, walking the pages."""
+        return _walk(lambda p, s: self.list(project, page=p, size=s), ITER_PAGE_SIZE)
+
+    def put(self, project: str, user: str, role: Role | str = Role.editor) -> Member:
+        """Add ``user`` to the project, or change their role (owners only)."""
+        path = _path("projects", project, "members", user)
+        return self._send("PUT", Member, path, {"role": str(role)})
+
+    def remove(self, project: str, user: str) -> None:
+        """Remove a member (owners only); the last owner cannot be removed."""
+        self._delete(_path("projects", project, "members", user))
+
+
+class ProjectsAPI(_Resource):
+    """Projects the caller is a member of; :attr:`members` manages who else is."""
+
+    def __init__(self, client: DatamillClient) -> None:
+        super().__init__(client)
+        self.members = MembersAPI(client)
+
+    def create(self, name: str, description: str = "") -> Project:
+        """Create a project; the caller becomes its owner."""
+        return self._send("POST", Project, "/projects", {"name": name, "description": description})
+
+    def get(self, name: str) -> Project:
+        """A project, with the caller's role in it."""
+        return self._get(Project, _path("projects", name))
+
+    def update(self, name: str, description: str) -> Project:
+        """Change a project's description (editors and owners)."""
+        return self._send("PATCH", Project, _path("projects", name), {"description": description})
+
+    def list(self, *, page: int = 1, size: int = 50) -> Page[Project]:
+        """One page of the caller's projects."""
+        return self._page(Project, "/projects", "projects", page, size)
+
+    def iter_all(self) -> Iterator[Project]:
+        """Every project of the caller, walking the pages."""
+        return _walk(lambda p, s: self.list(page=p, size=s), ITER_PAGE_SIZE)
+
+    def list_all(self) -> builtins.list[Project]:
+        """Every project of the caller, as one list."""
+        return list(self.iter_all())
+
+    def delete(self, name: str) -> None:
+        """Delete a project with all its resources and data (owners only)."""
+        self._delete(_path("projects", name))
+
+
+class UsersAPI(_Resource):
+    """Users; all but :meth:`me` and issuing one's own token need an administrator."""
+
+    def me(self) -> Principal:
+        """Who the token belongs to."""
+        return self._get(Principal, "/users/me")
+
+    def create(self, name: str, *, is_admin: bool = False) -> User:
+        """Create a user (they need a token from :meth:`issue_token` to log in)."""
+        return self._send("POST", User, "/users", {"name": name, "isAdmin": is_admin})
+
+    def list(self, *, page: int = 1, size: int = 50) -> Page[User]:
+        """One page of the users, by name."""
+        return self._page(User, "/users", "users", page, size)
+
+    def iter_all(self) -> Iterator[User]:
+        """Every user, walking the pages."""
+        return _walk(lambda p, s: self.list(page=p, size=s), ITER_PAGE_SIZE)
+
+    def list_all(self) -> builtins.list[User]:
+        """Every user, as one list."""
+        return list(self.iter_all())
+
+    def delete(self, name: str) -> None:
+        """Delete a user and their tokens."""
+        self._delete(_path("users", name))
+
+    def issue_token(
+        self, user: str, name: str = "default", *, expires_in_days: int | None = None
+    ) -> IssuedToken:
+        """A new token for ``user``; :attr:`IssuedToken.token` is shown this once only."""
+        body = {"name": name, "expiresInDays": expires_in_days}
+        return self._send("POST", IssuedToken, _path("users", user, "tokens"), body)
+
+
+class TokensAPI(_Resource):
+    """The caller's own API tokens."""
+
+    def create(self, name: str = "default", *, expires_in_days: int | None = None) -> IssuedToken:
+        """A new token for the caller; :attr:`IssuedToken.token` is shown this once only."""
+        body = {"name": name, "expiresInDays": expires_in_days}
+        return self._send("POST", IssuedToken, "/tokens", body)
+
+    def list(self, *, page: int = 1, size: int = 50) -> Page[Token]:
+        """One page of the caller's tokens (their prefixes, never the tokens)."""
+        return self._page(Token, "/tokens", "tokens", page, size)
+
+    def iter_all(self) -> Iterator[Token]:
+        """Every token of the caller, walking the pages."""
+        return _walk(lambda p, s: self.list(page=p, size=s), ITER_PAGE_SIZE)
+
+    def list_all(self) -> builtins.list[Token]:
+        """Every token of the caller, as one list."""
+        return list(self.iter_all())
+
+    def revoke(self, token_id: int) -> Token:
+        """Revoke a token by id; it stops working at once."""
+        return self._send("DELETE", Token, _path("tokens", token_id), None)
+
+
+class DataSourcesAPI(_Resource):
+    """Data sources of a project's batch catalog (``file``, ``s3`` or ``hdfs``)."""
+
+    def create(
+        self,
+        project: str,
+        name: str,
+        *,
+        type: Literal["file", "s3", "hdfs"] | str,
+        spec: Mapping[str, Any],
+        schema: SchemaInput | None = None,
+        no_verify_schema: bool = False,
+        region: str | None = None,
+        workflow: str | None = None,
+    ) -> DataSource:
+        """Create a data source.
+
+        With ``no_verify_schema`` false the schema is inferred from the data (a given
+        ``schema`` is checked against it and may mark fields ``required``); with it true the
+        given, non-empty ``schema`` is kept as is.
+        """
+        body: dict[str, Any] = {
+            "type": type,
+            "spec": dict(spec),
+            "noVerifySchema": no_verify_schema,
+        }
+        if schema is not None:
+            body["schema"] = _schema_json(schema)
+        if region is not None:
+            body["region"] = region
+        if workflow is not None:
+            body["workflow"] = workflow
+        path = _path("projects", project, "datasources", name)
+        return self._send("POST", DataSource, path, body)
+
+    def update(
+        self,
+        project: str,
+        name: str,
+        *,
+        spec: Mapping[str, Any],
+        schema: SchemaInput | None = None,
+    ) -> DataSource:
+        """Replace a data source's spec; its schema may gain fields, never lose or retype one."""
+        body: dict[str, Any] = {"spec": dict(spec)}
+        if schema is not None:
+            body["schema"] = _schema_json(schema)
+        path = _path("projects", project, "datasources", name)
+        return self._send("PUT", DataSource, path, body)
+
+    def get(self, project: str, name: str) -> DataSource:
+        """A data source."""
+        return self._get(DataSource, _path("projects", project, "datasources", name))
+
+    def list(
+        self, project: str, *, page: int = 1, size: int = 50, sort_by: str = "name"
+    ) -> Page[DataSource]:
+        """One page of the project's data sources.
+
+        ``sort_by`` is ``name``, ``createdAt`` or ``updatedAt``; prefix ``-`` for descending.
+        """
+        path = _path("projects", project, "datasources")
+        return self._page(DataSource, path, "datasources", page, size, {"sortBy": sort_by})
+
+    def iter_all(self, project: str, *, sort_by: str = "name") -> Iterator[DataSource]:
+        """Every data source of the project, walking the pages."""
+        return _walk(
+            lambda p, s: self.list(project, page=p, size=s, sort_by=sort_by), ITER_PAGE_SIZE
+        )
+
+    def list_all(self, project: str, *, sort_by: str = "name") -> builtins.list[DataSource]:
+        """Every data source of the project, as one list."""
+        return list(self.iter_all(project, sort_by=sort_by))
+
+    def delete(self, project: str, name: str) -> None:
+        """Delete a data source that no job reads."""
+        self._delete(_path("projects", project, "datasources", name))
+
+    def preview(
+        self, project: str, name: str, *, limit: int = 20, at: Moment | None = None
+    ) -> Preview:
+        """The first ``limit`` rows; ``at`` is the batch time for ``fileFilter`` variables."""
+        path = _path("projects", project, "datasources", name, "preview")
+        return self._get(Preview, path, {"limit": limit, "at": _moment(at)})
+
+
+class SchemasAPI(_Resource):
+    """Schema inference, without saving anything."""
+
+    def infer(self, project: str, type: str, spec: Mapping[str, Any]) -> list[SchemaField]:
+        """The schema the data a spec points at would get."""
+        path = _path("projects", project, "schemas")
+        data = self._client.request("POST", path, json={"type": type, "spec": dict(spec)})
+        if not isinstance(data, Mapping) or not isinstance(data.get("schema"), list):
+            raise DatamillProtocolError("expected {'schema': [...]} from the server")
+        return [self._client.parse(SchemaField, item) for item in data["schema"]]
+
+
+class VariablesAPI(_Resource):
+    """Magic variables: read-only system variables and the project's user variables."""
+
+    def create(
+        self,
+        project: str,
+        name: str,
+        *,
+        type: VariableType | str,
+        value: str,
+        format: str | None = None,
+    ) -> Variable:
+        """Create a user variable: ``time`` (an expression like ``$(now)-1d``) or ``string``."""
+        body = {"type": str(type), "value": value, "format": format}
+        path = _path("projects", project, "variables", name)
+        return self._send("POST", Variable, path, body)
+
+    def update(
+        self,
+        project: str,
+        name: str,
+        *,
+        type: VariableType | str,
+        value: str,
+        format: str | None = None,
+    ) -> Variable:
+        """Replace a user variable's definition."""
+        body = {"type": str(type), "value": value, "format": format}
+        path = _path("projects", project, "variables", name)
+        return self._send("PUT", Variable, path, body)
+
+    def get(self, project: str, name: str, *, at: Moment | None = None) -> ResolvedVariable:
+        """A variable and its value resolved at batch time ``at`` (default: now)."""
+        path = _path("projects", project, "variables", name)
+        return self._get(ResolvedVariable, path, {"at": _moment(at)})
+
+    def list(
+        self,
+        project: str,
+        *,
+        type: Literal["system", "user"] | None = None,
+        page: int = 1,
+        size: int = 50,
+    ) -> Page[Variable]:
+        """One page of variables: system ones first, then user ones; ``type`` picks one kind."""
+        path = _path("projects", project, "variables")
+        return self._page(Variable, path, "variables", page, size, {"type": type})
+
+    def iter_all(
+        self, project: str, *, type: Literal["system", "user"] | None = None
+    ) -> Iterator[Variable]:
+        """Every variable (of ``type``), walking the pages."""
+        return _walk(lambda p, s: self.list(project, type=type, page=p, size=s), ITER_PAGE_SIZE)
+
+    def list_all(
+        self, project: str, *, type: Literal["system", "user"] | None = None
+    ) -> builtins.list[Variable]:
+        """Every variable (of ``type``), as one list."""
+        return list(self.iter_all(project, type=type))
+
+    def delete(self, project: str, name: str) -> None:
+        """Delete a user variable that no other variable uses."""
+        self._delete(_path("projects", project, "variables", name))
+
+
+class SecretsAPI(_Resource):
+    """Secrets: write-only credentials; reading one gives its description and value names."""
+
+    def create(
+        self, project: str, name: str, values: Mapping[str, str], *, description: str = ""
+    ) -> Secret:
+        """Store a secret (encrypted at rest); the values are never returned."""
+        path = _path("projects", project, "secrets", name)
+        body = {"description": description, "values": dict(values)}
+        return self._send("POST", Secret, path, body)
+
+    def update(
+        self, project: str, name: str, values: Mapping[str, str], *, description: str = ""
+    ) -> Secret:
+        """Replace a secret's values and description."""
+        path = _path("projects", project, "secrets", name)
+        body = {"description": description, "values": dict(values)}
+        return self._send("PUT", Secret, path, body)
+
+    def get(self, project: str, name: str) -> Secret:
+        """A secret's description and the names of its values."""
+        return self._get(Secret, _path("projects", project, "secrets", name))
+
+    def list(self, project: str, *, page: int = 1, size: int = 50) -> Page[Secret]:
+        """One page of the project's secrets."""
+        path = _path("projects", project, "secrets")
+        return self._page(Secret, path, "secrets", page, size)
+
+    def iter_all(self, project: str) -> Iterator[Secret]:
+        """Every secret of the project, walking the pages."""
+        return _walk(lambda p, s: self.list(project, page=p, size=s), ITER_PAGE_SIZE)
+
+    def list_all(self, project: str) -> builtins.list[Secret]:
+        """Every secret of the project, as one list."""
+        return list(self.iter_all(project))
+
+    def delete(self, project: str, name: str) -> None:
+        """Delete a secret that no resource uses."""
+        self._delete(_path("projects", project, "secrets", name))

@@ -1,0 +1,218 @@
+"""Batch SQL jobs: sources, the SQL computation, container, scheduler and params."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from datamill.domain.common import Model, check_name
+from datamill.domain.datasources import SchemaField
+
+TABLE_NAME_RULE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,127}$")
+PARAM_NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+CONTAINER_RULE = re.compile(r"^(\d+)U(\d+)G$")
+CONTAINER_TYPES = ("1U2G", "1U4G", "2U4G", "4U8G", "4U16G", "8U16G", "8U32G", "16U32G", "16U64G")
+MAX_CONTAINER_UNITS = 100
+LOOP_RULE = re.compile(r"^(\d+)([smhd])$")
+
+
+def _check_table_name(value: str) -> str:
+    if not TABLE_NAME_RULE.fullmatch(value):
+        raise PydanticCustomError(
+            "E18011",
+            "invalid tableName '{value}': 1-128 letters, digits or underscores, "
+            "starting with a letter",
+            {"value": value[:140]},
+        )
+    return value
+
+
+def _check_param_name(value: str) -> str:
+    if not PARAM_NAME_RULE.fullmatch(value):
+        raise PydanticCustomError(
+            "E18011",
+            "invalid param name '{value}': 1-64 letters, digits or underscores, "
+            "starting with a letter or underscore",
+            {"value": value[:80]},
+        )
+    return value
+
+
+TableName = Annotated[str, AfterValidator(_check_table_name)]
+ParamName = Annotated[str, AfterValidator(_check_param_name)]
+
+
+class SrcType(StrEnum):
+    DataSource = "DataSource"
+    Job = "Job"
+
+
+class Src(Model):
+    name: Annotated[str, AfterValidator(check_name)]
+    type: SrcType
+    tableName: TableName
+    fileFilter: str | None = Field(
+        None, max_length=256, description="overrides the data source's fileFilter"
+    )
+
+
+class ComputationType(StrEnum):
+    SQL = "SQL"
+
+
+class Computation(Model):
+    type: ComputationType = ComputationType.SQL
+    code: str = Field(min_length=1, max_length=65536)
+
+
+class Container(Model):
+    type: str = Field(description="one of " + ", ".join(CONTAINER_TYPES))
+    count: int = Field(1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> Container:
+        if self.type not in CONTAINER_TYPES:
+            raise PydanticCustomError(
+                "E18213",
+                "container.type '{value}' is not one of " + ", ".join(CONTAINER_TYPES),
+                {"value": self.type[:32]},
+            )
+        if self.units * self.count > MAX_CONTAINER_UNITS:
+            raise PydanticCustomError(
+                "E18214",
+                "container: {type} x {count} = {units}U exceeds the limit of 100U",
+                {"type": self.type, "count": self.count, "units": self.units * self.count},
+            )
+        return self
+
+    @property
+    def units(self) -> int:
+        match = CONTAINER_RULE.fullmatch(self.type)
+        return int(match.group(1)) if match else 0
+
+    @property
+    def memory_gb(self) -> int:
+        match = CONTAINER_RULE.fullmatch(self.type)
+        return int(match.group(2)) * self.count if match else 0
+
+
+class SchedulerType(StrEnum):
+    crontab = "crontab"
+    loop = "loop"
+    manual = "manual"
+    depend = "depend"
+
+
+class SchedulerSpec(Model):
+    crontab: str | None = Field(None, max_length=256)
+    loop: str | None = Field(None, max_length=16, description="e.g. 30s, 5m, 1h; 0 = continuous")
+    timezone: str | None = Field(None, max_length=64, description="IANA zone; default UTC")
+
+
+def loop_seconds(value: str | None) -> int:
+    """``5m`` -> 300; empty or ``0`` -> 0 (run continuously)."""
+    if value is None or value.strip() in {"", "0"}:
+        return 0
+    match = LOOP_RULE.fullmatch(value.strip())
+    if not match:
+        raise PydanticCustomError(
+            "E18208",
+            "scheduler.spec.loop '{value}' must be a number with s, m, h or d",
+            {"value": value[:20]},
+        )
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+class Scheduler(Model):
+    type: SchedulerType
+    spec: SchedulerSpec | None = None
+
+    @model_validator(mode="after")
+    def _spec_fits_type(self) -> Scheduler:
+        spec = self.spec or SchedulerSpec()
+        if self.type == SchedulerType.crontab and not spec.crontab:
+            raise PydanticCustomError(
+                "E18208", "scheduler.spec.crontab is required when scheduler.type is crontab"
+            )
+        if self.type == SchedulerType.loop:
+            loop_seconds(spec.loop)
+        return self
+
+
+class Param(Model):
+    name: ParamName
+    default: str = Field("", max_length=64)
+
+
+class JobBody(Model):
+    """The body of create and update (an update replaces the whole job)."""
+
+    srcs: list[Src] = Field(min_length=1, max_length=32)
+    computation: Computation
+    container: Container | None = None
+    scheduler: Scheduler | None = None
+    params: list[Param] | None = Field(None, max_length=64)
+    retries: int = Field(0, ge=0, le=10, description="automatic retries of a failed run")
+    maxRunSeconds: int | None = Field(
+        None, ge=1, le=7 * 86400, description="the watchdog's limit; default: server setting"
+    )
+
+    @model_validator(mode="after")
+    def _seed_rules(self) -> JobBody:
+        tables = [s.tableName for s in self.srcs]
+        duplicates = sorted({t for t in tables if tables.count(t) > 1})
+        if duplicates:
+            raise PydanticCustomError(
+                "E18207", "srcs: tableName '{name}' is used twice", {"name": duplicates[0]}
+            )
+        names = [p.name for p in self.params or []]
+        if len(names) != len(set(names)):
+            raise PydanticCustomError("E18207", "params: a param name is used twice")
+        if self.is_depend:
+            job_srcs = [s for s in self.srcs if s.type == SrcType.Job]
+            if len(job_srcs) != 1:
+                raise PydanticCustomError("E18207", "a depend job has exactly one src of type Job")
+            if self.container is not None or self.params:
+                raise PydanticCustomError(
+                    "E18207",
+                    "a depend job inherits container and params from its upstream job; "
+                    "leave them out",
+                )
+        return self
+
+    @property
+    def is_depend(self) -> bool:
+        return self.scheduler is not None and self.scheduler.type == SchedulerType.depend
+
+    @property
+    def upstream(self) -> str | None:
+        if not self.is_depend:
+            return None
+        return next(s.name for s in self.srcs if s.type == SrcType.Job)
+
+
+class Job(JobBody):
+    name: str
+    schema_: list[SchemaField] = Field(alias="schema")
+    scheduleState: str = Field(description="active, or stopped by the stop action")
+    createdAt: datetime
+    updatedAt: datetime
+
+
+class ParamValue(Model):
+    name: ParamName
+    value: str = Field(max_length=64)
+
+
+class StartBody(Model):
+    params: list[ParamValue] = Field(default_factory=list, max_length=64)
+
+
+def job_definition(body: JobBody) -> dict[str, Any]:
+    """The stored form of a job body (no derived fields)."""
+    return body.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,124 @@
+"""Runs: the unit of execution, and the one state machine every run follows.
+
+::
+
+    Ready ──claim──▶ Running ──▶ Successful | Failed
+      │                 │ stop
+      │                 ▼
+      │             Cancelling ──▶ Canceled
+      │                               │
+      └─job stop─▶ Canceled           │
+    Successful | Failed | Canceled ──rerun──▶ Restarting ──claim──▶ Running
+
+A Running run whose worker vanished (no heartbeat) becomes Failed, or Ready again while
+it has retries left; a Cancelling one becomes Canceled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from datamill.domain.common import Model
+from datamill.errors import DatamillError, E
+
+
+class RunStatus(StrEnum):
+    Ready = "Ready"
+    Running = "Running"
+    Successful = "Successful"
+    Failed = "Failed"
+    Canceled = "Canceled"
+    Restarting = "Restarting"
+    Cancelling = "Cancelling"
+
+
+TERMINAL = frozenset({RunStatus.Successful, RunStatus.Failed, RunStatus.Canceled})
+CLAIMABLE = frozenset({RunStatus.Ready, RunStatus.Restarting})
+ACTIVE = frozenset({RunStatus.Running, RunStatus.Cancelling})
+
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.Ready: frozenset({RunStatus.Running, RunStatus.Canceled}),
+    RunStatus.Restarting: frozenset({RunStatus.Running, RunStatus.Canceled}),
+    RunStatus.Running: frozenset(
+        {RunStatus.Successful, RunStatus.Failed, RunStatus.Cancelling, RunStatus.Ready}
+    ),
+    RunStatus.Cancelling: frozenset({RunStatus.Canceled}),
+    RunStatus.Successful: frozenset({RunStatus.Restarting}),
+    RunStatus.Failed: frozenset({RunStatus.Restarting}),
+    RunStatus.Canceled: frozenset({RunStatus.Restarting}),
+}
+
+
+def allowed(before: RunStatus, after: RunStatus) -> bool:
+    return after in TRANSITIONS[before]
+
+
+def check_stop(status: RunStatus, job: str, run_id: int) -> RunStatus:
+    """The state a stop request moves a run to; only a Running run can be stopped."""
+    if status != RunStatus.Running:
+        raise DatamillError(
+            E.RUN_STATE_CONFLICT,
+            f"run {run_id} of job '{job}' is {status.value}; only a Running run can be stopped",
+        )
+    return RunStatus.Cancelling
+
+
+def check_rerun(status: RunStatus, job: str, run_id: int) -> RunStatus:
+    """The state a rerun request moves a run to; only finished runs can be rerun."""
+    if status not in TERMINAL:
+        hint = " (stop it first)" if status == RunStatus.Running else ""
+        raise DatamillError(
+            E.RUN_STATE_CONFLICT,
+            f"run {run_id} of job '{job}' is {status.value}; only a Successful, Failed or "
+            f"Canceled run can be rerun{hint}",
+        )
+    return RunStatus.Restarting
+
+
+class HistoryEntry(Model):
+    runId: int
+    batchTime: datetime
+    startTime: datetime | None
+    endTime: datetime | None
+    duration: float | None
+    status: RunStatus
+    message: str
+    rerunCount: int
+    attempt: int
+    rowsRead: int | None
+    rowsWritten: int | None
+    bytesRead: int | None
+    bytesWritten: int | None
+
+
+class History(Model):
+    total: int
+    page: int
+    size: int
+    history: list[HistoryEntry]
+
+
+class RunAction(Model):
+    jobName: str
+    runId: int
+
+
+class StopResult(Model):
+    preStatus: RunStatus
+    postStatus: RunStatus
+
+
+class RerunResult(StopResult):
+    rerunCount: int
+
+
+class RunLog(Model):
+    runId: int
+    lines: list[str]
+
+
+class RunResult(Model):
+    runId: int
+    rows: list[dict[str, object]]
+    rowsWritten: int | None

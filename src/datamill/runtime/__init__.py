@@ -1,0 +1,1 @@
+"""Worker processes: claim runs, execute them, heartbeat, cancel, log."""

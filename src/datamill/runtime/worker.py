@@ -1,0 +1,198 @@
+"""Workers: processes that claim runs, execute them with a heartbeat, and reap lost runs.
+
+A worker process loops: reap runs whose worker vanished, claim the oldest claimable run,
+execute it. While a run executes, a heartbeat thread writes the run's heartbeat every
+``heartbeat_seconds`` and learns of stop requests, which interrupt the query at once.
+A worker that is asked to shut down returns its run to Ready for another worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import structlog
+
+from datamill.config import Settings
+from datamill.domain.runs import RunStatus
+from datamill.errors import DatamillError
+from datamill.runtime import batch
+from datamill.services import runs
+from datamill.services.runtime import Runtime
+from datamill.store.jobs import JobRow
+from datamill.store.runs import RunRow
+
+log = structlog.get_logger("datamill.worker")
+
+
+class Worker:
+    """One worker loop. ``run_forever`` returns once ``shutdown`` is set."""
+
+    def __init__(self, runtime: Runtime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.shutdown = threading.Event()
+        settings = runtime.settings
+        self.poll = settings.worker_poll_seconds
+        self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
+        self._last_reap = 0.0
+
+    def run_forever(self) -> None:
+        while not self.shutdown.is_set():
+            if not self.step():
+                self.shutdown.wait(self.poll)
+
+    def step(self) -> bool:
+        """Reap (now and then) and execute one run; False when there was nothing to do."""
+        now = time.monotonic()
+        with self.runtime.sessions() as session:
+            if now - self._last_reap > 1.0:
+                self._last_reap = now
+                runs.reap_lost(session, self.lost_after)
+            run = runs.claim_next(session, self.name)
+            if run is None:
+                return False
+            run_pk = run.id
+        self.execute(run_pk)
+        return True
+
+    def execute(self, run_pk: int) -> None:
+        stop = threading.Event()
+        with self.runtime.sessions() as session:
+            run = session.get(RunRow, run_pk)
+            job = session.get(JobRow, run.job_id) if run else None
+            if run is None or job is None:
+                return
+            runs.log_line(session, run_pk, f"attempt {run.attempt} started on {self.name}")
+            max_seconds = (
+                job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
+            )
+            try:
+                prepared = batch.prepare(self.runtime, session, run)
+            except DatamillError as exc:
+                runs.finish(session, run_pk, self.name, RunStatus.Failed, exc.message)
+                return
+            for note in prepared.notes:
+                runs.log_line(session, run_pk, note)
+        beat = threading.Thread(target=self._heartbeat, args=(run_pk, stop), daemon=True)
+        beat.start()
+        status, message, stats = RunStatus.Failed, "", None
+        try:
+            stats = batch.execute(prepared, stop, time.monotonic() + max_seconds)
+            status = RunStatus.Successful
+            message = f"wrote {stats.rows_written} rows"
+        except batch.RunCanceled:
+            status, message = RunStatus.Canceled, "query interrupted"
+        except batch.RunTimedOut:
+            message = f"exceeded the maximum run time of {max_seconds} s and was interrupted"
+        except DatamillError as exc:
+            message = exc.message
+        except Exception as exc:  # a bug, not bad input: keep the worker alive, keep a trace
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            log.error("run crashed", run=run_pk, trace=traceback.format_exc())
+        finally:
+            stop.set()
+            beat.join()
+            batch.cleanup(prepared)
+        if self.shutdown.is_set() and status == RunStatus.Canceled:
+            self._hand_back(run_pk)
+            return
+        with self.runtime.sessions() as session:
+            runs.finish(
+                session,
+                run_pk,
+                self.name,
+                status,
+                message,
+                stats.as_dict() if stats else None,
+                str(prepared.target) if stats else None,
+            )
+
+    def _heartbeat(self, run_pk: int, stop: threading.Event) -> None:
+        interval = self.runtime.settings.heartbeat_seconds
+        with self.runtime.sessions() as session:
+            while not stop.wait(interval):
+                try:
+                    if runs.heartbeat(session, run_pk, self.name) or self.shutdown.is_set():
+                        stop.set()
+                except Exception:  # the store hiccuped; the next beat tries again
+                    session.rollback()
+
+    def _hand_back(self, run_pk: int) -> None:
+        with self.runtime.sessions() as session:
+            runs.release(
+                session, run_pk, self.name, "worker shut down during the run; queued again"
+            )
+
+
+def worker_main(settings_json: str, index: int) -> None:
+    """Entry point of a worker process."""
+    settings = Settings.model_validate_json(settings_json)
+    from datamill.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    runtime = Runtime.open(settings, migrate=False)
+    worker = Worker(runtime, f"{runs.worker_name()}/{index}")
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        worker.shutdown.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log.info("worker started", worker=worker.name)
+    try:
+        worker.run_forever()
+    finally:
+        runtime.close()
+
+
+@dataclass
+class WorkerPool:
+    """Worker processes started with the server (or by tests), stopped with it."""
+
+    settings: Settings
+    size: int
+    processes: list[BaseProcess] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.processes = [self._spawn(index) for index in range(self.size)]
+
+    def replace_dead(self) -> int:
+        """Start a new process for every worker that died; returns how many."""
+        replaced = 0
+        for index, process in enumerate(self.processes):
+            if not process.is_alive():
+                process.join(0)
+                self.processes[index] = self._spawn(index)
+                replaced += 1
+        return replaced
+
+    def _spawn(self, index: int) -> BaseProcess:
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(
+            target=worker_main,
+            args=(self.settings.model_dump_json(), index),
+            name=f"datamill-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.processes.clear()

@@ -1,0 +1,114 @@
+"""The SQL gate: a job's code must be one read-only query over the job's own sources.
+
+This is defence in depth; the boundary is the locked-down DuckDB connection, which can
+open only the files of the run's sources. The gate gives users a clear error early
+(with line and column) and refuses anything that is not a plain query.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+import sqlglot
+from sqlglot import TokenType, exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.errors import ParseError
+
+from datamill.errors import DatamillError, E
+
+Tokenizer = DuckDB.Tokenizer
+QUERY_TYPES = (exp.Select, exp.Union, exp.Except, exp.Intersect)
+_REFUSED_FUNCTION = re.compile(
+    r"^(read_|parquet_|sniff_|glob$|query$|query_table$|getenv$|current_setting$|"
+    r"duckdb_|pragma_|which_secret$|load_|install_|iceberg_|delta_|sqlite_|postgres_|mysql_)",
+    re.IGNORECASE,
+)
+
+
+def _at(line: int | None, col: int | None) -> str:
+    return f" (line {line}, column {col})" if line else ""
+
+
+def query_text(code: str) -> str:
+    """``code`` up to its last token: no trailing semicolon or comment, safe to wrap in ( )."""
+    tokens = [t for t in Tokenizer().tokenize(code) if t.token_type != TokenType.SEMICOLON]
+    return code[: tokens[-1].end + 1] if tokens else ""
+
+
+def gate(code: str, tables: Collection[str], field: str = "computation.code") -> str:
+    """Refuse anything but one read-only query over ``tables``; return the query's text."""
+    try:
+        parsed = sqlglot.parse(code, read="duckdb")
+        statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        raise DatamillError(
+            E.INVALID_SQL,
+            f"{field}: SQL does not parse{_at(first.get('line'), first.get('col'))}: "
+            f"{first.get('description') or exc}",
+            field=field,
+        ) from None
+    if len(statements) != 1:
+        raise DatamillError(
+            E.SQL_REFUSED,
+            f"{field}: exactly one SQL statement is allowed, found {len(statements)}",
+            field=field,
+        )
+    query = statements[0]
+    if not isinstance(query, QUERY_TYPES):
+        kind = query.key.upper() if isinstance(query, exp.Expression) else "statement"
+        raise DatamillError(
+            E.SQL_REFUSED,
+            f"{field}: only a read-only query (SELECT, WITH, UNION …) is allowed, not {kind}",
+            field=field,
+        )
+    ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+    allowed = {t.lower() for t in tables}
+    for table in query.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise DatamillError(
+                E.SQL_REFUSED,
+                f"{field}: table functions are not allowed in FROM ({table.this.sql()[:60]}); "
+                "read only the job's sources",
+                field=field,
+            )
+        if table.args.get("db") or table.args.get("catalog"):
+            raise DatamillError(
+                E.SQL_REFUSED,
+                f"{field}: qualified table '{table.sql(dialect='duckdb')}' is not allowed",
+                field=field,
+            )
+        name = table.name.lower()
+        if name not in allowed and name not in ctes:
+            known = ", ".join(sorted(tables)) or "none"
+            raise DatamillError(
+                E.SQL_REFUSED,
+                f"{field}: table '{table.name[:80]}' is not one of the job's sources ({known})",
+                field=field,
+            )
+    for func in query.find_all(exp.Func):
+        name = func.name if isinstance(func, exp.Anonymous) else func.sql_name()
+        if _REFUSED_FUNCTION.match(name or ""):
+            raise DatamillError(
+                E.SQL_REFUSED,
+                f"{field}: function {name.lower()}() is not allowed in jobs",
+                field=field,
+            )
+    return query_text(code)
+
+
+_LINE = re.compile(r"LINE (\d+): ?(.*)$")
+
+
+def locate_duckdb_error(message: str) -> str:
+    """DuckDB's error with its ``LINE n:`` caret turned into ``(line n, column c)``."""
+    lines = message.splitlines()
+    head = lines[0] if lines else message
+    for i, text in enumerate(lines):
+        match = _LINE.match(text)
+        if match and i + 1 < len(lines) and "^" in lines[i + 1]:
+            prefix = len(text) - len(match.group(2))
+            column = lines[i + 1].index("^") - prefix + 1
+            return f"{head}{_at(int(match.group(1)), max(column, 1))}"
+    return head

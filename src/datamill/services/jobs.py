@@ -1,0 +1,315 @@
+"""Batch jobs: validation before save (sources, SQL gate, DuckDB binding) and CRUD."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from datamill.domain.common import NAME_RULE, Page, PageOf
+from datamill.domain.datasources import SchemaField
+from datamill.domain.jobs import Container, Job, JobBody, Param, Scheduler, SchedulerType, SrcType
+from datamill.engines import duckdb as engine
+from datamill.errors import DatamillError, E
+from datamill.security.sql_gate import gate, locate_duckdb_error
+from datamill.services import datasources as datasource_service
+from datamill.services.access import ProjectAccess
+from datamill.services.runtime import Runtime
+from datamill.services.variables import load_resolver
+from datamill.store.base import fetch_page, utcnow
+from datamill.store.datasources import DataSourceRow
+from datamill.store.jobs import JobRow, JobSourceRow
+
+
+@dataclass(frozen=True)
+class Effective:
+    """What a job runs with: a depend job inherits these from its upstream chain."""
+
+    container: Container
+    params: list[Param]
+    scheduler: Scheduler
+
+
+DEFAULT_CONTAINER = Container(type="1U2G", count=1)
+MANUAL = Scheduler(type=SchedulerType.manual)
+
+
+def get_job_row(session: Session, project_id: int, name: str, field: str | None = None) -> JobRow:
+    row = session.scalars(
+        select(JobRow).where(JobRow.project_id == project_id, JobRow.name == name)
+    ).first()
+    if row is None:
+        where = f"{field}: " if field else ""
+        raise DatamillError(E.JOB_NOT_FOUND, f"{where}job '{name}' does not exist", field=field)
+    return row
+
+
+def body_of(row: JobRow) -> JobBody:
+    return JobBody.model_validate(row.definition)
+
+
+def effective(session: Session, row: JobRow) -> Effective:
+    """Container, params and scheduler of a job, following depend jobs to their root."""
+    seen: set[int] = set()
+    body = body_of(row)
+    scheduler = body.scheduler or MANUAL
+    while body.is_depend and row.id not in seen:
+        seen.add(row.id)
+        row = get_job_row(session, row.project_id, body.upstream or "")
+        body = body_of(row)
+    return Effective(
+        container=body.container or DEFAULT_CONTAINER,
+        params=list(body.params or []),
+        scheduler=scheduler,
+    )
+
+
+def _upstream_tables(
+    session: Session, project_id: int, job_name: str, self_name: str, trail: tuple[str, ...]
+) -> dict[str, str]:
+    """tableName -> job, for every src of ``job_name`` and of its own upstream jobs."""
+    if job_name == self_name or job_name in trail:
+        chain = " -> ".join((*trail, job_name))
+        raise DatamillError(
+            E.INVALID_JOB, f"srcs: jobs would read each other in a cycle: {chain}", field="srcs"
+        )
+    row = get_job_row(session, project_id, job_name)
+    tables: dict[str, str] = {}
+    for src in body_of(row).srcs:
+        tables[src.tableName] = job_name
+        if src.type == SrcType.Job:
+            tables.update(
+                _upstream_tables(session, project_id, src.name, self_name, (*trail, job_name))
+            )
+    return tables
+
+
+def source_schemas(
+    session: Session, project_id: int, name: str, body: JobBody
+) -> dict[str, list[SchemaField]]:
+    """tableName -> schema of each src, after checking the specification's src rules."""
+    schemas: dict[str, list[SchemaField]] = {}
+    for i, src in enumerate(body.srcs):
+        field = f"srcs[{i}].name"
+        if src.type == SrcType.DataSource:
+            ds = session.scalars(
+                select(DataSourceRow).where(
+                    DataSourceRow.project_id == project_id, DataSourceRow.name == src.name
+                )
+            ).first()
+            if ds is None:
+                raise DatamillError(
+                    E.DATASOURCE_NOT_FOUND,
+                    f"{field}: data source '{src.name}' does not exist",
+                    field=field,
+                )
+            schemas[src.tableName] = [SchemaField.model_validate(f) for f in ds.schema]
+        else:
+            upstream = get_job_row(session, project_id, src.name, field)
+            for table, owner in _upstream_tables(session, project_id, src.name, name, ()).items():
+                if table in {s.tableName for s in body.srcs}:
+                    raise DatamillError(
+                        E.INVALID_JOB,
+                        f"srcs: tableName '{table}' is already used by upstream job "
+                        f"'{owner}'; table names must be unique along the chain",
+                        field="srcs",
+                    )
+            schemas[src.tableName] = [SchemaField.model_validate(f) for f in upstream.schema]
+    return schemas
+
+
+def bind_output_schema(
+    runtime: Runtime, sql: str, schemas: dict[str, list[SchemaField]]
+) -> list[SchemaField]:
+    """Bind ``sql`` in DuckDB against empty tables shaped like the srcs; nothing runs."""
+    temp = Path(tempfile.mkdtemp(prefix="bind-", dir=runtime.settings.resolved_data_dir))
+    con = engine.connect_locked(engine.Sandbox(temp_dir=temp / "tmp"))
+    try:
+        for table, schema in schemas.items():
+            engine.create_empty_table(con, table, schema)
+        columns = engine.output_columns(con, sql)
+    except duckdb.Error as exc:
+        raise DatamillError(
+            E.INVALID_SQL,
+            f"computation.code: {locate_duckdb_error(str(exc))}",
+            field="computation.code",
+        ) from None
+    finally:
+        con.close()
+        shutil.rmtree(temp, ignore_errors=True)
+    names = [c[0] for c in columns]
+    out = []
+    for column, duck_type in columns:
+        if not NAME_RULE.fullmatch(column) or names.count(column) > 1:
+            raise DatamillError(
+                E.INVALID_SQL,
+                f"computation.code: output column '{column[:80]}' needs a unique alias that "
+                "is a valid field name (… AS name)",
+                field="computation.code",
+            )
+        out.append(SchemaField(key=column, valtype=engine.valtype_of(duck_type)))
+    return out
+
+
+def validate(
+    runtime: Runtime, session: Session, project_id: int, name: str, body: JobBody
+) -> list[SchemaField]:
+    """Everything a job needs to run, checked; returns the job's output schema."""
+    schemas = source_schemas(session, project_id, name, body)
+    if body.is_depend:
+        params = effective_params_of_upstream(session, project_id, body.upstream or "")
+    else:
+        params = list(body.params or [])
+    resolver = load_resolver(session, project_id, utcnow(), {p.name: p.default for p in params})
+    code = resolver.expand(body.computation.code, "computation.code")
+    sql = gate(code, list(schemas))
+    return bind_output_schema(runtime, sql, schemas)
+
+
+def effective_params_of_upstream(session: Session, project_id: int, upstream: str) -> list[Param]:
+    return effective(session, get_job_row(session, project_id, upstream, "srcs")).params
+
+
+def job_out(row: JobRow) -> Job:
+    return Job.model_validate(
+        {
+            **row.definition,
+            "name": row.name,
+            "schema": row.schema,
+            "scheduleState": row.schedule_state,
+            "createdAt": row.created_at,
+            "updatedAt": row.updated_at,
+        }
+    )
+
+
+def _save_sources(session: Session, row: JobRow, body: JobBody) -> None:
+    session.execute(delete(JobSourceRow).where(JobSourceRow.job_id == row.id))
+    for src in body.srcs:
+        session.add(
+            JobSourceRow(
+                job_id=row.id,
+                project_id=row.project_id,
+                src_type=src.type.value,
+                src_name=src.name,
+                table_name=src.tableName,
+            )
+        )
+
+
+def create_job(
+    runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: JobBody
+) -> Job:
+    if session.scalars(
+        select(JobRow.id).where(JobRow.project_id == access.project_id, JobRow.name == name)
+    ).first():
+        raise DatamillError(E.JOB_EXISTS, f"job '{name}' already exists")
+    schema = validate(runtime, session, access.project_id, name, body)
+    row = JobRow(
+        project_id=access.project_id,
+        name=name,
+        definition=body.model_dump(mode="json", exclude_none=True),
+        schema=[f.model_dump(mode="json") for f in schema],
+        upstream=body.upstream,
+    )
+    session.add(row)
+    try:
+        session.flush()
+        _save_sources(session, row, body)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise DatamillError(E.JOB_EXISTS, f"job '{name}' already exists") from None
+    return job_out(row)
+
+
+def update_job(
+    runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: JobBody
+) -> Job:
+    """Replace the whole job, validated as on create."""
+    row = get_job_row(session, access.project_id, name)
+    schema = validate(runtime, session, access.project_id, name, body)
+    row.definition = body.model_dump(mode="json", exclude_none=True)
+    row.schema = [f.model_dump(mode="json") for f in schema]
+    row.upstream = body.upstream
+    row.updated_at = utcnow()
+    _save_sources(session, row, body)
+    session.commit()
+    return job_out(row)
+
+
+def get_job(session: Session, access: ProjectAccess, name: str) -> Job:
+    return job_out(get_job_row(session, access.project_id, name))
+
+
+def list_jobs(
+    session: Session,
+    access: ProjectAccess,
+    page: Page,
+    src_datasource: str | None,
+    src_job: str | None,
+) -> PageOf[Job]:
+    if src_datasource and src_job:
+        raise DatamillError(
+            E.INVALID_PARAMETER,
+            "srcDatasource and srcJob cannot be given together",
+            field="srcDatasource",
+        )
+    stmt = select(JobRow).where(JobRow.project_id == access.project_id)
+    for kind, value in ((SrcType.DataSource, src_datasource), (SrcType.Job, src_job)):
+        if value:
+            stmt = stmt.where(
+                JobRow.id.in_(
+                    select(JobSourceRow.job_id).where(
+                        JobSourceRow.project_id == access.project_id,
+                        JobSourceRow.src_type == kind.value,
+                        JobSourceRow.src_name == value,
+                    )
+                )
+            )
+    total, rows = fetch_page(session, stmt.order_by(JobRow.name), page.offset, page.size)
+    return PageOf[Job](
+        total=total, page=page.page, size=page.size, items=[job_out(r) for r in rows]
+    )
+
+
+def readers_of(session: Session, project_id: int, kind: SrcType, name: str) -> list[str]:
+    """Names of the jobs that read the data source or job ``name``."""
+    return list(
+        session.scalars(
+            select(JobRow.name)
+            .join(JobSourceRow, JobSourceRow.job_id == JobRow.id)
+            .where(
+                JobSourceRow.project_id == project_id,
+                JobSourceRow.src_type == kind.value,
+                JobSourceRow.src_name == name,
+            )
+        ).all()
+    )
+
+
+def delete_job(runtime: Runtime, session: Session, access: ProjectAccess, name: str) -> None:
+    row = get_job_row(session, access.project_id, name)
+    readers = readers_of(session, access.project_id, SrcType.Job, name)
+    if readers:
+        raise DatamillError(
+            E.HAS_DEPENDANTS, f"job '{name}' is read by jobs {', '.join(sorted(readers))}"
+        )
+    session.delete(row)
+    session.commit()
+    shutil.rmtree(
+        runtime.settings.projects_dir / access.project.name / "warehouse" / name, ignore_errors=True
+    )
+
+
+datasource_service.DEPENDANTS.append(
+    lambda session, project_id, name: [
+        f"job '{job}'" for job in readers_of(session, project_id, SrcType.DataSource, name)
+    ]
+)

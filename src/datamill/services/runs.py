@@ -1,0 +1,469 @@
+"""Runs: queueing, claiming, heartbeats, finishing, stop / rerun, history, logs, results.
+
+Every change of a run's status goes through :func:`_transition`, a conditional UPDATE
+(``WHERE status = <expected>``): two processes racing for the same run cannot both win,
+on SQLite or PostgreSQL, and no transition outside the state machine in
+:mod:`datamill.domain.runs` is ever written.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from datamill.domain.jobs import StartBody
+from datamill.domain.runs import (
+    ACTIVE,
+    CLAIMABLE,
+    History,
+    HistoryEntry,
+    RerunResult,
+    RunLog,
+    RunResult,
+    RunStatus,
+    StopResult,
+    allowed,
+    check_rerun,
+    check_stop,
+)
+from datamill.engines.duckdb import json_safe
+from datamill.errors import DatamillError, E
+from datamill.services.access import ProjectAccess
+from datamill.services.jobs import effective, get_job_row
+from datamill.services.runtime import Runtime
+from datamill.services.variables import user_definitions
+from datamill.store.base import utcnow
+from datamill.store.jobs import JobRow
+from datamill.store.runs import RunLogRow, RunRow
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def _transition(session: Session, run: RunRow, after: RunStatus, **values: Any) -> bool:
+    """Move ``run`` from its current status to ``after`` if nobody changed it meanwhile."""
+    before = RunStatus(run.status)
+    if not allowed(before, after):
+        raise AssertionError(f"forbidden transition {before} -> {after}")
+    result = session.execute(
+        update(RunRow)
+        .where(RunRow.id == run.id, RunRow.status == before.value)
+        .values(status=after.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    session.commit()
+    session.refresh(run)
+    return True
+
+
+def log_line(session: Session, run_pk: int, line: str, level: str = "info") -> None:
+    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level))
+    session.commit()
+
+
+# --- queueing ------------------------------------------------------------------------------
+
+
+def queue_run(
+    session: Session, job: JobRow, batch_time: datetime, params: dict[str, str], trigger: str
+) -> RunRow | None:
+    """Queue a run of ``job`` for ``batch_time``; None when that batch already has a run.
+
+    The params and the user variables are frozen into the run, so a rerun of the batch
+    reads the same inputs with the same values.
+    """
+    run_id = job.next_run_id
+    job.next_run_id = run_id + 1
+    run = RunRow(
+        project_id=job.project_id,
+        job_id=job.id,
+        run_id=run_id,
+        batch_time=batch_time,
+        status=RunStatus.Ready.value,
+        params=params,
+        trigger=trigger,
+        variables={
+            name: v.model_dump(mode="json")
+            for name, v in user_definitions(session, job.project_id).items()
+        },
+    )
+    session.add(run)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return None
+    log_line(session, run.id, f"queued by {trigger} for batch {batch_time.isoformat()}")
+    return run
+
+
+def start_job(session: Session, access: ProjectAccess, name: str, body: StartBody) -> HistoryEntry:
+    """The start action: queue a run now, with the given params over the defaults."""
+    job = get_job_row(session, access.project_id, name)
+    declared = {p.name: p.default for p in effective(session, job).params}
+    for i, given in enumerate(body.params):
+        if given.name not in declared:
+            raise DatamillError(
+                E.INVALID_PARAMETER,
+                f"params[{i}].name: job '{name}' has no param '{given.name}' "
+                f"(declared: {', '.join(declared) or 'none'})",
+                field=f"params[{i}].name",
+            )
+        declared[given.name] = given.value
+    if job.schedule_state != "active":
+        job.schedule_state = "active"
+    for _ in range(3):
+        run = queue_run(session, job, utcnow(), declared, "manual")
+        if run is not None:
+            return history_entry(run)
+    raise DatamillError(E.RUN_STATE_CONFLICT, "could not queue the run; try again")
+
+
+def stop_job(session: Session, access: ProjectAccess, name: str) -> int:
+    """The stop action: stop the schedule, cancel queued runs, stop running ones."""
+    job = get_job_row(session, access.project_id, name)
+    job.schedule_state = "stopped"
+    session.commit()
+    affected = 0
+    runs = session.scalars(
+        select(RunRow).where(
+            RunRow.job_id == job.id,
+            RunRow.status.in_([s.value for s in (*CLAIMABLE, RunStatus.Running)]),
+        )
+    ).all()
+    for run in runs:
+        if RunStatus(run.status) == RunStatus.Running:
+            changed = _transition(session, run, RunStatus.Cancelling, cancel_requested=True)
+        else:
+            changed = _transition(
+                session,
+                run,
+                RunStatus.Canceled,
+                end_time=utcnow(),
+                message="canceled before it started: the job was stopped",
+            )
+        affected += int(changed)
+    return affected
+
+
+# --- batch actions -------------------------------------------------------------------------
+
+
+def get_run(session: Session, project_id: int, job_name: str, run_id: int) -> tuple[JobRow, RunRow]:
+    job = get_job_row(session, project_id, job_name, "jobName")
+    if run_id == -1:
+        run = session.scalars(
+            select(RunRow).where(RunRow.job_id == job.id).order_by(RunRow.run_id.desc())
+        ).first()
+    else:
+        run = session.scalars(
+            select(RunRow).where(RunRow.job_id == job.id, RunRow.run_id == run_id)
+        ).first()
+    if run is None:
+        raise DatamillError(E.RUN_NOT_FOUND, f"job '{job_name}' has no run {run_id}", field="runId")
+    return job, run
+
+
+def stop_run(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> StopResult:
+    _, run = get_run(session, access.project_id, job_name, run_id)
+    before = RunStatus(run.status)
+    after = check_stop(before, job_name, run.run_id)
+    if not _transition(session, run, after, cancel_requested=True):
+        raise DatamillError(
+            E.RUN_STATE_CONFLICT, f"run {run.run_id} of job '{job_name}' changed state meanwhile"
+        )
+    log_line(session, run.id, f"stop requested by {access.principal.name}")
+    return StopResult(preStatus=before, postStatus=after)
+
+
+def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> RerunResult:
+    _, run = get_run(session, access.project_id, job_name, run_id)
+    before = RunStatus(run.status)
+    after = check_rerun(before, job_name, run.run_id)
+    if not _transition(
+        session,
+        run,
+        after,
+        rerun_count=run.rerun_count + 1,
+        attempt=0,
+        cancel_requested=False,
+        start_time=None,
+        end_time=None,
+        queued_at=utcnow(),
+        message="",
+        worker=None,
+        heartbeat_at=None,
+    ):
+        raise DatamillError(
+            E.RUN_STATE_CONFLICT, f"run {run.run_id} of job '{job_name}' changed state meanwhile"
+        )
+    log_line(session, run.id, f"rerun #{run.rerun_count} requested by {access.principal.name}")
+    return RerunResult(preStatus=before, postStatus=after, rerunCount=run.rerun_count)
+
+
+# --- workers -------------------------------------------------------------------------------
+
+
+def claim_next(session: Session, worker: str) -> RunRow | None:
+    """Claim the oldest claimable run for ``worker`` (SKIP LOCKED where the store has it)."""
+    for _ in range(5):
+        stmt = (
+            select(RunRow)
+            .where(RunRow.status.in_([s.value for s in CLAIMABLE]))
+            .order_by(RunRow.queued_at, RunRow.id)
+            .limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        run = session.scalars(stmt).first()
+        if run is None:
+            session.rollback()
+            return None
+        now = utcnow()
+        if _transition(
+            session,
+            run,
+            RunStatus.Running,
+            worker=worker,
+            heartbeat_at=now,
+            start_time=now,
+            end_time=None,
+            attempt=run.attempt + 1,
+        ):
+            return run
+    return None
+
+
+def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
+    """Record that ``worker`` still runs ``run_pk``; True when a stop was requested."""
+    session.execute(
+        update(RunRow)
+        .where(RunRow.id == run_pk, RunRow.worker == worker)
+        .values(heartbeat_at=utcnow())
+    )
+    session.commit()
+    status = session.scalar(select(RunRow.status).where(RunRow.id == run_pk))
+    return status == RunStatus.Cancelling.value
+
+
+def finish(
+    session: Session,
+    run_pk: int,
+    worker: str,
+    status: RunStatus,
+    message: str,
+    stats: dict[str, int | None] | None = None,
+    result_path: str | None = None,
+) -> bool:
+    """End a run this worker holds. A stop request wins over success or failure."""
+    run = session.get(RunRow, run_pk)
+    if run is None or run.worker != worker:
+        return False
+    session.refresh(run)
+    stats = stats or {}
+    values: dict[str, Any] = {"end_time": utcnow(), "message": message[:4000]}
+    if status == RunStatus.Successful:
+        values.update(
+            rows_read=stats.get("rows_read"),
+            rows_written=stats.get("rows_written"),
+            bytes_read=stats.get("bytes_read"),
+            bytes_written=stats.get("bytes_written"),
+            result_path=result_path,
+        )
+    if RunStatus(run.status) == RunStatus.Cancelling:
+        values["message"] = "canceled on request" + (f" ({message})" if message else "")
+        status = RunStatus.Canceled
+    elif status == RunStatus.Canceled:
+        status = RunStatus.Failed
+    if status == RunStatus.Failed and run.attempt <= _retries(session, run):
+        values.pop("end_time")
+        values["message"] = f"attempt {run.attempt} failed, retrying: {message}"[:4000]
+        status = RunStatus.Ready
+    done = _transition(session, run, status, **values)
+    if done:
+        log_line(
+            session,
+            run_pk,
+            f"{status.value}: {values['message']}",
+            "error" if status == RunStatus.Failed else "info",
+        )
+    return done
+
+
+def _retries(session: Session, run: RunRow) -> int:
+    job = session.get(JobRow, run.job_id)
+    return int(job.definition.get("retries", 0)) if job else 0
+
+
+def reap_lost(session: Session, timeout: timedelta) -> int:
+    """Runs whose worker stopped sending heartbeats: Failed (or retried), or Canceled."""
+    limit = utcnow() - timeout
+    lost = session.scalars(
+        select(RunRow).where(
+            RunRow.status.in_([s.value for s in ACTIVE]), RunRow.heartbeat_at < limit
+        )
+    ).all()
+    count = 0
+    for run in lost:
+        why = (
+            f"worker {run.worker} lost: no heartbeat since "
+            f"{run.heartbeat_at.isoformat() if run.heartbeat_at else 'start'}"
+        )
+        if RunStatus(run.status) == RunStatus.Cancelling:
+            done = _transition(
+                session, run, RunStatus.Canceled, end_time=utcnow(), message=f"canceled; {why}"
+            )
+        elif run.attempt <= _retries(session, run):
+            done = _transition(
+                session,
+                run,
+                RunStatus.Ready,
+                worker=None,
+                message=f"attempt {run.attempt} failed, retrying: {why}",
+            )
+        else:
+            done = _transition(session, run, RunStatus.Failed, end_time=utcnow(), message=why)
+        if done:
+            log_line(session, run.id, why, "error")
+            count += 1
+    return count
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def history_entry(run: RunRow) -> HistoryEntry:
+    end = run.end_time
+    if run.start_time and end is None and RunStatus(run.status) in ACTIVE:
+        end = utcnow()
+    duration = (end - run.start_time).total_seconds() if run.start_time and end else None
+    return HistoryEntry(
+        runId=run.run_id,
+        batchTime=run.batch_time,
+        startTime=run.start_time,
+        endTime=end,
+        duration=duration,
+        status=RunStatus(run.status),
+        message=run.message,
+        rerunCount=run.rerun_count,
+        attempt=run.attempt,
+        rowsRead=run.rows_read,
+        rowsWritten=run.rows_written,
+        bytesRead=run.bytes_read,
+        bytesWritten=run.bytes_written,
+    )
+
+
+def history(
+    session: Session,
+    access: ProjectAccess,
+    job_name: str,
+    page: int,
+    size: int,
+    sort_by: str,
+    status: RunStatus | None,
+    run_id: int | None,
+) -> History:
+    job = get_job_row(session, access.project_id, job_name)
+    if run_id is not None:
+        _, run = get_run(session, access.project_id, job_name, run_id)
+        return History(total=1, page=1, size=size, history=[history_entry(run)])
+    columns = {
+        "endTime": RunRow.end_time,
+        "startTime": RunRow.start_time,
+        "batchTime": RunRow.batch_time,
+        "runId": RunRow.run_id,
+    }
+    key = sort_by.removeprefix("-")
+    if key not in columns:
+        raise DatamillError(
+            E.INVALID_PARAMETER,
+            f"sortBy: '{sort_by}' is not one of {', '.join(columns)} (prefix '-' for descending)",
+            field="sortBy",
+        )
+    column = columns[key]
+    order = column.desc().nulls_first() if sort_by.startswith("-") else column.asc().nulls_last()
+    stmt = select(RunRow).where(RunRow.job_id == job.id)
+    if status is not None:
+        stmt = stmt.where(RunRow.status == status.value)
+    rows = session.scalars(stmt.order_by(order, RunRow.run_id)).all()
+    window = rows[(page - 1) * size : page * size]
+    return History(
+        total=len(rows), page=page, size=size, history=[history_entry(r) for r in window]
+    )
+
+
+def run_log(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> RunLog:
+    _, run = get_run(session, access.project_id, job_name, run_id)
+    lines = session.scalars(
+        select(RunLogRow).where(RunLogRow.run_pk == run.id).order_by(RunLogRow.id)
+    ).all()
+    return RunLog(
+        runId=run.run_id,
+        lines=[f"{line.at.isoformat()} {line.level.upper():5} {line.line}" for line in lines],
+    )
+
+
+def run_result(
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job_name: str,
+    run_id: int,
+    limit: int,
+) -> RunResult:
+    _, run = get_run(session, access.project_id, job_name, run_id)
+    if RunStatus(run.status) != RunStatus.Successful or not run.result_path:
+        raise DatamillError(
+            E.RESULT_NOT_AVAILABLE,
+            f"run {run.run_id} of job '{job_name}' is {run.status}; only a "
+            "Successful run has a result",
+        )
+    folder = Path(run.result_path)
+    if not folder.is_dir():
+        raise DatamillError(
+            E.RESULT_NOT_AVAILABLE,
+            f"the result of run {run.run_id} was replaced by a later run of "
+            "the same batch or removed",
+        )
+    files = [str(p) for p in sorted(folder.glob("*.parquet"))]
+    table = pq.ParquetDataset(files, partitioning=None).read().slice(0, limit)
+    rows = [{k: json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
+    return RunResult(runId=run.run_id, rows=rows, rowsWritten=run.rows_written)
+
+
+def release(session: Session, run_pk: int, worker: str, why: str) -> bool:
+    """Give a claimed run back (its worker is shutting down): Ready again, or Canceled."""
+    run = session.get(RunRow, run_pk)
+    if run is None or run.worker != worker:
+        return False
+    session.refresh(run)
+    if RunStatus(run.status) == RunStatus.Cancelling:
+        done = _transition(
+            session, run, RunStatus.Canceled, end_time=utcnow(), message="canceled on request"
+        )
+    else:
+        done = _transition(
+            session,
+            run,
+            RunStatus.Ready,
+            worker=None,
+            message=why,
+            attempt=max(0, run.attempt - 1),
+            queued_at=utcnow(),
+        )
+    if done:
+        log_line(session, run_pk, why)
+    return done

@@ -1,0 +1,379 @@
+"""Batch SQL jobs end to end: validation, runs in worker processes, history, stop, rerun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datamill.runtime.worker import WorkerPool
+from tests.conftest import Api, assert_error
+
+TERMINAL = {"Successful", "Failed", "Canceled"}
+
+
+def wait_for(
+    api: Api, project: str, job: str, run_id: int, statuses: set[str], timeout: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    entry: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = api.get(f"/projects/{project}/jobs/{job}/history", params={"runId": run_id}).json()
+        entry = body["history"][0]
+        if entry["status"] in statuses:
+            return entry
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} of {job} stayed {entry.get('status')}: {entry}")
+
+
+def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> None:
+    folder = api.data_root / project
+    lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
+    (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    response = api.post(
+        f"/projects/{project}/datasources/{name}",
+        json={
+            "type": "file",
+            "spec": {
+                "root": "default",
+                "paths": [f"{project}/{name}.csv"],
+                "fileType": "csv",
+                "delimiter": ",",
+                "containsHeader": True,
+            },
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+def job_body(code: str, srcs: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "srcs": srcs or [{"name": "events", "type": "DataSource", "tableName": "ev"}],
+        "computation": {"type": "SQL", "code": code},
+        "container": {"type": "1U2G", "count": 1},
+        "scheduler": {"type": "manual"},
+        **extra,
+    }
+
+
+def start(api: Api, project: str, job: str, params: list[dict[str, str]] | None = None) -> int:
+    response = api.post(
+        f"/projects/{project}/jobs/{job}/actions/start", json={"params": params or []}
+    )
+    assert response.status_code == 202, response.text
+    return int(response.json()["runId"])
+
+
+@pytest.fixture
+def source(api: Api, project: str) -> str:
+    make_source(api, project)
+    return "events"
+
+
+def test_job_schema_is_derived_without_running(api: Api, project: str, source: str) -> None:
+    created = api.post(
+        f"/projects/{project}/jobs/totals",
+        json=job_body("SELECT device, sum(value) AS total, count(*) AS n FROM ev GROUP BY device"),
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["schema"] == [
+        {"key": "device", "valtype": "string", "required": False},
+        {"key": "total", "valtype": "float", "required": False},
+        {"key": "n", "valtype": "long", "required": False},
+    ]
+    assert api.get(f"/projects/{project}/jobs/totals/history").json()["total"] == 0
+    assert_error(
+        api.post(f"/projects/{project}/jobs/totals", json=job_body("SELECT 1 AS a")), 409, "E18201"
+    )
+
+
+def test_run_end_to_end(api: Api, project: str, source: str, workers: WorkerPool) -> None:
+    api.post(
+        f"/projects/{project}/jobs/totals",
+        json=job_body("SELECT device, sum(value) AS total FROM ev GROUP BY device ORDER BY device"),
+    )
+    run_id = start(api, project, "totals")
+    entry = wait_for(api, project, "totals", run_id, TERMINAL)
+    assert entry["status"] == "Successful", entry
+    assert entry["rowsWritten"] == 3
+    assert entry["rowsRead"] == 3
+    assert entry["bytesWritten"] > 0
+    assert entry["duration"] >= 0
+    result = api.get(f"/projects/{project}/jobs/totals/runs/{run_id}/result").json()
+    assert result["rows"] == [
+        {"device": "d0", "total": 0.5},
+        {"device": "d1", "total": 1.5},
+        {"device": "d2", "total": 2.5},
+    ]
+    logs = api.get(f"/projects/{project}/jobs/totals/runs/{run_id}/logs").json()["lines"]
+    assert any("Successful" in line for line in logs)
+    assert any("ev: data source 'events', 1 files" in line for line in logs)
+    latest = api.get(f"/projects/{project}/jobs/totals/history", params={"runId": -1}).json()
+    assert latest["history"][0]["runId"] == run_id
+
+
+def test_params_and_magic_variables(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    body = job_body(
+        "SELECT '$(label)' AS label, '$(date)' AS day, count(*) AS n FROM ev "
+        "WHERE value > $(threshold)",
+        params=[{"name": "threshold", "default": "0"}, {"name": "label", "default": "none"}],
+    )
+    assert api.post(f"/projects/{project}/jobs/p", json=body).status_code == 201
+    run_id = start(
+        api, project, "p", [{"name": "threshold", "value": "1"}, {"name": "label", "value": "hi"}]
+    )
+    assert wait_for(api, project, "p", run_id, TERMINAL)["status"] == "Successful"
+    row = api.get(f"/projects/{project}/jobs/p/runs/{run_id}/result").json()["rows"][0]
+    assert row["label"] == "hi"
+    assert row["n"] == 2
+    assert len(row["day"]) == 10
+    assert_error(
+        api.post(
+            f"/projects/{project}/jobs/p/actions/start",
+            json={"params": [{"name": "nope", "value": "1"}]},
+        ),
+        400,
+        "E18011",
+        "nope",
+    )
+
+
+def test_downstream_jobs_and_depend_inheritance(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    api.post(
+        f"/projects/{project}/jobs/up",
+        json=job_body(
+            "SELECT device, value FROM ev WHERE value > $(minimum)",
+            params=[{"name": "minimum", "default": "1"}],
+        ),
+    )
+    down = {
+        "srcs": [{"name": "up", "type": "Job", "tableName": "up_rows"}],
+        "computation": {"type": "SQL", "code": "SELECT count(*) AS n FROM up_rows"},
+        "scheduler": {"type": "depend"},
+    }
+    created = api.post(f"/projects/{project}/jobs/down", json=down)
+    assert created.status_code == 201, created.text
+    listed = api.get(f"/projects/{project}/jobs", params={"srcJob": "up"}).json()
+    assert [j["name"] for j in listed["jobs"]] == ["down"]
+    by_source = api.get(f"/projects/{project}/jobs", params={"srcDatasource": "events"}).json()
+    assert [j["name"] for j in by_source["jobs"]] == ["up"]
+    assert_error(
+        api.get(f"/projects/{project}/jobs", params={"srcJob": "up", "srcDatasource": "events"}),
+        400,
+        "E18011",
+    )
+    up_run = start(api, project, "up")
+    assert wait_for(api, project, "up", up_run, TERMINAL)["status"] == "Successful"
+    down_run = start(api, project, "down", [{"name": "minimum", "value": "0"}])
+    assert wait_for(api, project, "down", down_run, TERMINAL)["status"] == "Successful"
+    rows = api.get(f"/projects/{project}/jobs/down/runs/{down_run}/result").json()["rows"]
+    assert rows == [{"n": 2}]
+    assert_error(api.delete(f"/projects/{project}/jobs/up"), 400, "E18112", "down")
+    assert_error(api.delete(f"/projects/{project}/datasources/events"), 400, "E18112", "up")
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "needles"),
+    [
+        (
+            {"computation": {"type": "SQL", "code": "SELECT device\nFROM ev WHERE"}},
+            "E18209",
+            ["line 2"],
+        ),
+        (
+            {"computation": {"type": "SQL", "code": "SELECT\n  nosuch FROM ev"}},
+            "E18209",
+            ["nosuch", "line 2, column 3"],
+        ),
+        (
+            {"computation": {"type": "SQL", "code": "SELECT * FROM other"}},
+            "E18233",
+            ["other", "ev"],
+        ),
+        ({"computation": {"type": "SQL", "code": "SELECT count(*) FROM ev"}}, "E18209", ["alias"]),
+        (
+            {"computation": {"type": "SQL", "code": "SELECT '$(ghost)' AS g FROM ev"}},
+            "E18604",
+            ["ghost"],
+        ),
+        ({"container": {"type": "3U3G", "count": 1}}, "E18213", ["container"]),
+        ({"container": {"type": "16U64G", "count": 7}}, "E18214", ["100U"]),
+        ({"scheduler": {"type": "crontab"}}, "E18208", ["crontab"]),
+        ({"scheduler": {"type": "loop", "spec": {"loop": "5 minutes"}}}, "E18208", ["loop"]),
+        (
+            {"srcs": [{"name": "ghost", "type": "DataSource", "tableName": "g"}]},
+            "E18102",
+            ["srcs[0].name"],
+        ),
+        (
+            {
+                "srcs": [
+                    {"name": "events", "type": "DataSource", "tableName": "ev"},
+                    {"name": "events", "type": "DataSource", "tableName": "ev"},
+                ]
+            },
+            "E18207",
+            ["twice"],
+        ),
+        (
+            {"srcs": [{"name": "events", "type": "DataSource", "tableName": "1bad"}]},
+            "E18011",
+            ["tableName"],
+        ),
+        ({"scheduler": {"type": "depend"}}, "E18207", ["depend"]),
+        ({"computation": {"type": "PYTHON", "code": "x"}}, "E18011", ["computation.type"]),
+    ],
+)
+def test_jobs_that_would_not_run_are_not_saved(
+    api: Api, project: str, source: str, change: dict[str, Any], code: str, needles: list[str]
+) -> None:
+    body = {**job_body("SELECT device FROM ev"), **change}
+    response = api.post(f"/projects/{project}/jobs/bad", json=body)
+    status = 404 if code == "E18102" else 400
+    assert_error(response, status, code, *needles)
+    assert_error(api.get(f"/projects/{project}/jobs/bad"), 404, "E18202")
+
+
+def test_table_names_are_unique_along_the_chain(api: Api, project: str, source: str) -> None:
+    api.post(f"/projects/{project}/jobs/up", json=job_body("SELECT device FROM ev"))
+    clash = api.post(
+        f"/projects/{project}/jobs/down",
+        json=job_body("SELECT * FROM ev", srcs=[{"name": "up", "type": "Job", "tableName": "ev"}]),
+    )
+    assert_error(clash, 400, "E18207", "'ev'", "'up'")
+
+
+def heavy_job(api: Api, project: str, name: str, **extra: Any) -> None:
+    make_source(api, project, "big", rows=3000)
+    body = job_body(
+        "SELECT sum(a.value * b.value + c.value) AS s FROM t a, t b, t c",
+        srcs=[{"name": "big", "type": "DataSource", "tableName": "t"}],
+        **extra,
+    )
+    assert api.post(f"/projects/{project}/jobs/{name}", json=body).status_code == 201
+
+
+def test_stop_and_rerun_follow_the_state_machine(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    heavy_job(api, project, "heavy")
+    run_id = start(api, project, "heavy")
+    wait_for(api, project, "heavy", run_id, {"Running"})
+    assert_error(
+        api.post(
+            f"/projects/{project}/batch/actions/rerun", json={"jobName": "heavy", "runId": run_id}
+        ),
+        409,
+        "E18231",
+        "stop it first",
+    )
+    asked = time.monotonic()
+    stopped = api.post(
+        f"/projects/{project}/batch/actions/stop", json={"jobName": "heavy", "runId": str(run_id)}
+    )
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json() == {"preStatus": "Running", "postStatus": "Cancelling"}
+    entry = wait_for(api, project, "heavy", run_id, TERMINAL)
+    assert time.monotonic() - asked < 2.0
+    assert entry["status"] == "Canceled"
+    assert_error(
+        api.post(
+            f"/projects/{project}/batch/actions/stop", json={"jobName": "heavy", "runId": run_id}
+        ),
+        409,
+        "E18231",
+        "only a Running run",
+    )
+    api.put(
+        f"/projects/{project}/jobs/heavy",
+        json=job_body(
+            "SELECT count(*) AS n FROM t",
+            srcs=[{"name": "big", "type": "DataSource", "tableName": "t"}],
+        ),
+    )
+    rerun = api.post(
+        f"/projects/{project}/batch/actions/rerun", json={"jobName": "heavy", "runId": run_id}
+    )
+    assert rerun.json() == {"preStatus": "Canceled", "postStatus": "Restarting", "rerunCount": 1}
+    again = wait_for(api, project, "heavy", run_id, TERMINAL)
+    assert again["status"] == "Successful"
+    assert again["rerunCount"] == 1
+    assert again["batchTime"] == entry["batchTime"]
+    assert_error(
+        api.post(
+            f"/projects/{project}/batch/actions/rerun", json={"jobName": "heavy", "runId": 999}
+        ),
+        404,
+        "E18230",
+    )
+
+
+def test_watchdog_enforces_max_run_time(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    heavy_job(api, project, "slow", maxRunSeconds=1)
+    run_id = start(api, project, "slow")
+    entry = wait_for(api, project, "slow", run_id, TERMINAL)
+    assert entry["status"] == "Failed"
+    assert "maximum run time of 1 s" in entry["message"]
+
+
+def test_job_stop_cancels_queued_and_running(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    heavy_job(api, project, "heavy")
+    first = start(api, project, "heavy")
+    wait_for(api, project, "heavy", first, {"Running"})
+    stopped = api.post(f"/projects/{project}/jobs/heavy/actions/stop")
+    assert stopped.status_code == 200
+    assert stopped.json()["runsAffected"] >= 1
+    assert wait_for(api, project, "heavy", first, TERMINAL)["status"] == "Canceled"
+    assert api.get(f"/projects/{project}/jobs/heavy").json()["scheduleState"] == "stopped"
+
+
+def test_killed_worker_leaves_no_run_stuck(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    heavy_job(api, project, "victim")
+    run_id = start(api, project, "victim")
+    wait_for(api, project, "victim", run_id, {"Running"})
+    from sqlalchemy import select
+
+    from datamill.store.runs import RunRow
+
+    with api.runtime.sessions() as session:
+        holder = session.scalars(
+            select(RunRow.worker).where(RunRow.status == "Running", RunRow.run_id == run_id)
+        ).all()
+    pid = int(holder[-1].split(":")[1].split("/")[0])
+    os.kill(pid, signal.SIGKILL)
+    entry = wait_for(api, project, "victim", run_id, TERMINAL, timeout=30)
+    assert entry["status"] == "Failed"
+    assert "no heartbeat" in entry["message"]
+    workers.replace_dead()
+    assert all(p.is_alive() for p in workers.processes)
+
+
+def test_results_are_one_partition_per_batch(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    api.post(f"/projects/{project}/jobs/part", json=job_body("SELECT device FROM ev"))
+    first, second = start(api, project, "part"), start(api, project, "part")
+    for run_id in (first, second):
+        assert wait_for(api, project, "part", run_id, TERMINAL)["status"] == "Successful"
+    folder = api.runtime.settings.projects_dir / project / "warehouse" / "part"
+    batches = sorted(p.name for p in folder.iterdir())
+    assert len(batches) == 2
+    assert all(b.startswith("batch=") for b in batches)
+    assert all(list(Path(folder, b).glob("*.parquet")) for b in batches)
+    history = api.get(f"/projects/{project}/jobs/part/history", params={"sortBy": "runId"}).json()
+    assert [h["runId"] for h in history["history"]] == [first, second]
+    assert history["total"] == 2
