@@ -31,6 +31,10 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
             f"{url}/api/v1/projects/demo/datasources/events/preview",
             flush=True,
         )
+    pool = WorkerPool(settings, settings.workers)
+    pool.start()
+    supervisor = pool.supervise(interval=2.0)
+    print(f"workers: {settings.workers} processes", flush=True)
     try:
         uvicorn.run(
             create_app(runtime=runtime),
@@ -40,4 +44,6 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
             access_log=False,
         )
     finally:
+        supervisor.set()
+        pool.stop()
         runtime.close()

@@ -174,6 +174,19 @@ class WorkerPool:
                 replaced += 1
         return replaced
 
+    def supervise(self, interval: float) -> threading.Event:
+        """Restart dead workers every ``interval`` seconds until the returned event is set."""
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.wait(interval):
+                replaced = self.replace_dead()
+                if replaced:
+                    log.warning("restarted dead workers", count=replaced)
+
+        threading.Thread(target=loop, daemon=True, name="worker-supervisor").start()
+        return done
+
     def _spawn(self, index: int) -> BaseProcess:
         context = multiprocessing.get_context("spawn")
         process = context.Process(
