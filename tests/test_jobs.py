@@ -377,3 +377,35 @@ def test_results_are_one_partition_per_batch(
     history = api.get(f"/projects/{project}/jobs/part/history", params={"sortBy": "runId"}).json()
     assert [h["runId"] for h in history["history"]] == [first, second]
     assert history["total"] == 2
+
+
+def test_killed_worker_run_is_retried_when_the_job_asks(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    make_source(api, project, "big", rows=1000)
+    body = job_body(
+        "SELECT count(*) AS n FROM t a, t b, t c WHERE a.value + b.value + c.value > "
+        "CASE WHEN '$(attempt_marker)' = 'x' THEN 0 ELSE 0 END",
+        srcs=[{"name": "big", "type": "DataSource", "tableName": "t"}],
+        retries=1,
+        params=[{"name": "attempt_marker", "default": "x"}],
+    )
+    assert api.post(f"/projects/{project}/jobs/retry", json=body).status_code == 201
+    run_id = start(api, project, "retry")
+    wait_for(api, project, "retry", run_id, {"Running"})
+    from sqlalchemy import select
+
+    from datamill.store.runs import RunRow
+
+    with api.runtime.sessions() as session:
+        holder = session.scalars(
+            select(RunRow.worker).where(RunRow.status == "Running", RunRow.run_id == run_id)
+        ).all()
+    os.kill(int(holder[-1].split(":")[1].split("/")[0]), signal.SIGKILL)
+    entry = wait_for(api, project, "retry", run_id, TERMINAL, timeout=90)
+    workers.replace_dead()
+    assert entry["status"] == "Successful", entry
+    assert entry["attempt"] == 2
+    logs = api.get(f"/projects/{project}/jobs/retry/runs/{run_id}/logs").json()["lines"]
+    assert any("no heartbeat" in line for line in logs)
+    assert sum("started on" in line for line in logs) == 2

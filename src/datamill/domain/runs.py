@@ -19,6 +19,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from pydantic import Field
+
 from datamill.domain.common import Model
 from datamill.errors import DatamillError, E
 
@@ -100,8 +102,8 @@ class History(Model):
 
 
 class RunAction(Model):
-    jobName: str
-    runId: int
+    jobName: str = Field(max_length=128)
+    runId: int = Field(ge=-1, le=2**31 - 1, description="the run; -1 = the job's latest")
 
 
 class StopResult(Model):

@@ -247,15 +247,26 @@ def claim_next(session: Session, worker: str) -> RunRow | None:
 
 
 def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
-    """Record that ``worker`` still runs ``run_pk``; True when a stop was requested."""
+    """Record that ``worker`` still runs ``run_pk``; True when it must stop executing.
+
+    That is when a stop was requested, or when the run is no longer this worker's (it was
+    declared lost and claimed again): a run never executes twice at the same time.
+    """
     session.execute(
         update(RunRow)
-        .where(RunRow.id == run_pk, RunRow.worker == worker)
+        .where(
+            RunRow.id == run_pk,
+            RunRow.worker == worker,
+            RunRow.status.in_([s.value for s in ACTIVE]),
+        )
         .values(heartbeat_at=utcnow())
     )
     session.commit()
-    status = session.scalar(select(RunRow.status).where(RunRow.id == run_pk))
-    return status == RunStatus.Cancelling.value
+    row = session.execute(select(RunRow.status, RunRow.worker).where(RunRow.id == run_pk)).first()
+    if row is None:
+        return True
+    status, holder = row
+    return bool(status != RunStatus.Running.value or holder != worker)
 
 
 def finish(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
 from datamill.api.deps import (
     PageDep,
@@ -22,6 +22,8 @@ from datamill.services import runs
 
 router = APIRouter(tags=["batch jobs"])
 BASE = "/projects/{project}/jobs"
+MAX_ID = 2**31 - 1
+RunIdPath = Annotated[int, Path(ge=-1, le=MAX_ID, description="run id; -1 = the latest")]
 
 
 class JobList(Model):
@@ -120,20 +122,24 @@ def history(
     size: Annotated[int, Query(ge=1, le=1000)] = 20,
     sortBy: Annotated[str, Query(max_length=32)] = "-endTime",
     status: Annotated[RunStatus | None, Query()] = None,
-    runId: Annotated[int | None, Query(ge=-1, description="one run; -1 = the latest")] = None,
+    runId: Annotated[
+        int | None, Query(ge=-1, le=MAX_ID, description="one run; -1 = the latest")
+    ] = None,
 ) -> History:
     return runs.history(session, access, name, page, size, sortBy, status, runId)
 
 
 @router.get(BASE + "/{name}/runs/{runId}/logs", summary="A run's log")
-def run_logs(name: ResourceName, runId: int, session: SessionDep, access: ProjectReader) -> RunLog:
+def run_logs(
+    name: ResourceName, runId: RunIdPath, session: SessionDep, access: ProjectReader
+) -> RunLog:
     return runs.run_log(session, access, name, runId)
 
 
 @router.get(BASE + "/{name}/runs/{runId}/result", summary="Rows of a successful run's result")
 def run_result(
     name: ResourceName,
-    runId: int,
+    runId: RunIdPath,
     runtime: RuntimeDep,
     session: SessionDep,
     access: ProjectReader,

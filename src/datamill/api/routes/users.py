@@ -87,6 +87,6 @@ def list_tokens(session: SessionDep, user: CurrentUser, page: PageDep) -> TokenL
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token")
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=2**62)], session: SessionDep, user: CurrentUser
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, user: CurrentUser
 ) -> Token:
     return service.revoke_token(session, user, token_id)
