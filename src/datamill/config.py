@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         default=10, gt=0, description="a run without heartbeat this long lost its worker"
     )
     max_run_seconds: int = Field(default=6 * 3600, ge=1, description="the watchdog's default")
+    scheduler: bool = Field(default=True, description="run a scheduler in this server")
+    scheduler_lease_seconds: float = Field(
+        default=6, gt=0, description="a silent scheduler's lease expires after this long"
+    )
+    scheduler_idle_seconds: float = Field(
+        default=0.5, gt=0, description="longest sleep between scheduler ticks"
+    )
     preview_max_rows: int = Field(default=1000, ge=1)
     inference_sample_files: int = Field(default=10, ge=1)
 

@@ -8,6 +8,7 @@ from datamill.api.app import create_app
 from datamill.config import Settings
 from datamill.demo import install_demo
 from datamill.logs import configure_logging
+from datamill.runtime.scheduler import start_scheduler, stop_scheduler
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
@@ -34,7 +35,8 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     pool = WorkerPool(settings, settings.workers)
     pool.start()
     supervisor = pool.supervise(interval=2.0)
-    print(f"workers: {settings.workers} processes", flush=True)
+    scheduler = start_scheduler(settings) if settings.scheduler else None
+    print(f"workers: {settings.workers} processes; scheduler: {bool(scheduler)}", flush=True)
     try:
         uvicorn.run(
             create_app(runtime=runtime),
@@ -45,5 +47,7 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
         )
     finally:
         supervisor.set()
+        if scheduler is not None:
+            stop_scheduler(scheduler)
         pool.stop()
         runtime.close()

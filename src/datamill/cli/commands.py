@@ -86,12 +86,14 @@ def _body_file(path: str, allowed: set[str]) -> dict[str, Any]:
     return dict(body)
 
 
-def _key_values(pairs: list[str], what: str, from_files: bool = False) -> dict[str, str]:
+def _key_values(
+    pairs: list[str], what: str, from_files: bool = False, form: str = "KEY=VALUE"
+) -> dict[str, str]:
     values: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got '{key}'", param_hint=what)
+            raise typer.BadParameter(f"expected {form}, got '{key}'", param_hint=what)
         values[key] = _read_text(value, what).rstrip("\n") if from_files else value
     return values
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from datamill.cli.context import State
-from datamill.client import Page, Preview, SchemaField
+from datamill.client import Page, Preview, RunResult, SchemaField
 
 M = TypeVar("M", bound=BaseModel)
 Column = tuple[str, Callable[[Any], Any]]
@@ -65,7 +65,11 @@ def console() -> Console:
 
 
 def _table(title: str | None = None, caption: str | None = None) -> Table:
-    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left")
+    """A table at least as wide as its caption, so a narrow table does not wrap that line."""
+    width = len(caption) + 2 if caption else None
+    return Table(
+        title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", min_width=width
+    )
 
 
 def items_table(items: Sequence[Any], columns: Sequence[Column], **kw: Any) -> Table:
@@ -113,18 +117,26 @@ def show_object(
         out.print(table)
 
 
-def show_page(state: State, page: Page[M], key: str, columns: Sequence[Column]) -> None:
-    """One page of a list: the API's JSON, or a table with a line saying where it is."""
+def show_page(
+    state: State,
+    page: Page[M],
+    key: str,
+    columns: Sequence[Column],
+    noun: str | None = None,
+) -> None:
+    """One page of a list: the API's JSON (items under ``key``), or a table with a line
+    saying where it is (counting ``noun``, default ``key``)."""
     if state.json:
         print_json(page_json(page, key))
         return
+    noun = noun or key
     if page.total == 0:
-        caption = f"no {key}"
+        caption = f"no {noun}"
     elif not page.items:
-        caption = f"page {page.page} is past the end ({page.total} {key} in all)"
+        caption = f"page {page.page} is past the end ({page.total} {noun} in all)"
     else:
         first = (page.page - 1) * page.size + 1
-        caption = f"{first}-{first + len(page.items) - 1} of {page.total} {key}"
+        caption = f"{first}-{first + len(page.items) - 1} of {page.total} {noun}"
         if page.has_next:
             caption += f"; next: --page {page.page + 1}"
     console().print(items_table(page.items, columns, caption=caption))
@@ -138,22 +150,58 @@ def show_list(state: State, items: Sequence[Any], columns: Sequence[Column], wha
     console().print(items_table(items, columns, caption=f"{len(items)} {what}"))
 
 
+def rows_table(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = (), caption: str | None = None
+) -> Table:
+    """Rows of data, one column per key: ``keys`` first, then any other key a row has."""
+    columns = list(keys)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    table = _table(caption=caption)
+    for key in columns:
+        table.add_column(key, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(row.get(k)) for k in columns))
+    return table
+
+
+def plural(count: int, word: str) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def show_preview(state: State, preview: Preview) -> None:
     """Rows of a data source: the API's JSON, or a table with one column per schema field."""
     if state.json:
         print_json(to_json(preview))
         return
-    keys = [f.key for f in preview.schema_]
-    for row in preview.rows:
-        keys += [k for k in row if k not in keys]
-    files = "file" if preview.files == 1 else "files"
-    rows = "row" if len(preview.rows) == 1 else "rows"
-    table = _table(caption=f"{len(preview.rows)} {rows} from {preview.files} {files}")
-    for key in keys:
-        table.add_column(key, overflow="fold")
-    for row in preview.rows:
-        table.add_row(*(cell(row.get(k)) for k in keys))
-    console().print(table)
+    caption = f"{plural(len(preview.rows), 'row')} from {plural(preview.files, 'file')}"
+    console().print(rows_table(preview.rows, [f.key for f in preview.schema_], caption))
+
+
+def show_result(state: State, result: RunResult) -> None:
+    """Rows of a run's result: the API's JSON, or a table saying how many rows the run wrote."""
+    if state.json:
+        print_json(to_json(result))
+        return
+    caption = f"{plural(len(result.rows), 'row')} of run {result.runId}"
+    if result.rowsWritten is not None:
+        caption += f" ({result.rowsWritten} written)"
+    console().print(rows_table(result.rows, caption=caption))
+
+
+def duration_text(seconds: float | None) -> str | None:
+    """``0.42s``, ``12.3s``, ``4m05s``, ``2h03m``; ``None`` stays ``None``."""
+    if seconds is None:
+        return None
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def done(state: State, message: str) -> None:

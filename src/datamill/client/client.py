@@ -14,6 +14,7 @@ kind: :class:`NotFound`, :class:`Conflict` ...) or :class:`DatamillConnectionErr
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -28,21 +29,38 @@ from datamill.client.errors import (
     DatamillConnectionError,
     DatamillProtocolError,
     InvalidName,
+    RunWaitTimeout,
     error_from_response,
 )
 from datamill.client.models import (
+    TERMINAL,
+    Computation,
+    Container,
     DataSource,
     Health,
+    History,
+    HistoryEntry,
     IssuedToken,
+    Job,
+    JobBody,
+    JobStopResult,
     Member,
     Page,
+    Param,
     Preview,
     Principal,
     Project,
+    RerunResult,
     ResolvedVariable,
     Role,
+    RunLog,
+    RunResult,
+    RunStatus,
+    Scheduler,
     SchemaField,
     Secret,
+    Src,
+    StopResult,
     Token,
     User,
     Variable,
@@ -52,8 +70,10 @@ from datamill.client.models import (
 
 __all__ = [
     "DEFAULT_URL",
+    "BatchAPI",
     "DataSourcesAPI",
     "DatamillClient",
+    "JobsAPI",
     "MembersAPI",
     "ProjectsAPI",
     "SchemasAPI",
@@ -126,8 +146,9 @@ class DatamillClient:
     (seconds) applies to the client's own ``httpx.Client`` only.
 
     Resources hang off the client: :attr:`projects` (with :attr:`ProjectsAPI.members`),
-    :attr:`users`, :attr:`tokens`, :attr:`datasources`, :attr:`schemas`, :attr:`variables`
-    and :attr:`secrets`. Use the client as a context manager, or call :meth:`close`.
+    :attr:`users`, :attr:`tokens`, :attr:`datasources`, :attr:`schemas`, :attr:`variables`,
+    :attr:`secrets`, :attr:`jobs` (batch SQL jobs and their runs) and :attr:`batch` (stop or
+    rerun one run). Use the client as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -168,6 +189,8 @@ class DatamillClient:
         self.schemas = SchemasAPI(self)
         self.variables = VariablesAPI(self)
         self.secrets = SecretsAPI(self)
+        self.jobs = JobsAPI(self)
+        self.batch = BatchAPI(self)
 
     # -- lifecycle
 
@@ -642,3 +665,278 @@ class SecretsAPI(_Resource):
     def delete(self, project: str, name: str) -> None:
         """Delete a secret that no resource uses."""
         self._delete(_path("projects", project, "secrets", name))
+
+
+SrcInput = Src | Mapping[str, Any]
+ComputationInput = Computation | Mapping[str, Any] | str
+ContainerInput = Container | Mapping[str, Any] | str
+SchedulerInput = Scheduler | Mapping[str, Any] | str
+ParamsInput = Sequence[Param | Mapping[str, Any]] | Mapping[str, str]
+
+DEFAULT_WAIT_SECONDS = 600.0
+"""How long :meth:`JobsAPI.wait` waits for a run by default."""
+
+
+def _json_of(value: Any) -> Any:
+    """A model as its JSON (by alias, without unset ``None`` fields), a mapping as a dict."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _job_body(
+    body: JobBody | Mapping[str, Any] | None,
+    *,
+    srcs: Sequence[SrcInput] | None,
+    computation: ComputationInput | None,
+    container: ContainerInput | None,
+    scheduler: SchedulerInput | None,
+    params: ParamsInput | None,
+    retries: int | None,
+    max_run_seconds: int | None,
+) -> dict[str, Any]:
+    """The JSON body of a job create or update: ``body`` with the keyword fields over it."""
+    data: dict[str, Any] = dict(_json_of(body)) if body is not None else {}
+    if srcs is not None:
+        data["srcs"] = [_json_of(s) for s in srcs]
+    if computation is not None:
+        data["computation"] = (
+            {"type": "SQL", "code": computation}
+            if isinstance(computation, str)
+            else _json_of(computation)
+        )
+    if container is not None:
+        data["container"] = (
+            {"type": container, "count": 1} if isinstance(container, str) else _json_of(container)
+        )
+    if scheduler is not None:
+        data["scheduler"] = (
+            {"type": scheduler} if isinstance(scheduler, str) else _json_of(scheduler)
+        )
+    if params is not None:
+        if isinstance(params, Mapping):
+            data["params"] = [{"name": k, "default": v} for k, v in params.items()]
+        else:
+            data["params"] = [_json_of(p) for p in params]
+    if retries is not None:
+        data["retries"] = retries
+    if max_run_seconds is not None:
+        data["maxRunSeconds"] = max_run_seconds
+    return data
+
+
+class JobsAPI(_Resource):
+    """Batch SQL jobs of a project, their runs (start, stop, history, logs, results).
+
+    A job's body is given either whole, as ``body`` (a :class:`JobBody` or the API's JSON
+    object), or as keyword arguments, which override the fields of ``body`` when both are
+    given. The keywords take the domain models or their JSON, plus shorthands: ``computation``
+    as a SQL string, ``container`` as a type (``"1U2G"``, count 1), ``scheduler`` as a type
+    (``"manual"``) and ``params`` as a ``{name: default}`` mapping.
+    """
+
+    def create(
+        self,
+        project: str,
+        name: str,
+        body: JobBody | Mapping[str, Any] | None = None,
+        *,
+        srcs: Sequence[SrcInput] | None = None,
+        computation: ComputationInput | None = None,
+        container: ContainerInput | None = None,
+        scheduler: SchedulerInput | None = None,
+        params: ParamsInput | None = None,
+        retries: int | None = None,
+        max_run_seconds: int | None = None,
+    ) -> Job:
+        """Create a job; the server validates its sources, SQL and output schema first."""
+        data = _job_body(
+            body,
+            srcs=srcs,
+            computation=computation,
+            container=container,
+            scheduler=scheduler,
+            params=params,
+            retries=retries,
+            max_run_seconds=max_run_seconds,
+        )
+        return self._send("POST", Job, _path("projects", project, "jobs", name), data)
+
+    def update(
+        self,
+        project: str,
+        name: str,
+        body: JobBody | Mapping[str, Any] | None = None,
+        *,
+        srcs: Sequence[SrcInput] | None = None,
+        computation: ComputationInput | None = None,
+        container: ContainerInput | None = None,
+        scheduler: SchedulerInput | None = None,
+        params: ParamsInput | None = None,
+        retries: int | None = None,
+        max_run_seconds: int | None = None,
+    ) -> Job:
+        """Replace the whole job (fields left out take their defaults), validated as on create."""
+        data = _job_body(
+            body,
+            srcs=srcs,
+            computation=computation,
+            container=container,
+            scheduler=scheduler,
+            params=params,
+            retries=retries,
+            max_run_seconds=max_run_seconds,
+        )
+        return self._send("PUT", Job, _path("projects", project, "jobs", name), data)
+
+    def get(self, project: str, name: str) -> Job:
+        """A job, with its output schema and schedule state."""
+        return self._get(Job, _path("projects", project, "jobs", name))
+
+    def list(
+        self,
+        project: str,
+        *,
+        src_datasource: str | None = None,
+        src_job: str | None = None,
+        page: int = 1,
+        size: int = 50,
+    ) -> Page[Job]:
+        """One page of the project's jobs by name; optionally only those reading a data source
+        (``src_datasource``) or a job (``src_job``), not both."""
+        path = _path("projects", project, "jobs")
+        query = {"srcDatasource": src_datasource, "srcJob": src_job}
+        return self._page(Job, path, "jobs", page, size, query)
+
+    def iter_all(
+        self, project: str, *, src_datasource: str | None = None, src_job: str | None = None
+    ) -> Iterator[Job]:
+        """Every job (reading ``src_datasource`` or ``src_job``), walking the pages."""
+        return _walk(
+            lambda p, s: self.list(
+                project, src_datasource=src_datasource, src_job=src_job, page=p, size=s
+            ),
+            ITER_PAGE_SIZE,
+        )
+
+    def list_all(
+        self, project: str, *, src_datasource: str | None = None, src_job: str | None = None
+    ) -> builtins.list[Job]:
+        """Every job (reading ``src_datasource`` or ``src_job``), as one list."""
+        return list(self.iter_all(project, src_datasource=src_datasource, src_job=src_job))
+
+    def delete(self, project: str, name: str) -> None:
+        """Delete a job that no other job reads, with its history and results."""
+        self._delete(_path("projects", project, "jobs", name))
+
+    def start(
+        self, project: str, name: str, params: Mapping[str, str] | None = None
+    ) -> HistoryEntry:
+        """Queue a run now; ``params`` values override the job's defaults. Returns the run
+        (``Ready``); :meth:`wait` waits for it to finish."""
+        body = {"params": [{"name": k, "value": v} for k, v in (params or {}).items()]}
+        path = _path("projects", project, "jobs", name, "actions", "start")
+        return self._send("POST", HistoryEntry, path, body)
+
+    def stop(self, project: str, name: str) -> JobStopResult:
+        """Stop the job's schedule, cancel its queued runs and stop its running ones."""
+        path = _path("projects", project, "jobs", name, "actions", "stop")
+        return self._send("POST", JobStopResult, path, None)
+
+    def history(
+        self,
+        project: str,
+        name: str,
+        *,
+        page: int = 1,
+        size: int = 20,
+        sort_by: str = "-endTime",
+        status: RunStatus | str | None = None,
+        run_id: int | None = None,
+    ) -> History:
+        """One page of the job's runs.
+
+        ``sort_by`` is ``endTime``, ``startTime``, ``batchTime`` or ``runId`` (prefix ``-``
+        for descending; unfinished runs come first then); ``status`` keeps one status;
+        ``run_id`` gives just that run (``-1``: the latest).
+        """
+        path = _path("projects", project, "jobs", name, "history")
+        query = {
+            "page": page,
+            "size": size,
+            "sortBy": sort_by,
+            "status": str(status) if status is not None else None,
+            "runId": run_id,
+        }
+        return self._get(History, path, query)
+
+    def run(self, project: str, name: str, run_id: int) -> HistoryEntry:
+        """One run's history entry (``run_id`` ``-1``: the latest)."""
+        history = self.history(project, name, run_id=run_id, size=1)
+        if not history.history:
+            raise DatamillProtocolError(f"the server sent no history entry for run {run_id}")
+        return history.history[0]
+
+    def logs(self, project: str, name: str, run_id: int) -> RunLog:
+        """A run's log lines (``run_id`` ``-1``: the latest run)."""
+        return self._get(RunLog, _path("projects", project, "jobs", name, "runs", run_id, "logs"))
+
+    def result(self, project: str, name: str, run_id: int, *, limit: int = 100) -> RunResult:
+        """The first ``limit`` rows of a Successful run's result."""
+        path = _path("projects", project, "jobs", name, "runs", run_id, "result")
+        return self._get(RunResult, path, {"limit": limit})
+
+    def wait(
+        self,
+        project: str,
+        name: str,
+        run_id: int,
+        *,
+        timeout: float | None = DEFAULT_WAIT_SECONDS,
+        poll: float = 0.1,
+        max_poll: float | None = None,
+    ) -> HistoryEntry:
+        """Poll the run's history until it is Successful, Failed or Canceled; return it.
+
+        A failed or canceled run is returned, not raised: check ``entry.status``. Raises
+        :class:`RunWaitTimeout` (a :class:`TimeoutError`) when the run is still unfinished
+        after ``timeout`` seconds (``None``: wait for ever); the run itself goes on.
+
+        The history is read every ``poll`` seconds; with ``max_poll`` the pause grows by half
+        after each read up to ``max_poll``, so waiting for a long run does not flood the
+        server with requests.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            entry = self.run(project, name, run_id)
+            if entry.status in TERMINAL:
+                return entry
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunWaitTimeout(
+                    f"run {entry.runId} of job '{name}' in project '{project}' is still "
+                    f"{entry.status.value} after {timeout:g} s",
+                    entry,
+                )
+            pause = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            if max_poll is not None and poll < max_poll:
+                poll = min(poll * 1.5, max_poll)
+
+
+class BatchAPI(_Resource):
+    """Actions on one run of a batch job: stop a running run, rerun a finished one."""
+
+    def _action(self, model: type[M], project: str, action: str, job: str, run_id: int) -> M:
+        path = _path("projects", project, "batch", "actions", action)
+        return self._send("POST", model, path, {"jobName": job, "runId": run_id})
+
+    def stop(self, project: str, job_name: str, run_id: int) -> StopResult:
+        """Stop a Running run: it goes Cancelling, then Canceled (``run_id`` -1: the latest)."""
+        return self._action(StopResult, project, "stop", job_name, run_id)
+
+    def rerun(self, project: str, job_name: str, run_id: int) -> RerunResult:
+        """Rerun a Successful, Failed or Canceled run for the same batch time: it goes
+        Restarting, then runs again with the same params (``run_id`` -1: the latest)."""
+        return self._action(RerunResult, project, "rerun", job_name, run_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from datamill.domain.runs import HistoryEntry
 
 __all__ = [
     "BadRequest",
@@ -16,6 +19,7 @@ __all__ = [
     "Forbidden",
     "InvalidName",
     "NotFound",
+    "RunWaitTimeout",
     "ServerError",
     "Unauthorized",
     "error_from_response",
@@ -92,6 +96,18 @@ class DatamillProtocolError(DatamillClientError):
 
 class InvalidName(DatamillClientError, ValueError):
     """A name the client refuses to put into a URL path (it contains ``/``)."""
+
+
+class RunWaitTimeout(DatamillClientError, TimeoutError):
+    """A run did not finish within the time :meth:`JobsAPI.wait` was given.
+
+    ``entry`` is the run's last history entry seen (``None`` if none was read); the run
+    itself goes on.
+    """
+
+    def __init__(self, message: str, entry: HistoryEntry | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
 
 
 _BY_STATUS: dict[int, type[DatamillAPIError]] = {

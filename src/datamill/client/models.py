@@ -9,24 +9,65 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from datamill.domain.datasources import DataSource, Preview, SchemaField
+from datamill.domain.jobs import (
+    Computation,
+    Container,
+    Job,
+    JobBody,
+    Param,
+    Scheduler,
+    SchedulerSpec,
+    SchedulerType,
+    Src,
+    SrcType,
+)
 from datamill.domain.projects import Member, Project, Role
+from datamill.domain.runs import (
+    TERMINAL,
+    History,
+    HistoryEntry,
+    RerunResult,
+    RunLog,
+    RunResult,
+    RunStatus,
+    StopResult,
+)
 from datamill.domain.secrets import Secret
 from datamill.domain.users import IssuedToken, Principal, Token, User
 from datamill.domain.variables import ResolvedVariable, Variable, VariableType
 
 __all__ = [
+    "TERMINAL",
+    "Computation",
+    "Container",
     "DataSource",
     "Health",
+    "History",
+    "HistoryEntry",
     "IssuedToken",
+    "Job",
+    "JobBody",
+    "JobStopResult",
     "Member",
     "Page",
+    "Param",
     "Preview",
     "Principal",
     "Project",
+    "RerunResult",
     "ResolvedVariable",
     "Role",
+    "RunLog",
+    "RunResult",
+    "RunStatus",
+    "Scheduler",
+    "SchedulerSpec",
+    "SchedulerType",
     "SchemaField",
     "Secret",
+    "Src",
+    "SrcType",
+    "StopResult",
     "Token",
     "User",
     "Variable",
@@ -82,3 +123,15 @@ class Version(_Lenient):
 
     version: str
     database: str
+
+
+class JobStopResult(_Lenient):
+    """``POST .../jobs/{name}/actions/stop``: the schedule is now ``stopped``.
+
+    ``runsAffected`` counts the runs canceled before they started and the running ones asked
+    to stop.
+    """
+
+    name: str
+    scheduleState: str
+    runsAffected: int

@@ -108,10 +108,39 @@ class SchedulerType(StrEnum):
     depend = "depend"
 
 
+class MisfirePolicy(StrEnum):
+    """What to do with fire times missed while no scheduler ran (or the job was busy)."""
+
+    all = "all"
+    latest = "latest"
+    none = "none"
+
+
+class OverlapPolicy(StrEnum):
+    """What a fire time does while an earlier run of the job is still active."""
+
+    skip = "skip"
+    queue = "queue"
+    allow = "allow"
+
+
+MAX_CATCH_UP = 100
+"""The most missed fire times the ``all`` misfire policy catches up at once."""
+
+
 class SchedulerSpec(Model):
     crontab: str | None = Field(None, max_length=256)
     loop: str | None = Field(None, max_length=16, description="e.g. 30s, 5m, 1h; 0 = continuous")
     timezone: str | None = Field(None, max_length=64, description="IANA zone; default UTC")
+    misfire: MisfirePolicy = Field(
+        MisfirePolicy.latest,
+        description="missed fire times: all (up to 100), latest (default) or none",
+    )
+    overlap: OverlapPolicy = Field(
+        OverlapPolicy.skip,
+        description="while a run is active: skip the fire time (default), queue it, or allow "
+        "concurrent runs",
+    )
 
 
 def loop_seconds(value: str | None) -> int:
@@ -142,6 +171,10 @@ class Scheduler(Model):
         if self.type == SchedulerType.loop:
             loop_seconds(spec.loop)
         return self
+
+    @property
+    def effective_spec(self) -> SchedulerSpec:
+        return self.spec or SchedulerSpec()
 
 
 class Param(Model):
@@ -196,10 +229,18 @@ class JobBody(Model):
         return next(s.name for s in self.srcs if s.type == SrcType.Job)
 
 
+class ScheduleInfo(Model):
+    state: str = Field(description="active, or stopped by the stop action")
+    nextFireTime: datetime | None
+    lastFireTime: datetime | None
+    lastOutcome: str | None
+
+
 class Job(JobBody):
     name: str
     schema_: list[SchemaField] = Field(alias="schema")
     scheduleState: str = Field(description="active, or stopped by the stop action")
+    schedule: ScheduleInfo
     createdAt: datetime
     updatedAt: datetime
 

@@ -29,7 +29,7 @@ from datamill.engines import duckdb as engine
 from datamill.errors import DatamillError, E
 from datamill.security.sql_gate import gate, locate_duckdb_error
 from datamill.services.datasources import SourceReader
-from datamill.services.jobs import body_of, effective, get_job_row
+from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.store.datasources import DataSourceRow
 from datamill.store.jobs import JobRow

@@ -24,7 +24,9 @@ from datamill.config import Settings
 from datamill.domain.runs import RunStatus
 from datamill.errors import DatamillError
 from datamill.runtime import batch
+from datamill.runtime.lifecycle import die_with_parent, parent_alive
 from datamill.services import runs
+from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
 from datamill.store.jobs import JobRow
 from datamill.store.runs import RunRow
@@ -44,8 +46,10 @@ class Worker:
         self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
         self._last_reap = 0.0
 
-    def run_forever(self) -> None:
+    def run_forever(self, parent: int | None = None) -> None:
         while not self.shutdown.is_set():
+            if parent is not None and not parent_alive(parent):
+                return
             if not self.step():
                 self.shutdown.wait(self.poll)
 
@@ -113,6 +117,7 @@ class Worker:
                 message,
                 stats.as_dict() if stats else None,
                 str(prepared.target) if stats else None,
+                on_success=scheduling.trigger_dependants,
             )
 
     def _heartbeat(self, run_pk: int, stop: threading.Event) -> None:
@@ -134,6 +139,7 @@ class Worker:
 
 def worker_main(settings_json: str, index: int) -> None:
     """Entry point of a worker process."""
+    parent = die_with_parent()
     settings = Settings.model_validate_json(settings_json)
     from datamill.logs import configure_logging
 
@@ -148,7 +154,7 @@ def worker_main(settings_json: str, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log.info("worker started", worker=worker.name)
     try:
-        worker.run_forever()
+        worker.run_forever(parent)
     finally:
         runtime.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -14,60 +13,25 @@ from sqlalchemy.orm import Session
 
 from datamill.domain.common import NAME_RULE, Page, PageOf
 from datamill.domain.datasources import SchemaField
-from datamill.domain.jobs import Container, Job, JobBody, Param, Scheduler, SchedulerType, SrcType
+from datamill.domain.jobs import (
+    Job,
+    JobBody,
+    OverlapPolicy,
+    Param,
+    SrcType,
+)
 from datamill.engines import duckdb as engine
 from datamill.errors import DatamillError, E
 from datamill.security.sql_gate import gate, locate_duckdb_error
 from datamill.services import datasources as datasource_service
+from datamill.services import triggers
 from datamill.services.access import ProjectAccess
+from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.variables import load_resolver
 from datamill.store.base import fetch_page, utcnow
 from datamill.store.datasources import DataSourceRow
 from datamill.store.jobs import JobRow, JobSourceRow
-
-
-@dataclass(frozen=True)
-class Effective:
-    """What a job runs with: a depend job inherits these from its upstream chain."""
-
-    container: Container
-    params: list[Param]
-    scheduler: Scheduler
-
-
-DEFAULT_CONTAINER = Container(type="1U2G", count=1)
-MANUAL = Scheduler(type=SchedulerType.manual)
-
-
-def get_job_row(session: Session, project_id: int, name: str, field: str | None = None) -> JobRow:
-    row = session.scalars(
-        select(JobRow).where(JobRow.project_id == project_id, JobRow.name == name)
-    ).first()
-    if row is None:
-        where = f"{field}: " if field else ""
-        raise DatamillError(E.JOB_NOT_FOUND, f"{where}job '{name}' does not exist", field=field)
-    return row
-
-
-def body_of(row: JobRow) -> JobBody:
-    return JobBody.model_validate(row.definition)
-
-
-def effective(session: Session, row: JobRow) -> Effective:
-    """Container, params and scheduler of a job, following depend jobs to their root."""
-    seen: set[int] = set()
-    body = body_of(row)
-    scheduler = body.scheduler or MANUAL
-    while body.is_depend and row.id not in seen:
-        seen.add(row.id)
-        row = get_job_row(session, row.project_id, body.upstream or "")
-        body = body_of(row)
-    return Effective(
-        container=body.container or DEFAULT_CONTAINER,
-        params=list(body.params or []),
-        scheduler=scheduler,
-    )
 
 
 def _upstream_tables(
@@ -161,6 +125,7 @@ def validate(
     runtime: Runtime, session: Session, project_id: int, name: str, body: JobBody
 ) -> list[SchemaField]:
     """Everything a job needs to run, checked; returns the job's output schema."""
+    triggers.validate_scheduler(body.scheduler)
     schemas = source_schemas(session, project_id, name, body)
     if body.is_depend:
         params = effective_params_of_upstream(session, project_id, body.upstream or "")
@@ -183,10 +148,23 @@ def job_out(row: JobRow) -> Job:
             "name": row.name,
             "schema": row.schema,
             "scheduleState": row.schedule_state,
+            "schedule": {
+                "state": row.schedule_state,
+                "nextFireTime": row.next_fire_at,
+                "lastFireTime": row.last_fire_at,
+                "lastOutcome": row.last_outcome,
+            },
             "createdAt": row.created_at,
             "updatedAt": row.updated_at,
         }
     )
+
+
+def apply_schedule(row: JobRow, body: JobBody) -> None:
+    """Store what the scheduler needs and compute the first fire time from now."""
+    spec = body.scheduler.effective_spec if body.scheduler else None
+    row.serial = spec is not None and spec.overlap == OverlapPolicy.queue
+    triggers.reset_schedule(row, body, utcnow())
 
 
 def _save_sources(session: Session, row: JobRow, body: JobBody) -> None:
@@ -218,6 +196,7 @@ def create_job(
         schema=[f.model_dump(mode="json") for f in schema],
         upstream=body.upstream,
     )
+    apply_schedule(row, body)
     session.add(row)
     try:
         session.flush()
@@ -239,6 +218,7 @@ def update_job(
     row.schema = [f.model_dump(mode="json") for f in schema]
     row.upstream = body.upstream
     row.updated_at = utcnow()
+    apply_schedule(row, body)
     _save_sources(session, row, body)
     session.commit()
     return job_out(row)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from datamill.domain.jobs import StartBody
 from datamill.domain.runs import (
@@ -37,8 +38,9 @@ from datamill.domain.runs import (
 from datamill.engines.duckdb import json_safe
 from datamill.errors import DatamillError, E
 from datamill.services.access import ProjectAccess
-from datamill.services.jobs import effective, get_job_row
+from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
+from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
 from datamill.store.base import utcnow
 from datamill.store.jobs import JobRow
@@ -49,7 +51,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
-def _transition(session: Session, run: RunRow, after: RunStatus, **values: Any) -> bool:
+def _transition(
+    session: Session, run: RunRow, after: RunStatus, *, commit: bool = True, **values: Any
+) -> bool:
     """Move ``run`` from its current status to ``after`` if nobody changed it meanwhile."""
     before = RunStatus(run.status)
     if not allowed(before, after):
@@ -61,28 +65,34 @@ def _transition(session: Session, run: RunRow, after: RunStatus, **values: Any) 
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+        if commit:  # end the transaction (and its row locks); a caller's open one stays
+            session.rollback()
         return False
-    session.commit()
+    if commit:
+        session.commit()
     session.refresh(run)
     return True
 
 
-def log_line(session: Session, run_pk: int, line: str, level: str = "info") -> None:
+def log_line(
+    session: Session, run_pk: int, line: str, level: str = "info", *, commit: bool = True
+) -> None:
     session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level))
-    session.commit()
+    if commit:
+        session.commit()
 
 
 # --- queueing ------------------------------------------------------------------------------
 
 
-def queue_run(
+def new_run(
     session: Session, job: JobRow, batch_time: datetime, params: dict[str, str], trigger: str
-) -> RunRow | None:
-    """Queue a run of ``job`` for ``batch_time``; None when that batch already has a run.
+) -> RunRow:
+    """Add a Ready run of ``job`` for ``batch_time`` to the session (flushed, not committed).
 
     The params and the user variables are frozen into the run, so a rerun of the batch
-    reads the same inputs with the same values.
+    reads the same inputs with the same values. A second run for the same batch fails
+    the flush with IntegrityError (the store's unique key on job and batch time).
     """
     run_id = job.next_run_id
     job.next_run_id = run_id + 1
@@ -100,12 +110,23 @@ def queue_run(
         },
     )
     session.add(run)
+    session.flush()
+    return run
+
+
+def queue_run(
+    session: Session, job: JobRow, batch_time: datetime, params: dict[str, str], trigger: str
+) -> RunRow | None:
+    """Queue and commit a run; None when that batch already has one."""
     try:
+        run = new_run(session, job, batch_time, params, trigger)
+        log_line(
+            session, run.id, f"queued by {trigger} for batch {batch_time.isoformat()}", commit=False
+        )
         session.commit()
     except IntegrityError:
         session.rollback()
         return None
-    log_line(session, run.id, f"queued by {trigger} for batch {batch_time.isoformat()}")
     return run
 
 
@@ -124,6 +145,7 @@ def start_job(session: Session, access: ProjectAccess, name: str, body: StartBod
         declared[given.name] = given.value
     if job.schedule_state != "active":
         job.schedule_state = "active"
+        reset_schedule(job, body_of(job), utcnow())
     for _ in range(3):
         run = queue_run(session, job, utcnow(), declared, "manual")
         if run is not None:
@@ -135,6 +157,8 @@ def stop_job(session: Session, access: ProjectAccess, name: str) -> int:
     """The stop action: stop the schedule, cancel queued runs, stop running ones."""
     job = get_job_row(session, access.project_id, name)
     job.schedule_state = "stopped"
+    job.next_fire_at = None
+    job.last_outcome = f"stopped by {access.principal.name}"
     session.commit()
     affected = 0
     runs = session.scalars(
@@ -188,14 +212,13 @@ def stop_run(session: Session, access: ProjectAccess, job_name: str, run_id: int
     return StopResult(preStatus=before, postStatus=after)
 
 
-def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> RerunResult:
-    _, run = get_run(session, access.project_id, job_name, run_id)
-    before = RunStatus(run.status)
-    after = check_rerun(before, job_name, run.run_id)
+def restart(session: Session, run: RunRow, why: str, *, commit: bool = True) -> bool:
+    """Move a finished run to Restarting (same batch, same params and variables)."""
     if not _transition(
         session,
         run,
-        after,
+        RunStatus.Restarting,
+        commit=False,
         rerun_count=run.rerun_count + 1,
         attempt=0,
         cancel_requested=False,
@@ -206,10 +229,19 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
         worker=None,
         heartbeat_at=None,
     ):
+        return False
+    log_line(session, run.id, f"rerun #{run.rerun_count}: {why}", commit=commit)
+    return True
+
+
+def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> RerunResult:
+    _, run = get_run(session, access.project_id, job_name, run_id)
+    before = RunStatus(run.status)
+    after = check_rerun(before, job_name, run.run_id)
+    if not restart(session, run, f"requested by {access.principal.name}"):
         raise DatamillError(
             E.RUN_STATE_CONFLICT, f"run {run.run_id} of job '{job_name}' changed state meanwhile"
         )
-    log_line(session, run.id, f"rerun #{run.rerun_count} requested by {access.principal.name}")
     return RerunResult(preStatus=before, postStatus=after, rerunCount=run.rerun_count)
 
 
@@ -219,9 +251,17 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
 def claim_next(session: Session, worker: str) -> RunRow | None:
     """Claim the oldest claimable run for ``worker`` (SKIP LOCKED where the store has it)."""
     for _ in range(5):
+        busy = aliased(RunRow)
+        serial_busy = (
+            select(JobRow.id)
+            .join(busy, busy.job_id == JobRow.id)
+            .where(JobRow.serial.is_(True), busy.status.in_([s.value for s in ACTIVE]))
+        )
         stmt = (
             select(RunRow)
-            .where(RunRow.status.in_([s.value for s in CLAIMABLE]))
+            .where(
+                RunRow.status.in_([s.value for s in CLAIMABLE]), RunRow.job_id.not_in(serial_busy)
+            )
             .order_by(RunRow.queued_at, RunRow.id)
             .limit(1)
         )
@@ -277,8 +317,13 @@ def finish(
     message: str,
     stats: dict[str, int | None] | None = None,
     result_path: str | None = None,
+    on_success: Callable[[Session, RunRow], object] | None = None,
 ) -> bool:
-    """End a run this worker holds. A stop request wins over success or failure."""
+    """End a run this worker holds. A stop request wins over success or failure.
+
+    ``on_success`` runs in the same transaction as the Successful transition (the
+    scheduler queues depend jobs there), so neither happens without the other.
+    """
     run = session.get(RunRow, run_pk)
     if run is None or run.worker != worker:
         return False
@@ -301,16 +346,16 @@ def finish(
     if status == RunStatus.Failed and run.attempt <= _retries(session, run):
         values.pop("end_time")
         values["message"] = f"attempt {run.attempt} failed, retrying: {message}"[:4000]
+        values["worker"] = None
         status = RunStatus.Ready
-    done = _transition(session, run, status, **values)
-    if done:
-        log_line(
-            session,
-            run_pk,
-            f"{status.value}: {values['message']}",
-            "error" if status == RunStatus.Failed else "info",
-        )
-    return done
+    if not _transition(session, run, status, commit=False, **values):
+        return False
+    level = "error" if status == RunStatus.Failed else "info"
+    log_line(session, run_pk, f"{status.value}: {values['message']}", level, commit=False)
+    if status == RunStatus.Successful and on_success is not None:
+        on_success(session, run)
+    session.commit()
+    return True
 
 
 def _retries(session: Session, run: RunRow) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from datamill.store.base import Base, Timestamps
+from datamill.store.base import Base, Timestamps, UTCDateTime
 
 
 class JobRow(Base, Timestamps):
@@ -22,6 +23,11 @@ class JobRow(Base, Timestamps):
     upstream: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     schedule_state: Mapped[str] = mapped_column(String(16), default="active")
     next_run_id: Mapped[int] = mapped_column(Integer, default=1)
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_outcome: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    serial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """True when runs must not overlap (overlap policy ``queue``): workers wait."""
 
 
 class JobSourceRow(Base):
@@ -36,3 +42,13 @@ class JobSourceRow(Base):
     src_type: Mapped[str] = mapped_column(String(16))
     src_name: Mapped[str] = mapped_column(String(128), index=True)
     table_name: Mapped[str] = mapped_column(String(128))
+
+
+class LeaseRow(Base):
+    """A named lease: the one process holding it (until it expires) does the named work."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
@@ -18,7 +19,8 @@ from datamill.domain.common import Model
 from datamill.domain.jobs import Job, JobBody, StartBody
 from datamill.domain.runs import History, HistoryEntry, RunLog, RunResult, RunStatus
 from datamill.services import jobs as service
-from datamill.services import runs
+from datamill.services import runs, triggers
+from datamill.store.base import utcnow
 
 router = APIRouter(tags=["batch jobs"])
 BASE = "/projects/{project}/jobs"
@@ -146,3 +148,21 @@ def run_result(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> RunResult:
     return runs.run_result(runtime, session, access, name, runId, limit)
+
+
+class SchedulePreview(Model):
+    name: str
+    scheduleState: str
+    fireTimes: list[datetime]
+
+
+@router.get(BASE + "/{name}/schedule/preview", summary="The next fire times of a job's schedule")
+def schedule_preview(
+    name: ResourceName,
+    session: SessionDep,
+    access: ProjectReader,
+    count: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> SchedulePreview:
+    job = service.get_job(session, access, name)
+    times = triggers.preview(job.scheduler, utcnow(), count) if job.scheduler else []
+    return SchedulePreview(name=name, scheduleState=job.scheduleState, fireTimes=times)

@@ -1,0 +1,306 @@
+"""The scheduler: fire times, misfire and overlap policies, the lease, depend chains.
+
+Tests of tick() use fire times in 2090 and pass ``now`` explicitly, so the session's real
+scheduler process (which only fires what is due by the real clock) never touches them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from multiprocessing.process import BaseProcess
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from datamill.config import Settings
+from datamill.runtime.scheduler import start_scheduler, stop_scheduler
+from datamill.runtime.worker import WorkerPool
+from datamill.services import runs
+from datamill.services import scheduler as scheduling
+from datamill.store.jobs import JobRow
+from datamill.store.runs import RunRow
+from tests.conftest import Api, assert_error
+from tests.test_jobs import TERMINAL, job_body, make_source, start, wait_for
+
+T0 = datetime(2090, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def scheduler_process(settings: Settings, workers: WorkerPool) -> Iterator[BaseProcess]:
+    process = start_scheduler(settings)
+    yield process
+    stop_scheduler(process)
+
+
+@pytest.fixture
+def source(api: Api, project: str) -> str:
+    make_source(api, project)
+    return "events"
+
+
+def scheduled(
+    api: Api, project: str, name: str, spec: dict[str, Any], kind: str = "crontab"
+) -> JobRow:
+    body = job_body("SELECT device FROM ev", scheduler={"type": kind, "spec": spec})
+    response = api.post(f"/projects/{project}/jobs/{name}", json=body)
+    assert response.status_code == 201, response.text
+    with api.runtime.sessions() as session:
+        job = session.scalars(
+            select(JobRow).where(JobRow.name == name).order_by(JobRow.id.desc())
+        ).first()
+        assert job is not None
+        job.next_fire_at = T0
+        session.commit()
+        return job
+
+
+def batch_times(api: Api, job_id: int) -> list[datetime]:
+    with api.runtime.sessions() as session:
+        return list(
+            session.scalars(
+                select(RunRow.batch_time).where(RunRow.job_id == job_id).order_by(RunRow.batch_time)
+            )
+        )
+
+
+def tick_at(api: Api, now: datetime) -> scheduling.TickResult:
+    with api.runtime.sessions() as session:
+        return scheduling.tick(session, now)
+
+
+def job_row(api: Api, job_id: int) -> JobRow:
+    with api.runtime.sessions() as session:
+        row = session.get(JobRow, job_id)
+        assert row is not None
+        return row
+
+
+def test_due_fire_time_is_queued_once(api: Api, project: str, source: str) -> None:
+    job = scheduled(api, project, "hourly", {"crontab": "0 0 * * * ?"})
+    tick_at(api, T0 + timedelta(seconds=1))
+    tick_at(api, T0 + timedelta(seconds=2))
+    assert batch_times(api, job.id) == [T0]
+    row = job_row(api, job.id)
+    assert row.next_fire_at == T0 + timedelta(hours=1)
+    assert row.last_fire_at == T0
+    got = api.get(f"/projects/{project}/jobs/hourly").json()["schedule"]
+    assert got["nextFireTime"].startswith("2090-01-01T01:00:00")
+    assert "queued" in got["lastOutcome"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_hours"),
+    [("latest", [5]), ("all", [0, 1, 2, 3, 4, 5]), ("none", [])],
+)
+def test_misfire_policies(
+    api: Api, project: str, source: str, policy: str, expected_hours: list[int]
+) -> None:
+    job = scheduled(
+        api,
+        project,
+        f"m_{policy}",
+        {"crontab": "0 0 * * * ?", "misfire": policy, "overlap": "allow"},
+    )
+    tick_at(api, T0 + timedelta(hours=5, seconds=30))
+    assert batch_times(api, job.id) == [T0 + timedelta(hours=h) for h in expected_hours]
+    assert job_row(api, job.id).next_fire_at == T0 + timedelta(hours=6)
+
+
+def test_on_time_fire_is_never_a_misfire(api: Api, project: str, source: str) -> None:
+    job = scheduled(api, project, "m_none", {"crontab": "0 0 * * * ?", "misfire": "none"})
+    tick_at(api, T0 + timedelta(seconds=2))
+    assert batch_times(api, job.id) == [T0]
+
+
+def test_overlap_skip_and_queue(api: Api, project: str, source: str) -> None:
+    skip = scheduled(api, project, "o_skip", {"crontab": "0 0 * * * ?"})
+    tick_at(api, T0 + timedelta(seconds=1))
+    tick_at(api, T0 + timedelta(hours=1, seconds=1))
+    assert batch_times(api, skip.id) == [T0]
+    assert "skipped" in (job_row(api, skip.id).last_outcome or "")
+
+    queue = scheduled(api, project, "o_queue", {"crontab": "0 0 * * * ?", "overlap": "queue"})
+    tick_at(api, T0 + timedelta(seconds=1))
+    tick_at(api, T0 + timedelta(hours=1, seconds=1))
+    assert batch_times(api, queue.id) == [T0, T0 + timedelta(hours=1)]
+    with api.runtime.sessions() as session:
+        first = session.scalars(
+            select(RunRow).where(RunRow.job_id == queue.id).order_by(RunRow.batch_time)
+        ).first()
+        assert first is not None
+        session.execute(
+            RunRow.__table__.update()
+            .where(RunRow.id == first.id)
+            .values(status="Running", worker="someone")
+        )
+        session.commit()
+        claimed = runs.claim_next(session, "tester")
+        assert claimed is None or claimed.job_id != queue.id
+
+
+def test_lease_has_one_holder(api: Api) -> None:
+    name = f"lease-{time.monotonic_ns()}"
+    ttl = timedelta(seconds=30)
+    with api.runtime.sessions() as a, api.runtime.sessions() as b:
+        assert scheduling.acquire_lease(a, "a", ttl, name)
+        assert not scheduling.acquire_lease(b, "b", ttl, name)
+        assert scheduling.acquire_lease(a, "a", ttl, name)
+        scheduling.release_lease(a, "a", name)
+        assert scheduling.acquire_lease(b, "b", ttl, name)
+        assert not scheduling.acquire_lease(a, "a", ttl, name)
+
+
+def test_preview_in_a_time_zone(api: Api, project: str, source: str) -> None:
+    body = job_body(
+        "SELECT device FROM ev",
+        scheduler={
+            "type": "crontab",
+            "spec": {"crontab": "0 0 12 * * ?", "timezone": "Europe/London"},
+        },
+    )
+    assert api.post(f"/projects/{project}/jobs/noon", json=body).status_code == 201
+    preview = api.get(f"/projects/{project}/jobs/noon/schedule/preview", params={"count": 3}).json()
+    times = [datetime.fromisoformat(t) for t in preview["fireTimes"]]
+    assert len(times) == 3
+    assert all(t.astimezone(ZoneInfo("Europe/London")).hour == 12 for t in times)
+    assert all(b - a == timedelta(days=1) for a, b in itertools.pairwise(times))
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"crontab": "0 0 12 * * MON"}, "day"),
+        ({"crontab": "61 * * * * ?"}, "second"),
+        ({"crontab": "0 0 12 * * ?", "timezone": "Mars/Olympus"}, "timezone"),
+    ],
+)
+def test_bad_schedules_are_refused(
+    api: Api, project: str, source: str, spec: dict[str, Any], needle: str
+) -> None:
+    body = job_body("SELECT device FROM ev", scheduler={"type": "crontab", "spec": spec})
+    response = api.post(f"/projects/{project}/jobs/bad", json=body)
+    assert_error(response, 400, "E18208")
+    assert needle in response.json()["error_msg"].lower()
+
+
+def test_every_second_cron_fires_on_whole_seconds(
+    api: Api, project: str, source: str, scheduler_process: BaseProcess
+) -> None:
+    body = job_body(
+        "SELECT device FROM ev", scheduler={"type": "crontab", "spec": {"crontab": "* * * * * ?"}}
+    )
+    assert api.post(f"/projects/{project}/jobs/tick", json=body).status_code == 201
+    try:
+        deadline = time.monotonic() + 20
+        history: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            history = api.get(
+                f"/projects/{project}/jobs/tick/history",
+                params={"status": "Successful", "sortBy": "batchTime"},
+            ).json()["history"]
+            if len(history) >= 3:
+                break
+            time.sleep(0.1)
+        assert len(history) >= 3, (
+            api.get(f"/projects/{project}/jobs/tick/history").json(),
+            api.get(f"/projects/{project}/jobs/tick").json()["schedule"],
+            scheduler_process.is_alive(),
+        )
+    finally:
+        api.post(f"/projects/{project}/jobs/tick/actions/stop")
+    stamps = [datetime.fromisoformat(h["batchTime"]) for h in history]
+    assert all(s.microsecond == 0 for s in stamps)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert all(gap >= 1 and gap == int(gap) for gap in gaps), gaps
+    time.sleep(1.5)
+    before = api.get(f"/projects/{project}/jobs/tick/history").json()["total"]
+    time.sleep(1.5)
+    assert api.get(f"/projects/{project}/jobs/tick/history").json()["total"] == before
+    assert api.get(f"/projects/{project}/jobs/tick").json()["schedule"]["nextFireTime"] is None
+
+
+def test_continuous_loop_runs_back_to_back(
+    api: Api, project: str, source: str, scheduler_process: BaseProcess
+) -> None:
+    body = job_body("SELECT device FROM ev", scheduler={"type": "loop", "spec": {"loop": "0"}})
+    assert api.post(f"/projects/{project}/jobs/spin", json=body).status_code == 201
+    try:
+        deadline = time.monotonic() + 20
+        done: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(done) < 3:
+            done = api.get(
+                f"/projects/{project}/jobs/spin/history", params={"status": "Successful"}
+            ).json()["history"]
+            time.sleep(0.1)
+    finally:
+        api.post(f"/projects/{project}/jobs/spin/actions/stop")
+    assert len(done) >= 3
+    everything = api.get(
+        f"/projects/{project}/jobs/spin/history", params={"sortBy": "batchTime", "size": 1000}
+    ).json()["history"]
+    for earlier, later in itertools.pairwise(everything):
+        if earlier["endTime"] and earlier["status"] == "Successful":
+            assert later["batchTime"] >= earlier["endTime"][:19]
+
+
+def test_depend_chain_fan_out_failure_and_rerun(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    api.post(
+        f"/projects/{project}/jobs/root",
+        json=job_body(
+            "SELECT device, value FROM ev WHERE value >= $(floor)",
+            params=[{"name": "floor", "default": "0"}],
+        ),
+    )
+
+    def depend(name: str, upstream: str, table: str, code: str) -> None:
+        body = {
+            "srcs": [{"name": upstream, "type": "Job", "tableName": table}],
+            "computation": {"type": "SQL", "code": code},
+            "scheduler": {"type": "depend"},
+        }
+        response = api.post(f"/projects/{project}/jobs/{name}", json=body)
+        assert response.status_code == 201, response.text
+
+    depend("mid", "root", "r", "SELECT device, value FROM r WHERE value < 100")
+    depend("leaf_a", "mid", "m", "SELECT count(*) AS n FROM m")
+    depend("leaf_b", "mid", "mm", "SELECT max(value) AS top FROM mm")
+    run_id = start(api, project, "root", [{"name": "floor", "value": "1"}])
+    root = wait_for(api, project, "root", run_id, TERMINAL)
+    assert root["status"] == "Successful"
+    for leaf in ("mid", "leaf_a", "leaf_b"):
+        entry = wait_for(api, project, leaf, -1, TERMINAL)
+        assert entry["status"] == "Successful", (leaf, entry)
+        assert entry["batchTime"] == root["batchTime"]
+    assert api.get(f"/projects/{project}/jobs/leaf_a/runs/-1/result").json()["rows"] == [{"n": 2}]
+
+    rerun = api.post(
+        f"/projects/{project}/batch/actions/rerun", json={"jobName": "root", "runId": run_id}
+    )
+    assert rerun.status_code == 200
+    wait_for(api, project, "root", run_id, TERMINAL)
+    again = wait_for(api, project, "leaf_b", -1, {"Successful"}, timeout=30)
+    deadline = time.monotonic() + 30
+    while again["rerunCount"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        again = wait_for(api, project, "leaf_b", -1, TERMINAL)
+    assert again["rerunCount"] == 1
+    assert api.get(f"/projects/{project}/jobs/leaf_b/history").json()["total"] == 1
+
+    api.put(
+        f"/projects/{project}/jobs/root",
+        json=job_body(
+            "SELECT device, CAST(device AS INTEGER) AS value FROM ev WHERE value >= $(floor)",
+            params=[{"name": "floor", "default": "0"}],
+        ),
+    )
+    failing = start(api, project, "root")
+    assert wait_for(api, project, "root", failing, TERMINAL)["status"] == "Failed"
+    time.sleep(1)
+    assert api.get(f"/projects/{project}/jobs/mid/history").json()["total"] == 1
