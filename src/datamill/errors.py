@@ -70,6 +70,10 @@ class E(Enum):
     RESULT_NOT_AVAILABLE = ErrorSpec("E18232", 404, "the run has no result")
     SQL_REFUSED = ErrorSpec("E18233", 400, "the SQL does something jobs may not do")
     JOB_STOPPED = ErrorSpec("E18234", 409, "the job's schedule is stopped")
+    # --- exports ---
+    EXPORT_EXISTS = ErrorSpec("E18301", 409, "export already exists")
+    EXPORT_NOT_FOUND = ErrorSpec("E18302", 404, "export does not exist")
+    EXPORT_FAILED = ErrorSpec("E18305", 400, "the export failed")
     # --- projects, users, members, tokens ---
     PROJECT_EXISTS = ErrorSpec("E18401", 409, "project already exists")
     PROJECT_NOT_FOUND = ErrorSpec("E18402", 404, "project does not exist")

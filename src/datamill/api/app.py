@@ -14,6 +14,7 @@ from datamill.api.middleware import RequestContextMiddleware
 from datamill.api.routes import (
     batch,
     datasources,
+    exports,
     health,
     jobs,
     projects,
@@ -66,6 +67,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (projects, users, secrets, datasources, variables, jobs, batch):
+    for module in (projects, users, secrets, datasources, variables, jobs, batch, exports):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

@@ -37,8 +37,11 @@ expression, with two rules for the hours a clock change creates or repeats:
   ...), in which case it fires at both occurrences, so an hourly schedule keeps firing
   every hour (``0 0 * * * ?`` fires at 01:00 EDT and at 01:00 EST on the US fall-back day).
 
-No instant is ever returned twice and fire times strictly increase. The search never goes
-past the year 2099 (Quartz's year limit): an expression that cannot fire again answers None.
+No instant is ever returned twice and fire times strictly increase. The search jumps
+field by field (year, month, day, hour, minute, second) over wall times and never goes past
+the year 2099 (Quartz's year limit): an expression that cannot fire again answers None.
+Clock changes are found from the zone's offsets; two changes less than 3 hours apart (which
+no IANA zone has) would not be told apart.
 """
 
 from __future__ import annotations

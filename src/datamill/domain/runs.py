@@ -78,6 +78,22 @@ def check_rerun(status: RunStatus, job: str, run_id: int) -> RunStatus:
     return RunStatus.Restarting
 
 
+class ExportRunEntry(Model):
+    """One export of one batch (an export run)."""
+
+    export: str
+    runId: int
+    batchTime: datetime
+    status: RunStatus
+    message: str
+    attempt: int
+    rerunCount: int
+    rowsWritten: int | None
+    bytesWritten: int | None
+    startTime: datetime | None
+    endTime: datetime | None
+
+
 class HistoryEntry(Model):
     runId: int
     batchTime: datetime
@@ -92,6 +108,9 @@ class HistoryEntry(Model):
     rowsWritten: int | None
     bytesRead: int | None
     bytesWritten: int | None
+    exports: list[ExportRunEntry] = Field(
+        default_factory=list, description="the export runs of this batch"
+    )
 
 
 class History(Model):

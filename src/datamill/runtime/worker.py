@@ -19,13 +19,15 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import structlog
+from sqlalchemy.orm import Session
 
 from datamill.config import Settings
+from datamill.connectors.sinks.base import SinkError, TransientSinkError
 from datamill.domain.runs import RunStatus
 from datamill.errors import DatamillError
 from datamill.runtime import batch
 from datamill.runtime.lifecycle import die_with_parent, parent_alive
-from datamill.services import runs
+from datamill.services import exports, runs
 from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
 from datamill.store.jobs import JobRow
@@ -68,13 +70,25 @@ class Worker:
         return True
 
     def execute(self, run_pk: int) -> None:
-        stop = threading.Event()
         with self.runtime.sessions() as session:
             run = session.get(RunRow, run_pk)
             job = session.get(JobRow, run.job_id) if run else None
             if run is None or job is None:
                 return
             runs.log_line(session, run_pk, f"attempt {run.attempt} started on {self.name}")
+            is_export = run.export_id is not None
+        if is_export:
+            self._execute_export(run_pk)
+        else:
+            self._execute_sql(run_pk)
+
+    def _execute_sql(self, run_pk: int) -> None:
+        stop = threading.Event()
+        with self.runtime.sessions() as session:
+            run = session.get(RunRow, run_pk)
+            job = session.get(JobRow, run.job_id) if run else None
+            if run is None or job is None:
+                return
             max_seconds = (
                 job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
             )
@@ -117,7 +131,48 @@ class Worker:
                 message,
                 stats.as_dict() if stats else None,
                 str(prepared.target) if stats else None,
-                on_success=scheduling.trigger_dependants,
+                on_success=after_job_success,
+            )
+
+    def _execute_export(self, run_pk: int) -> None:
+        """Write one batch with the export's sink; transient failures are retried."""
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(run_pk, stop), daemon=True)
+        beat.start()
+        status, message, retryable = RunStatus.Failed, "", True
+        stats: dict[str, int | None] | None = None
+        temp = self.runtime.settings.resolved_data_dir / "tmp" / f"export-{run_pk}"
+        with self.runtime.sessions() as session:
+            run = session.get(RunRow, run_pk)
+            if run is None:
+                return
+
+            def log_to_run(line: str) -> None:
+                with self.runtime.sessions() as log_session:
+                    runs.log_line(log_session, run_pk, line)
+
+            try:
+                outcome = exports.execute_export(self.runtime, session, run, temp, log_to_run)
+                status = RunStatus.Successful
+                message = outcome.detail
+                stats = {"rows_written": outcome.rows, "bytes_written": outcome.bytes}
+            except TransientSinkError as exc:
+                message = f"destination unavailable: {exc}"
+            except SinkError as exc:
+                message, retryable = f"destination refused: {exc}", False
+            except DatamillError as exc:
+                message, retryable = exc.message, False
+            except Exception as exc:  # a bug: keep the worker alive, keep a trace
+                message = f"internal error: {type(exc).__name__}: {exc}"
+                log.error("export crashed", run=run_pk, trace=traceback.format_exc())
+            finally:
+                stop.set()
+                beat.join()
+            if self.shutdown.is_set() and status != RunStatus.Successful:
+                self._hand_back(run_pk)
+                return
+            runs.finish(
+                session, run_pk, self.name, status, message[:4000], stats, retryable=retryable
             )
 
     def _heartbeat(self, run_pk: int, stop: threading.Event) -> None:
@@ -135,6 +190,12 @@ class Worker:
             runs.release(
                 session, run_pk, self.name, "worker shut down during the run; queued again"
             )
+
+
+def after_job_success(session: Session, run: RunRow) -> None:
+    """In the transaction that marks a job run Successful: queue depend jobs and exports."""
+    scheduling.trigger_dependants(session, run)
+    exports.queue_exports(session, run)
 
 
 def worker_main(settings_json: str, index: int) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -24,6 +24,7 @@ from datamill.domain.jobs import StartBody
 from datamill.domain.runs import (
     ACTIVE,
     CLAIMABLE,
+    ExportRunEntry,
     History,
     HistoryEntry,
     RerunResult,
@@ -42,9 +43,12 @@ from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
-from datamill.store.base import utcnow
+from datamill.store.base import fetch_page, utcnow
+from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
-from datamill.store.runs import RunLogRow, RunRow
+from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
+
+DEFAULT_EXPORT_RETRIES = 3
 
 
 def worker_name() -> str:
@@ -185,15 +189,22 @@ def stop_job(session: Session, access: ProjectAccess, name: str) -> int:
 # --- batch actions -------------------------------------------------------------------------
 
 
-def get_run(session: Session, project_id: int, job_name: str, run_id: int) -> tuple[JobRow, RunRow]:
+def get_run(
+    session: Session, project_id: int, job_name: str, run_id: int, target: int = JOB_TARGET
+) -> tuple[JobRow, RunRow]:
+    """A job's run (``target`` 0) or one of its export runs (the export's id); -1 = latest."""
     job = get_job_row(session, project_id, job_name, "jobName")
     if run_id == -1:
         run = session.scalars(
-            select(RunRow).where(RunRow.job_id == job.id).order_by(RunRow.run_id.desc())
+            select(RunRow)
+            .where(RunRow.job_id == job.id, RunRow.target == target)
+            .order_by(RunRow.run_id.desc())
         ).first()
     else:
         run = session.scalars(
-            select(RunRow).where(RunRow.job_id == job.id, RunRow.run_id == run_id)
+            select(RunRow).where(
+                RunRow.job_id == job.id, RunRow.target == target, RunRow.run_id == run_id
+            )
         ).first()
     if run is None:
         raise DatamillError(E.RUN_NOT_FOUND, f"job '{job_name}' has no run {run_id}", field="runId")
@@ -255,12 +266,18 @@ def claim_next(session: Session, worker: str) -> RunRow | None:
         serial_busy = (
             select(JobRow.id)
             .join(busy, busy.job_id == JobRow.id)
-            .where(JobRow.serial.is_(True), busy.status.in_([s.value for s in ACTIVE]))
+            .where(
+                JobRow.serial.is_(True),
+                busy.target == JOB_TARGET,
+                busy.status.in_([s.value for s in ACTIVE]),
+            )
         )
         stmt = (
             select(RunRow)
             .where(
-                RunRow.status.in_([s.value for s in CLAIMABLE]), RunRow.job_id.not_in(serial_busy)
+                RunRow.status.in_([s.value for s in CLAIMABLE]),
+                RunRow.queued_at <= utcnow(),
+                or_(RunRow.target != JOB_TARGET, RunRow.job_id.not_in(serial_busy)),
             )
             .order_by(RunRow.queued_at, RunRow.id)
             .limit(1)
@@ -318,11 +335,14 @@ def finish(
     stats: dict[str, int | None] | None = None,
     result_path: str | None = None,
     on_success: Callable[[Session, RunRow], object] | None = None,
+    retryable: bool = True,
 ) -> bool:
     """End a run this worker holds. A stop request wins over success or failure.
 
-    ``on_success`` runs in the same transaction as the Successful transition (the
-    scheduler queues depend jobs there), so neither happens without the other.
+    A failure is retried while the job (or export) has retries left, unless it is not
+    ``retryable`` (a retry would fail the same way). ``on_success`` runs in the same
+    transaction as the Successful transition (depend jobs and exports are queued there),
+    so neither happens without the other.
     """
     run = session.get(RunRow, run_pk)
     if run is None or run.worker != worker:
@@ -343,10 +363,11 @@ def finish(
         status = RunStatus.Canceled
     elif status == RunStatus.Canceled:
         status = RunStatus.Failed
-    if status == RunStatus.Failed and run.attempt <= _retries(session, run):
+    if status == RunStatus.Failed and retryable and run.attempt <= _retries(session, run):
         values.pop("end_time")
         values["message"] = f"attempt {run.attempt} failed, retrying: {message}"[:4000]
         values["worker"] = None
+        values["queued_at"] = utcnow() + _backoff(run)
         status = RunStatus.Ready
     if not _transition(session, run, status, commit=False, **values):
         return False
@@ -359,8 +380,19 @@ def finish(
 
 
 def _retries(session: Session, run: RunRow) -> int:
+    """How many automatic retries the run's job (or export) asks for."""
+    if run.export_id is not None:
+        export = session.get(ExportRow, run.export_id)
+        return int(export.spec.get("retries", DEFAULT_EXPORT_RETRIES)) if export else 0
     job = session.get(JobRow, run.job_id)
     return int(job.definition.get("retries", 0)) if job else 0
+
+
+def _backoff(run: RunRow) -> timedelta:
+    """Export retries wait 1, 2, 4 … seconds (at most a minute); job retries go at once."""
+    if run.export_id is None:
+        return timedelta(0)
+    return timedelta(seconds=min(60, 2 ** max(0, run.attempt - 1)))
 
 
 def reap_lost(session: Session, timeout: timedelta) -> int:
@@ -451,14 +483,56 @@ def history(
         )
     column = columns[key]
     order = column.desc().nulls_first() if sort_by.startswith("-") else column.asc().nulls_last()
-    stmt = select(RunRow).where(RunRow.job_id == job.id)
+    stmt = select(RunRow).where(RunRow.job_id == job.id, RunRow.target == JOB_TARGET)
     if status is not None:
         stmt = stmt.where(RunRow.status == status.value)
-    rows = session.scalars(stmt.order_by(order, RunRow.run_id)).all()
-    window = rows[(page - 1) * size : page * size]
-    return History(
-        total=len(rows), page=page, size=size, history=[history_entry(r) for r in window]
+    total, window = fetch_page(
+        session, stmt.order_by(order, RunRow.run_id), (page - 1) * size, size
     )
+    attached = exports_of_runs(session, job.id, [r.run_id for r in window])
+    return History(
+        total=total,
+        page=page,
+        size=size,
+        history=[
+            history_entry(r).model_copy(update={"exports": attached.get(r.run_id, [])})
+            for r in window
+        ],
+    )
+
+
+def export_entry(run: RunRow, name: str) -> ExportRunEntry:
+    return ExportRunEntry(
+        export=name,
+        runId=run.run_id,
+        batchTime=run.batch_time,
+        status=RunStatus(run.status),
+        message=run.message,
+        attempt=run.attempt,
+        rerunCount=run.rerun_count,
+        rowsWritten=run.rows_written,
+        bytesWritten=run.bytes_written,
+        startTime=run.start_time,
+        endTime=run.end_time,
+    )
+
+
+def exports_of_runs(
+    session: Session, job_id: int, run_ids: list[int]
+) -> dict[int, list[ExportRunEntry]]:
+    """Export runs by job run id, for the job's history."""
+    if not run_ids:
+        return {}
+    pairs = session.execute(
+        select(RunRow, ExportRow.name)
+        .join(ExportRow, ExportRow.id == RunRow.export_id)
+        .where(RunRow.job_id == job_id, RunRow.run_id.in_(run_ids))
+        .order_by(ExportRow.name)
+    ).all()
+    found: dict[int, list[ExportRunEntry]] = {}
+    for run, name in pairs:
+        found.setdefault(run.run_id, []).append(export_entry(run, name))
+    return found
 
 
 def run_log(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> RunLog:

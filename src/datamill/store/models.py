@@ -1,11 +1,21 @@
 """Imports every table module so that ``Base.metadata`` knows the whole schema."""
 
-from datamill.store import datasources, jobs, projects, runs, secrets, users, variables
+from datamill.store import (
+    datasources,
+    exports,
+    jobs,
+    projects,
+    runs,
+    secrets,
+    users,
+    variables,
+)
 from datamill.store.base import Base
 
 __all__ = [
     "Base",
     "datasources",
+    "exports",
     "jobs",
     "projects",
     "runs",

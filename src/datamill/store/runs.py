@@ -20,12 +20,22 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from datamill.store.base import Base, UTCDateTime, utcnow
 
+JOB_TARGET = 0
+"""``RunRow.target`` of a job's own SQL run; an export run's target is its export's id."""
+
 
 class RunRow(Base):
+    """One execution unit: a job's SQL for a batch, or one export of that batch.
+
+    Both kinds share the state machine, claims, heartbeats, history and logs. ``target`` is
+    0 for the job's SQL and the export's id for an export run, which carries the ``run_id``
+    and ``batch_time`` of the job run whose result it exports.
+    """
+
     __tablename__ = "runs"
     __table_args__ = (
-        UniqueConstraint("job_id", "run_id"),
-        UniqueConstraint("job_id", "batch_time"),
+        UniqueConstraint("job_id", "target", "run_id"),
+        UniqueConstraint("job_id", "target", "batch_time"),
         Index("ix_runs_status", "status"),
     )
 
@@ -33,6 +43,10 @@ class RunRow(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[int] = mapped_column(Integer)
+    target: Mapped[int] = mapped_column(Integer, default=JOB_TARGET)
+    export_id: Mapped[int | None] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     batch_time: Mapped[datetime] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,94 @@
+"""Exports of a job's results, their history and the rerun of one batch."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from datamill.api.deps import PageDep, ProjectEditor, ProjectReader, ResourceName, SessionDep
+from datamill.domain.common import Model
+from datamill.domain.exports import Export, ExportCreate, ExportHistory, ExportRerun, ExportUpdate
+from datamill.domain.runs import RerunResult
+from datamill.services import exports as service
+
+router = APIRouter(tags=["exports"])
+BASE = "/projects/{project}/jobs/{job}/exports"
+
+
+class ExportList(Model):
+    total: int
+    page: int
+    size: int
+    exports: list[Export]
+
+
+@router.post(
+    BASE + "/{name}",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an export that runs after every successful run of the job",
+)
+def create_export(
+    job: ResourceName,
+    name: ResourceName,
+    body: ExportCreate,
+    session: SessionDep,
+    access: ProjectEditor,
+) -> Export:
+    return service.create_export(session, access, job, name, body)
+
+
+@router.put(BASE + "/{name}", summary="Replace an export's spec")
+def update_export(
+    job: ResourceName,
+    name: ResourceName,
+    body: ExportUpdate,
+    session: SessionDep,
+    access: ProjectEditor,
+) -> Export:
+    return service.update_export(session, access, job, name, body.spec)
+
+
+@router.get(BASE + "/{name}", summary="Get an export")
+def get_export(
+    job: ResourceName, name: ResourceName, session: SessionDep, access: ProjectReader
+) -> Export:
+    return service.get_export(session, access, job, name)
+
+
+@router.get(BASE, summary="List a job's exports")
+def list_exports(
+    job: ResourceName, session: SessionDep, access: ProjectReader, page: PageDep
+) -> ExportList:
+    total, items = service.list_exports(session, access, job, page)
+    return ExportList(total=total, page=page.page, size=page.size, exports=items)
+
+
+@router.delete(
+    BASE + "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an export (its history goes with it)",
+)
+def delete_export(
+    job: ResourceName, name: ResourceName, session: SessionDep, access: ProjectEditor
+) -> None:
+    service.delete_export(session, access, job, name)
+
+
+@router.get(BASE + "/{name}/history", summary="The export's runs, newest first")
+def export_history(
+    job: ResourceName, name: ResourceName, session: SessionDep, access: ProjectReader, page: PageDep
+) -> ExportHistory:
+    return service.export_history(session, access, job, name, page)
+
+
+@router.post(
+    BASE + "/{name}/actions/rerun",
+    summary="Export one batch again (the batch of the given job run)",
+)
+def rerun_export(
+    job: ResourceName,
+    name: ResourceName,
+    body: ExportRerun,
+    session: SessionDep,
+    access: ProjectEditor,
+) -> RerunResult:
+    return service.rerun_export(session, access, job, name, body.runId)

@@ -1,0 +1,102 @@
+"""The export sink interface and its registry.
+
+A sink writes one batch of a job's result to a destination. Each sink declares its spec
+model and validates a spec against the job's output schema when the export is created, so
+an impossible export (an unknown field, a format and compression the libraries cannot
+write) is refused before it ever runs.
+
+Failures are either :class:`TransientSinkError` (the destination is down, timed out or
+answered 5xx: the export run is retried with backoff) or :class:`SinkError` (anything a
+retry will not fix). Sinks write idempotently per batch where the destination allows it:
+deterministic object names, replace-the-batch transactions, deterministic document ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from datamill.domain.datasources import SchemaField
+from datamill.domain.variables import Resolver
+
+
+class SinkError(Exception):
+    """The export failed in a way a retry will not fix (bad data, refused request)."""
+
+
+class TransientSinkError(SinkError):
+    """The destination is down, timed out or answered 5xx: worth retrying."""
+
+
+@dataclass
+class ExportBatch:
+    """One batch of a job's result, as the sink receives it."""
+
+    project: str
+    job: str
+    export: str
+    run_id: int
+    batch_time: datetime
+    schema: list[SchemaField]
+    parquet_files: list[Path]
+    resolver: Resolver
+
+    def read(self) -> pa.Table:
+        """The whole batch as an Arrow table (job results are bounded by the container)."""
+        import pyarrow.parquet as pq
+
+        if not self.parquet_files:
+            return pa.table({f.key: pa.array([], pa.string()) for f in self.schema})
+        return pq.ParquetDataset([str(p) for p in self.parquet_files], partitioning=None).read()
+
+
+@dataclass
+class ExportContext:
+    """What a sink may use besides its spec."""
+
+    data_roots: Mapping[str, Path]
+    outbound_allow: list[str]
+    secret_values: Mapping[str, str]
+    temp_dir: Path
+    log: Callable[[str], None] = lambda _line: None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportOutcome:
+    rows: int
+    bytes: int
+    detail: str
+
+
+class Sink(Protocol):
+    """Writes batches to one kind of destination."""
+
+    type_name: ClassVar[str]
+    spec_model: ClassVar[type[BaseModel]]
+
+    def validate(self, spec: BaseModel, schema: list[SchemaField]) -> None:
+        """Refuse (DatamillError naming ``spec.<field>``) what cannot work for this schema."""
+        ...
+
+    def secret_name(self, spec: BaseModel) -> str | None:
+        """The stored secret this spec reads its credentials from, if any."""
+        ...
+
+    def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
+        """Write the batch; raise SinkError or TransientSinkError on failure."""
+        ...
+
+
+SINKS: dict[str, Sink] = {}
+
+
+def register(sink: Sink) -> Sink:
+    SINKS[sink.type_name] = sink
+    return sink
