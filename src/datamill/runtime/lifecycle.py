@@ -11,6 +11,12 @@ import ctypes.util
 import os
 import signal
 import sys
+from collections.abc import Callable
+from types import FrameType
+
+from datamill.config import Settings
+from datamill.logs import configure_logging
+from datamill.services.runtime import Runtime
 
 _PR_SET_PDEATHSIG = 1
 
@@ -30,3 +36,20 @@ def die_with_parent() -> int:
 
 def parent_alive(parent: int) -> bool:
     return os.getppid() == parent
+
+
+def child_runtime(settings_json: str, shutdown: Callable[[], None]) -> tuple[int, Runtime]:
+    """Start of a child process: die with the parent, log, open the store, handle SIGTERM.
+
+    Returns the parent's pid (for loops that also watch it) and the child's runtime.
+    """
+    parent = die_with_parent()
+    settings = Settings.model_validate_json(settings_json)
+    configure_logging(settings.log_level, settings.log_json)
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        shutdown()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return parent, Runtime.open(settings, migrate=False)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import threading
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
-from types import FrameType
 
 import structlog
 from sqlalchemy.orm import Session
 
 from datamill.config import Settings
-from datamill.runtime.lifecycle import die_with_parent, parent_alive
+from datamill.runtime.lifecycle import child_runtime, parent_alive
 from datamill.services import runs
 from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
@@ -25,10 +23,12 @@ log = structlog.get_logger("datamill.scheduler")
 class SchedulerLoop:
     """Ticks while holding the lease; sleeps until the next fire time (at most ``idle``)."""
 
-    def __init__(self, runtime: Runtime, holder: str) -> None:
+    def __init__(
+        self, runtime: Runtime, holder: str, shutdown: threading.Event | None = None
+    ) -> None:
         self.runtime = runtime
         self.holder = holder
-        self.shutdown = threading.Event()
+        self.shutdown = shutdown or threading.Event()
         settings = runtime.settings
         self.ttl = timedelta(seconds=settings.scheduler_lease_seconds)
         self.idle = settings.scheduler_idle_seconds
@@ -74,19 +74,10 @@ class SchedulerLoop:
 
 
 def scheduler_main(settings_json: str) -> None:
-    parent = die_with_parent()
-    settings = Settings.model_validate_json(settings_json)
-    from datamill.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_json)
-    runtime = Runtime.open(settings, migrate=False)
-    loop = SchedulerLoop(runtime, f"{runs.worker_name()}/scheduler")
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        loop.shutdown.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Entry point of the scheduler process."""
+    shutdown = threading.Event()
+    parent, runtime = child_runtime(settings_json, shutdown.set)
+    loop = SchedulerLoop(runtime, f"{runs.worker_name()}/scheduler", shutdown)
     try:
         loop.run_forever(parent)
     finally:

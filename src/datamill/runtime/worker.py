@@ -9,14 +9,12 @@ A worker that is asked to shut down returns its run to Ready for another worker.
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
-from types import FrameType
 
 import structlog
 from sqlalchemy.orm import Session
@@ -26,7 +24,7 @@ from datamill.connectors.sinks.base import SinkError, TransientSinkError
 from datamill.domain.runs import RunStatus
 from datamill.errors import DatamillError
 from datamill.runtime import batch
-from datamill.runtime.lifecycle import die_with_parent, parent_alive
+from datamill.runtime.lifecycle import child_runtime, parent_alive
 from datamill.services import exports, runs
 from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
@@ -39,10 +37,12 @@ log = structlog.get_logger("datamill.worker")
 class Worker:
     """One worker loop. ``run_forever`` returns once ``shutdown`` is set."""
 
-    def __init__(self, runtime: Runtime, name: str) -> None:
+    def __init__(
+        self, runtime: Runtime, name: str, shutdown: threading.Event | None = None
+    ) -> None:
         self.runtime = runtime
         self.name = name
-        self.shutdown = threading.Event()
+        self.shutdown = shutdown or threading.Event()
         settings = runtime.settings
         self.poll = settings.worker_poll_seconds
         self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
@@ -200,19 +200,9 @@ def after_job_success(session: Session, run: RunRow) -> None:
 
 def worker_main(settings_json: str, index: int) -> None:
     """Entry point of a worker process."""
-    parent = die_with_parent()
-    settings = Settings.model_validate_json(settings_json)
-    from datamill.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_json)
-    runtime = Runtime.open(settings, migrate=False)
-    worker = Worker(runtime, f"{runs.worker_name()}/{index}")
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        worker.shutdown.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    shutdown = threading.Event()
+    parent, runtime = child_runtime(settings_json, shutdown.set)
+    worker = Worker(runtime, f"{runs.worker_name()}/{index}", shutdown)
     log.info("worker started", worker=worker.name)
     try:
         worker.run_forever(parent)

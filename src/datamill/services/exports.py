@@ -184,26 +184,7 @@ def queue_exports(session: Session, job_run: RunRow) -> int:
             )
         ).first()
         if existing is None:
-            run = RunRow(
-                project_id=job_run.project_id,
-                job_id=job_run.job_id,
-                run_id=job_run.run_id,
-                target=export.id,
-                export_id=export.id,
-                batch_time=job_run.batch_time,
-                status=RunStatus.Ready.value,
-                params=dict(job_run.params),
-                variables=dict(job_run.variables),
-                trigger="export",
-            )
-            session.add(run)
-            session.flush()
-            runs.log_line(
-                session,
-                run.id,
-                f"export '{export.name}' queued for batch {job_run.batch_time.isoformat()}",
-                commit=False,
-            )
+            new_export_run(session, job_run, export, "queued for the batch")
             count += 1
         elif RunStatus(existing.status) in TERMINAL:
             count += int(
@@ -243,7 +224,7 @@ def rerun_export(
         select(RunRow).where(RunRow.export_id == export.id, RunRow.batch_time == job_run.batch_time)
     ).first()
     if existing is None:
-        queue_exports_for(session, job_run, export)
+        new_export_run(session, job_run, export, "queued on request")
         session.commit()
         return RerunResult(preStatus=RunStatus.Successful, postStatus=RunStatus.Ready, rerunCount=0)
     before = RunStatus(existing.status)
@@ -253,7 +234,8 @@ def rerun_export(
     return RerunResult(preStatus=before, postStatus=after, rerunCount=existing.rerun_count)
 
 
-def queue_exports_for(session: Session, job_run: RunRow, export: ExportRow) -> None:
+def new_export_run(session: Session, job_run: RunRow, export: ExportRow, why: str) -> RunRow:
+    """Add a Ready export run for the batch of ``job_run`` (in the caller's transaction)."""
     run = RunRow(
         project_id=job_run.project_id,
         job_id=job_run.job_id,
@@ -268,7 +250,8 @@ def queue_exports_for(session: Session, job_run: RunRow, export: ExportRow) -> N
     )
     session.add(run)
     session.flush()
-    runs.log_line(session, run.id, f"export '{export.name}' queued on request", commit=False)
+    runs.log_line(session, run.id, f"export '{export.name}' {why}", commit=False)
+    return run
 
 
 # --- execution -----------------------------------------------------------------------------
