@@ -14,8 +14,14 @@ from tests.conftest import Api, assert_error
 
 
 def csv_spec(project: str, pattern: str = "events*.csv", **extra: Any) -> dict[str, Any]:
-    return {"root": "default", "paths": [f"{project}/{pattern}"], "fileType": "csv",
-            "delimiter": ",", "containsHeader": True, **extra}
+    return {
+        "root": "default",
+        "paths": [f"{project}/{pattern}"],
+        "fileType": "csv",
+        "delimiter": ",",
+        "containsHeader": True,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -31,39 +37,55 @@ def events(api: Api, project: str) -> Path:
 
 
 def test_create_infers_schema_from_csv(api: Api, project: str, events: Path) -> None:
-    created = api.post(f"/projects/{project}/datasources/ev",
-                       json={"type": "file", "spec": csv_spec(project)})
+    created = api.post(
+        f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)}
+    )
     assert created.status_code == 201, created.text
     body = created.json()
     assert [(f["key"], f["valtype"]) for f in body["schema"]] == [
-        ("device", "string"), ("ts", "date"), ("value", "float"), ("ok", "boolean")]
+        ("device", "string"),
+        ("ts", "date"),
+        ("value", "float"),
+        ("ok", "boolean"),
+    ]
     assert body["noVerifySchema"] is False
     got = api.get(f"/projects/{project}/datasources/ev").json()
     assert got["schema"] == body["schema"]
     assert got["spec"]["paths"] == [f"{project}/events*.csv"]
-    assert_error(api.post(f"/projects/{project}/datasources/ev",
-                          json={"type": "file", "spec": csv_spec(project)}), 409, "E18101")
+    assert_error(
+        api.post(
+            f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)}
+        ),
+        409,
+        "E18101",
+    )
 
 
 def test_json_parquet_and_text_formats(api: Api, project: str) -> None:
     folder = api.data_root / project
     (folder / "a.json").write_text('{"n": 1, "s": "x", "nested": {"k": 1}}\n{"n": 2, "s": "y"}\n')
     con = duckdb.connect()
-    con.execute(f"COPY (SELECT range AS id, range * 0.5 AS half FROM range(5)) "
-                f"TO '{folder / 'p.parquet'}' (FORMAT parquet)")
+    con.execute(
+        f"COPY (SELECT range AS id, range * 0.5 AS half FROM range(5)) "
+        f"TO '{folder / 'p.parquet'}' (FORMAT parquet)"
+    )
     (folder / "log.txt").write_text("first line\nsecond line\r\nthird\n")
     base = {"root": "default"}
     cases = {
-        "js": ({**base, "paths": [f"{project}/a.json"], "fileType": "json"},
-               [("n", "long"), ("s", "string"), ("nested", "string")]),
-        "pq": ({**base, "paths": [f"{project}/p.parquet"], "fileType": "parquet"},
-               [("id", "long"), ("half", "float")]),
-        "tx": ({**base, "paths": [f"{project}/log.txt"], "fileType": "text"},
-               [("text", "string")]),
+        "js": (
+            {**base, "paths": [f"{project}/a.json"], "fileType": "json"},
+            [("n", "long"), ("s", "string"), ("nested", "string")],
+        ),
+        "pq": (
+            {**base, "paths": [f"{project}/p.parquet"], "fileType": "parquet"},
+            [("id", "long"), ("half", "float")],
+        ),
+        "tx": ({**base, "paths": [f"{project}/log.txt"], "fileType": "text"}, [("text", "string")]),
     }
     for name, (spec, expected) in cases.items():
-        response = api.post(f"/projects/{project}/datasources/{name}",
-                            json={"type": "file", "spec": spec})
+        response = api.post(
+            f"/projects/{project}/datasources/{name}", json={"type": "file", "spec": spec}
+        )
         assert response.status_code == 201, response.text
         assert [(f["key"], f["valtype"]) for f in response.json()["schema"]] == expected
     text_rows = api.get(f"/projects/{project}/datasources/tx/preview").json()["rows"]
@@ -74,7 +96,9 @@ def test_json_parquet_and_text_formats(api: Api, project: str) -> None:
 
 
 def test_preview_casts_to_schema_and_limits(api: Api, project: str, events: Path) -> None:
-    api.post(f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)})
+    api.post(
+        f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)}
+    )
     preview = api.get(f"/projects/{project}/datasources/ev/preview", params={"limit": 2})
     assert preview.status_code == 200, preview.text
     body = preview.json()
@@ -83,89 +107,152 @@ def test_preview_casts_to_schema_and_limits(api: Api, project: str, events: Path
     assert body["rows"][0]["device"] == "d1"
     assert body["rows"][0]["ok"] is True
     assert body["rows"][0]["ts"].startswith("2026-11-01T00:00:00")
-    assert_error(api.get(f"/projects/{project}/datasources/ev/preview", params={"limit": 0}),
-                 400, "E18011", "limit")
+    assert_error(
+        api.get(f"/projects/{project}/datasources/ev/preview", params={"limit": 0}),
+        400,
+        "E18011",
+        "limit",
+    )
 
 
-def test_file_filter_uses_magic_variables_at_batch_time(api: Api, project: str,
-                                                         events: Path) -> None:
+def test_file_filter_uses_magic_variables_at_batch_time(
+    api: Api, project: str, events: Path
+) -> None:
     spec = csv_spec(project, pattern="events-", fileFilter="$(date).csv")
     spec["paths"] = [f"{project}/events-"]
-    created = api.post(f"/projects/{project}/datasources/daily",
-                       json={"type": "file", "spec": spec, "noVerifySchema": True,
-                             "schema": [{"key": "device", "valtype": "string"}]})
+    created = api.post(
+        f"/projects/{project}/datasources/daily",
+        json={
+            "type": "file",
+            "spec": spec,
+            "noVerifySchema": True,
+            "schema": [{"key": "device", "valtype": "string"}],
+        },
+    )
     assert created.status_code == 201, created.text
-    first = api.get(f"/projects/{project}/datasources/daily/preview",
-                    params={"at": "2026-11-01T12:00:00Z"}).json()
+    first = api.get(
+        f"/projects/{project}/datasources/daily/preview", params={"at": "2026-11-01T12:00:00Z"}
+    ).json()
     assert sorted(r["device"] for r in first["rows"]) == ["d1", "d2"]
-    second = api.get(f"/projects/{project}/datasources/daily/preview",
-                     params={"at": "2026-11-02T12:00:00Z"}).json()
+    second = api.get(
+        f"/projects/{project}/datasources/daily/preview", params={"at": "2026-11-02T12:00:00Z"}
+    ).json()
     assert [r["device"] for r in second["rows"]] == ["d3"]
-    bad = api.post(f"/projects/{project}/datasources/bad",
-                   json={"type": "file", "noVerifySchema": True,
-                         "schema": [{"key": "a", "valtype": "string"}],
-                         "spec": {**spec, "fileFilter": "$(nosuch)"}})
+    bad = api.post(
+        f"/projects/{project}/datasources/bad",
+        json={
+            "type": "file",
+            "noVerifySchema": True,
+            "schema": [{"key": "a", "valtype": "string"}],
+            "spec": {**spec, "fileFilter": "$(nosuch)"},
+        },
+    )
     assert_error(bad, 400, "E18604", "nosuch", "spec.fileFilter")
 
 
 def test_no_verify_schema_keeps_given_schema(api: Api, project: str) -> None:
     schema = [{"key": "a", "valtype": "long", "required": True}, {"key": "b", "valtype": "date"}]
-    created = api.post(f"/projects/{project}/datasources/manual", json={
-        "type": "file", "noVerifySchema": True, "schema": schema,
-        "spec": {"root": "default", "paths": [f"{project}/none/*.json"], "fileType": "json"}})
+    created = api.post(
+        f"/projects/{project}/datasources/manual",
+        json={
+            "type": "file",
+            "noVerifySchema": True,
+            "schema": schema,
+            "spec": {"root": "default", "paths": [f"{project}/none/*.json"], "fileType": "json"},
+        },
+    )
     assert created.status_code == 201, created.text
     assert created.json()["schema"] == [{**schema[0]}, {**schema[1], "required": False}]
-    missing = api.post(f"/projects/{project}/datasources/manual2", json={
-        "type": "file", "noVerifySchema": True,
-        "spec": {"root": "default", "paths": ["x.json"], "fileType": "json"}})
+    missing = api.post(
+        f"/projects/{project}/datasources/manual2",
+        json={
+            "type": "file",
+            "noVerifySchema": True,
+            "spec": {"root": "default", "paths": ["x.json"], "fileType": "json"},
+        },
+    )
     assert_error(missing, 400, "E18105", "schema")
 
 
 def test_given_schema_is_verified_against_data(api: Api, project: str, events: Path) -> None:
-    wrong_type = api.post(f"/projects/{project}/datasources/v1", json={
-        "type": "file", "spec": csv_spec(project),
-        "schema": [{"key": "device", "valtype": "long"}]})
+    wrong_type = api.post(
+        f"/projects/{project}/datasources/v1",
+        json={
+            "type": "file",
+            "spec": csv_spec(project),
+            "schema": [{"key": "device", "valtype": "long"}],
+        },
+    )
     assert_error(wrong_type, 400, "E18110", "schema[0].valtype", "device")
-    absent = api.post(f"/projects/{project}/datasources/v2", json={
-        "type": "file", "spec": csv_spec(project),
-        "schema": [{"key": "nope", "valtype": "string"}]})
+    absent = api.post(
+        f"/projects/{project}/datasources/v2",
+        json={
+            "type": "file",
+            "spec": csv_spec(project),
+            "schema": [{"key": "nope", "valtype": "string"}],
+        },
+    )
     assert_error(absent, 404, "E18111", "nope")
-    required = api.post(f"/projects/{project}/datasources/v3", json={
-        "type": "file", "spec": csv_spec(project),
-        "schema": [{"key": "device", "valtype": "string", "required": True}]})
+    required = api.post(
+        f"/projects/{project}/datasources/v3",
+        json={
+            "type": "file",
+            "spec": csv_spec(project),
+            "schema": [{"key": "device", "valtype": "string", "required": True}],
+        },
+    )
     assert required.status_code == 201
-    assert required.json()["schema"][0] == {"key": "device", "valtype": "string",
-                                            "required": True}
+    assert required.json()["schema"][0] == {"key": "device", "valtype": "string", "required": True}
 
 
 def test_update_may_add_but_never_remove_or_retype(api: Api, project: str) -> None:
     spec = {"root": "default", "paths": [f"{project}/*.json"], "fileType": "json"}
     schema = [{"key": "a", "valtype": "long"}, {"key": "b", "valtype": "string"}]
-    assert api.post(f"/projects/{project}/datasources/grow", json={
-        "type": "file", "noVerifySchema": True, "schema": schema, "spec": spec}).status_code == 201
-    added = api.put(f"/projects/{project}/datasources/grow",
-                    json={"spec": spec, "schema": [*schema, {"key": "c", "valtype": "date"}]})
+    assert (
+        api.post(
+            f"/projects/{project}/datasources/grow",
+            json={"type": "file", "noVerifySchema": True, "schema": schema, "spec": spec},
+        ).status_code
+        == 201
+    )
+    added = api.put(
+        f"/projects/{project}/datasources/grow",
+        json={"spec": spec, "schema": [*schema, {"key": "c", "valtype": "date"}]},
+    )
     assert added.status_code == 200, added.text
     assert [f["key"] for f in added.json()["schema"]] == ["a", "b", "c"]
-    removed = api.put(f"/projects/{project}/datasources/grow",
-                      json={"spec": spec, "schema": schema[:1]})
+    removed = api.put(
+        f"/projects/{project}/datasources/grow", json={"spec": spec, "schema": schema[:1]}
+    )
     assert_error(removed, 400, "E18114", "'b' would be removed", "'c' would be removed")
-    retyped = api.put(f"/projects/{project}/datasources/grow", json={
-        "spec": spec, "schema": [{"key": "a", "valtype": "string"}, *schema[1:],
-                                 {"key": "c", "valtype": "date"}]})
+    retyped = api.put(
+        f"/projects/{project}/datasources/grow",
+        json={
+            "spec": spec,
+            "schema": [
+                {"key": "a", "valtype": "string"},
+                *schema[1:],
+                {"key": "c", "valtype": "date"},
+            ],
+        },
+    )
     assert_error(retyped, 400, "E18114", "'a' would change type long -> string")
     after = api.get(f"/projects/{project}/datasources/grow").json()
     assert [f["key"] for f in after["schema"]] == ["a", "b", "c"]
-    assert_error(api.put(f"/projects/{project}/datasources/ghost", json={"spec": spec}), 404,
-                 "E18102")
+    assert_error(
+        api.put(f"/projects/{project}/datasources/ghost", json={"spec": spec}), 404, "E18102"
+    )
 
 
-def test_update_with_inference_refuses_lost_fields(api: Api, project: str,
-                                                   events: Path) -> None:
-    api.post(f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)})
+def test_update_with_inference_refuses_lost_fields(api: Api, project: str, events: Path) -> None:
+    api.post(
+        f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)}
+    )
     (events / "narrow.csv").write_text("device\nd9\n")
-    narrowed = api.put(f"/projects/{project}/datasources/ev",
-                       json={"spec": csv_spec(project, pattern="narrow.csv")})
+    narrowed = api.put(
+        f"/projects/{project}/datasources/ev",
+        json={"spec": csv_spec(project, pattern="narrow.csv")},
+    )
     assert_error(narrowed, 400, "E18114", "'ts' would be removed")
 
 
@@ -183,69 +270,111 @@ def test_update_with_inference_refuses_lost_fields(api: Api, project: str,
         ("unknownField", 1, "E18011", "unknown field"),
     ],
 )
-def test_bad_specs_are_refused_with_the_field_named(api: Api, project: str, field: str,
-                                                    value: Any, code: str, needle: str) -> None:
+def test_bad_specs_are_refused_with_the_field_named(
+    api: Api, project: str, field: str, value: Any, code: str, needle: str
+) -> None:
     spec = csv_spec(project)
     if value is None:
         spec.pop(field)
     else:
         spec[field] = value
-    response = api.post(f"/projects/{project}/datasources/bad",
-                        json={"type": "file", "spec": spec, "noVerifySchema": False})
+    response = api.post(
+        f"/projects/{project}/datasources/bad",
+        json={"type": "file", "spec": spec, "noVerifySchema": False},
+    )
     assert_error(response, 400, code, needle)
     assert_error(api.get(f"/projects/{project}/datasources/bad"), 404, "E18102")
 
 
-def test_symlink_leading_out_of_the_root_is_refused(api: Api, project: str,
-                                                    tmp_path: Path) -> None:
+def test_symlink_leading_out_of_the_root_is_refused(api: Api, project: str, tmp_path: Path) -> None:
     outside = tmp_path / "secret.csv"
     outside.write_text("a\n1\n")
     link = api.data_root / project / "link.csv"
     os.symlink(outside, link)
-    response = api.post(f"/projects/{project}/datasources/lnk",
-                        json={"type": "file", "spec": csv_spec(project, pattern="link.csv")})
+    response = api.post(
+        f"/projects/{project}/datasources/lnk",
+        json={"type": "file", "spec": csv_spec(project, pattern="link.csv")},
+    )
     assert_error(response, 400, "E18116", "outside")
-    globbed = api.post(f"/projects/{project}/datasources/lnk",
-                       json={"type": "file", "spec": csv_spec(project, pattern="*.csv")})
+    globbed = api.post(
+        f"/projects/{project}/datasources/lnk",
+        json={"type": "file", "spec": csv_spec(project, pattern="*.csv")},
+    )
     assert_error(globbed, 400, "E18116", "outside")
 
 
 def test_bad_names_and_schema_fields(api: Api, project: str) -> None:
     spec = {"root": "default", "paths": ["x.json"], "fileType": "json"}
-    assert_error(api.post(f"/projects/{project}/datasources/9bad",
-                          json={"type": "file", "spec": spec}), 400, "E18103", "9bad")
-    bad_key = api.post(f"/projects/{project}/datasources/ok", json={
-        "type": "file", "spec": spec, "noVerifySchema": True,
-        "schema": [{"key": "has space", "valtype": "string"}]})
+    assert_error(
+        api.post(f"/projects/{project}/datasources/9bad", json={"type": "file", "spec": spec}),
+        400,
+        "E18103",
+        "9bad",
+    )
+    bad_key = api.post(
+        f"/projects/{project}/datasources/ok",
+        json={
+            "type": "file",
+            "spec": spec,
+            "noVerifySchema": True,
+            "schema": [{"key": "has space", "valtype": "string"}],
+        },
+    )
     assert_error(bad_key, 400, "E18106", "schema[0].key")
-    bad_type = api.post(f"/projects/{project}/datasources/ok", json={
-        "type": "file", "spec": spec, "noVerifySchema": True,
-        "schema": [{"key": "a", "valtype": "int"}]})
+    bad_type = api.post(
+        f"/projects/{project}/datasources/ok",
+        json={
+            "type": "file",
+            "spec": spec,
+            "noVerifySchema": True,
+            "schema": [{"key": "a", "valtype": "int"}],
+        },
+    )
     assert_error(bad_type, 400, "E18107", "schema[0].valtype", "int")
-    dup = api.post(f"/projects/{project}/datasources/ok", json={
-        "type": "file", "spec": spec, "noVerifySchema": True,
-        "schema": [{"key": "a", "valtype": "long"}, {"key": "a", "valtype": "long"}]})
+    dup = api.post(
+        f"/projects/{project}/datasources/ok",
+        json={
+            "type": "file",
+            "spec": spec,
+            "noVerifySchema": True,
+            "schema": [{"key": "a", "valtype": "long"}, {"key": "a", "valtype": "long"}],
+        },
+    )
     assert_error(dup, 400, "E18106", "twice")
-    bad_type_name = api.post(f"/projects/{project}/datasources/ok",
-                             json={"type": "ftp", "spec": spec})
+    bad_type_name = api.post(
+        f"/projects/{project}/datasources/ok", json={"type": "ftp", "spec": spec}
+    )
     assert_error(bad_type_name, 400, "E18011", "type")
 
 
 def test_no_matching_files_and_unreadable_data(api: Api, project: str) -> None:
-    none = api.post(f"/projects/{project}/datasources/empty", json={
-        "type": "file", "spec": {"root": "default", "paths": [f"{project}/nothing*.json"],
-                                 "fileType": "json"}})
+    none = api.post(
+        f"/projects/{project}/datasources/empty",
+        json={
+            "type": "file",
+            "spec": {"root": "default", "paths": [f"{project}/nothing*.json"], "fileType": "json"},
+        },
+    )
     assert_error(none, 400, "E18115", "no files match")
     (api.data_root / project / "broken.parquet").write_text("not parquet at all")
-    broken = api.post(f"/projects/{project}/datasources/broken", json={
-        "type": "file", "spec": {"root": "default", "paths": [f"{project}/broken.parquet"],
-                                 "fileType": "parquet"}})
+    broken = api.post(
+        f"/projects/{project}/datasources/broken",
+        json={
+            "type": "file",
+            "spec": {
+                "root": "default",
+                "paths": [f"{project}/broken.parquet"],
+                "fileType": "parquet",
+            },
+        },
+    )
     assert_error(broken, 400, "E18115", "cannot be read as parquet")
 
 
 def test_schemas_endpoint_infers_without_saving(api: Api, project: str, events: Path) -> None:
-    response = api.post(f"/projects/{project}/schemas",
-                        json={"type": "file", "spec": csv_spec(project)})
+    response = api.post(
+        f"/projects/{project}/schemas", json={"type": "file", "spec": csv_spec(project)}
+    )
     assert response.status_code == 200, response.text
     assert [f["key"] for f in response.json()["schema"]] == ["device", "ts", "value", "ok"]
     assert api.get(f"/projects/{project}/datasources").json()["total"] == 0
@@ -254,9 +383,15 @@ def test_schemas_endpoint_infers_without_saving(api: Api, project: str, events: 
 def test_list_is_paginated_and_sorted(api: Api, project: str) -> None:
     spec = {"root": "default", "paths": ["x.json"], "fileType": "json"}
     for name in ["c_src", "a_src", "b_src"]:
-        api.post(f"/projects/{project}/datasources/{name}", json={
-            "type": "file", "spec": spec, "noVerifySchema": True,
-            "schema": [{"key": "a", "valtype": "long"}]})
+        api.post(
+            f"/projects/{project}/datasources/{name}",
+            json={
+                "type": "file",
+                "spec": spec,
+                "noVerifySchema": True,
+                "schema": [{"key": "a", "valtype": "long"}],
+            },
+        )
     page = api.get(f"/projects/{project}/datasources", params={"page": 1, "size": 2}).json()
     assert page["total"] == 3
     assert [d["name"] for d in page["datasources"]] == ["a_src", "b_src"]
@@ -264,8 +399,12 @@ def test_list_is_paginated_and_sorted(api: Api, project: str) -> None:
     assert [d["name"] for d in second["datasources"]] == ["c_src"]
     desc = api.get(f"/projects/{project}/datasources", params={"sortBy": "-name"}).json()
     assert [d["name"] for d in desc["datasources"]] == ["c_src", "b_src", "a_src"]
-    assert_error(api.get(f"/projects/{project}/datasources", params={"sortBy": "evil"}), 400,
-                 "E18011", "sortBy")
+    assert_error(
+        api.get(f"/projects/{project}/datasources", params={"sortBy": "evil"}),
+        400,
+        "E18011",
+        "sortBy",
+    )
     assert api.delete(f"/projects/{project}/datasources/a_src").status_code == 204
     assert api.get(f"/projects/{project}/datasources").json()["total"] == 2
     assert_error(api.delete(f"/projects/{project}/datasources/a_src"), 404, "E18102")
@@ -277,14 +416,19 @@ def test_request_body_errors(api: Api, project: str) -> None:
     assert_error(malformed, 400, "E18007")
     empty = api.post(url)
     assert_error(empty, 400, "E18006")
-    big = api.post(url, content=json.dumps({"type": "file", "spec": {"x": "y" * 70000}}),
-                   headers={"Content-Type": "application/json"})
+    big = api.post(
+        url,
+        content=json.dumps({"type": "file", "spec": {"x": "y" * 70000}}),
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(big, 413, "E18005", "limit")
     long_field = api.post("/projects", json={"name": "ok_name", "description": "d" * 2000})
     assert_error(long_field, 400, "E18008", "description")
     bad_length = api.client.post(
-        "/api/v1" + url, content=b"{}",
-        headers={**api.headers(), "Content-Type": "application/json", "Content-Length": "abc"})
+        "/api/v1" + url,
+        content=b"{}",
+        headers={**api.headers(), "Content-Type": "application/json", "Content-Length": "abc"},
+    )
     assert bad_length.status_code == 400
     assert bad_length.json()["error_code"] == "E18004"
     assert api.get(f"/projects/{project}/datasources").json()["total"] == 0

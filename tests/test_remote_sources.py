@@ -34,74 +34,113 @@ def s3(s3_server: RunningServer) -> Any:
 def bucket(s3: Any) -> str:
     name = f"bkt-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
-    s3.put_object(Bucket=name, Key="logs/app-2026-11-01.json",
-                  Body=b'{"level": "info", "n": 1}\n{"level": "warn", "n": 2}\n')
-    s3.put_object(Bucket=name, Key="logs/app-2026-11-02.json",
-                  Body=b'{"level": "error", "n": 3}\n')
+    s3.put_object(
+        Bucket=name,
+        Key="logs/app-2026-11-01.json",
+        Body=b'{"level": "info", "n": 1}\n{"level": "warn", "n": 2}\n',
+    )
+    s3.put_object(Bucket=name, Key="logs/app-2026-11-02.json", Body=b'{"level": "error", "n": 3}\n')
     s3.put_object(Bucket=name, Key="other/x.json", Body=b'{"zzz": 1}\n')
     return name
 
 
 @pytest.fixture
 def s3_secret(api: Api, project: str, s3_server: RunningServer) -> str:
-    response = api.post(f"/projects/{project}/secrets/store_keys", json={
-        "description": "test object store",
-        "values": {"accessKeyId": s3_server.extra["access_key"],
-                   "secretAccessKey": s3_server.extra["secret_key"]}})
+    response = api.post(
+        f"/projects/{project}/secrets/store_keys",
+        json={
+            "description": "test object store",
+            "values": {
+                "accessKeyId": s3_server.extra["access_key"],
+                "secretAccessKey": s3_server.extra["secret_key"],
+            },
+        },
+    )
     assert response.status_code == 201, response.text
     return "store_keys"
 
 
 def s3_spec(server: RunningServer, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {"bucket": bucket, "keyPrefixes": ["logs/app-"], "fileType": "json",
-            "endpoint": server.url, "secret": "store_keys", **extra}
+    return {
+        "bucket": bucket,
+        "keyPrefixes": ["logs/app-"],
+        "fileType": "json",
+        "endpoint": server.url,
+        "secret": "store_keys",
+        **extra,
+    }
 
 
-def test_s3_source_infers_and_previews(api: Api, project: str, bucket: str, s3_secret: str,
-                                       s3_server: RunningServer) -> None:
-    created = api.post(f"/projects/{project}/datasources/logs",
-                       json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+def test_s3_source_infers_and_previews(
+    api: Api, project: str, bucket: str, s3_secret: str, s3_server: RunningServer
+) -> None:
+    created = api.post(
+        f"/projects/{project}/datasources/logs",
+        json={"type": "s3", "spec": s3_spec(s3_server, bucket)},
+    )
     assert created.status_code == 201, created.text
     assert [(f["key"], f["valtype"]) for f in created.json()["schema"]] == [
-        ("level", "string"), ("n", "long")]
+        ("level", "string"),
+        ("n", "long"),
+    ]
     assert "accessKeyId" not in created.text
     preview = api.get(f"/projects/{project}/datasources/logs/preview").json()
     assert preview["files"] == 2
     assert sorted(r["n"] for r in preview["rows"]) == [1, 2, 3]
 
 
-def test_s3_file_filter_selects_the_batch(api: Api, project: str, bucket: str,
-                                          s3_secret: str, s3_server: RunningServer) -> None:
+def test_s3_file_filter_selects_the_batch(
+    api: Api, project: str, bucket: str, s3_secret: str, s3_server: RunningServer
+) -> None:
     spec = s3_spec(s3_server, bucket, fileFilter="$(date)")
-    created = api.post(f"/projects/{project}/datasources/daily", json={
-        "type": "s3", "spec": spec, "noVerifySchema": True,
-        "schema": [{"key": "level", "valtype": "string"}, {"key": "n", "valtype": "long"}]})
+    created = api.post(
+        f"/projects/{project}/datasources/daily",
+        json={
+            "type": "s3",
+            "spec": spec,
+            "noVerifySchema": True,
+            "schema": [{"key": "level", "valtype": "string"}, {"key": "n", "valtype": "long"}],
+        },
+    )
     assert created.status_code == 201, created.text
-    day2 = api.get(f"/projects/{project}/datasources/daily/preview",
-                   params={"at": "2026-11-02T08:00:00Z"}).json()
+    day2 = api.get(
+        f"/projects/{project}/datasources/daily/preview", params={"at": "2026-11-02T08:00:00Z"}
+    ).json()
     assert day2["rows"] == [{"level": "error", "n": 3}]
 
 
-def test_s3_wrong_credentials_and_missing_secret(api: Api, project: str, bucket: str,
-                                                 s3_server: RunningServer) -> None:
-    missing = api.post(f"/projects/{project}/datasources/logs",
-                       json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+def test_s3_wrong_credentials_and_missing_secret(
+    api: Api, project: str, bucket: str, s3_server: RunningServer
+) -> None:
+    missing = api.post(
+        f"/projects/{project}/datasources/logs",
+        json={"type": "s3", "spec": s3_spec(s3_server, bucket)},
+    )
     assert_error(missing, 404, "E18502", "store_keys")
-    api.post(f"/projects/{project}/secrets/store_keys",
-             json={"values": {"accessKeyId": "wrong-key", "secretAccessKey": "nope"}})
-    denied = api.post(f"/projects/{project}/datasources/logs",
-                      json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    api.post(
+        f"/projects/{project}/secrets/store_keys",
+        json={"values": {"accessKeyId": "wrong-key", "secretAccessKey": "nope"}},
+    )
+    denied = api.post(
+        f"/projects/{project}/datasources/logs",
+        json={"type": "s3", "spec": s3_spec(s3_server, bucket)},
+    )
     assert_error(denied, 400, "E18117", "cannot list")
     api.put(f"/projects/{project}/secrets/store_keys", json={"values": {"user": "x"}})
-    incomplete = api.post(f"/projects/{project}/datasources/logs",
-                          json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+    incomplete = api.post(
+        f"/projects/{project}/datasources/logs",
+        json={"type": "s3", "spec": s3_spec(s3_server, bucket)},
+    )
     assert_error(incomplete, 400, "E18503", "accessKeyId")
 
 
-def test_secret_in_use_cannot_be_deleted(api: Api, project: str, bucket: str, s3_secret: str,
-                                         s3_server: RunningServer) -> None:
-    api.post(f"/projects/{project}/datasources/logs",
-             json={"type": "s3", "spec": s3_spec(s3_server, bucket)})
+def test_secret_in_use_cannot_be_deleted(
+    api: Api, project: str, bucket: str, s3_secret: str, s3_server: RunningServer
+) -> None:
+    api.post(
+        f"/projects/{project}/datasources/logs",
+        json={"type": "s3", "spec": s3_spec(s3_server, bucket)},
+    )
     assert_error(api.delete(f"/projects/{project}/secrets/{s3_secret}"), 400, "E18112", "logs")
     assert api.delete(f"/projects/{project}/datasources/logs").status_code == 204
     assert api.delete(f"/projects/{project}/secrets/{s3_secret}").status_code == 204
@@ -118,10 +157,18 @@ def test_secret_in_use_cannot_be_deleted(api: Api, project: str, bucket: str, s3
         ({"endpoint": "http://169.254.169.254"}, "E18118", "private"),
     ],
 )
-def test_s3_spec_rules(api: Api, project: str, s3_server: RunningServer,
-                       spec_change: dict[str, Any], code: str, needle: str) -> None:
-    api.post(f"/projects/{project}/secrets/store_keys",
-             json={"values": {"accessKeyId": "a", "secretAccessKey": "b"}})
+def test_s3_spec_rules(
+    api: Api,
+    project: str,
+    s3_server: RunningServer,
+    spec_change: dict[str, Any],
+    code: str,
+    needle: str,
+) -> None:
+    api.post(
+        f"/projects/{project}/secrets/store_keys",
+        json={"values": {"accessKeyId": "a", "secretAccessKey": "b"}},
+    )
     spec = {**s3_spec(s3_server, "somebucket"), **spec_change}
     response = api.post(f"/projects/{project}/datasources/s", json={"type": "s3", "spec": spec})
     assert_error(response, 400, code, needle)
@@ -140,10 +187,16 @@ def webhdfs(tmp_path: Path) -> Iterator[WebHdfsDouble]:
 
 
 def test_hdfs_source_over_webhdfs(api: Api, project: str, webhdfs: WebHdfsDouble) -> None:
-    spec = {"paths": [f"hdfs://127.0.0.1:{webhdfs.port}/warehouse/clicks"], "fileType": "csv",
-            "delimiter": ";", "containsHeader": True, "user": "etl"}
-    created = api.post(f"/projects/{project}/datasources/clicks",
-                       json={"type": "hdfs", "spec": spec})
+    spec = {
+        "paths": [f"hdfs://127.0.0.1:{webhdfs.port}/warehouse/clicks"],
+        "fileType": "csv",
+        "delimiter": ";",
+        "containsHeader": True,
+        "user": "etl",
+    }
+    created = api.post(
+        f"/projects/{project}/datasources/clicks", json={"type": "hdfs", "spec": spec}
+    )
     assert created.status_code == 201, created.text
     assert [f["key"] for f in created.json()["schema"]] == ["user", "page"]
     preview = api.get(f"/projects/{project}/datasources/clicks/preview").json()
@@ -153,8 +206,13 @@ def test_hdfs_source_over_webhdfs(api: Api, project: str, webhdfs: WebHdfsDouble
 
 
 def test_hdfs_path_rules(api: Api, project: str, webhdfs: WebHdfsDouble) -> None:
-    for path, code in [("/local/path", "E18011"), ("hdfs://h:1/a/../b", "E18116"),
-                       ("hdfs://10.0.0.1:9870/x", "E18118")]:
-        response = api.post(f"/projects/{project}/datasources/h", json={
-            "type": "hdfs", "spec": {"paths": [path], "fileType": "json"}})
+    for path, code in [
+        ("/local/path", "E18011"),
+        ("hdfs://h:1/a/../b", "E18116"),
+        ("hdfs://10.0.0.1:9870/x", "E18118"),
+    ]:
+        response = api.post(
+            f"/projects/{project}/datasources/h",
+            json={"type": "hdfs", "spec": {"paths": [path], "fileType": "json"}},
+        )
         assert_error(response, 400, code, "paths")

@@ -69,9 +69,7 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
         )
         assert preview.status_code == 200
         assert len(preview.json()["rows"]) == 5
-        assert raw_request(port, "POST /api/v1/projects HTTP/1.1").startswith(
-            "HTTP/1.1 411"
-        )
+        assert raw_request(port, "POST /api/v1/projects HTTP/1.1").startswith("HTTP/1.1 411")
         docs = httpx.get(f"http://127.0.0.1:{port}/docs")
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()
