@@ -619,3 +619,235 @@ def _stop_all() -> None:
     for server in list(_running):
         with contextlib.suppress(Exception):
             server.stop()
+
+
+# ------------------------------------------------------------------ OpenSearch (osmem)
+
+__all__ += ["find_influxd", "find_osmem", "start_influxdb", "start_opensearch"]
+
+
+def start_opensearch(workdir: Path) -> RunningServer:
+    """Start an OpenSearch-compatible server (``osmem-server``) on a free port of 127.0.0.1.
+
+    ``osmem-server`` comes with the PyPI package ``osmem-server``; it keeps every index in
+    memory (nothing is written under ``workdir`` but its log, ``workdir/osmem.log``). It
+    binds port 0 itself and prints a JSON line with its URL, so there is no port race.
+    ``-parent-pid`` makes it exit with the test process even if the session is killed.
+    ``url`` is ``http://127.0.0.1:PORT`` (no authentication).
+    """
+    binary = find_osmem()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "osmem.log"
+    cmd = [
+        str(binary),
+        "-addr", f"{LOOPBACK}:0",
+        "-no-stdin-watch",
+        "-no-ja",  # no Japanese analysis: faster start, not needed here
+        "-parent-pid", str(os.getpid()),
+    ]  # fmt: skip
+    log_offset = log_file.stat().st_size if log_file.exists() else 0
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        port = _wait_for_log_port(
+            process,
+            log_file,
+            log_offset,
+            re.compile(rb'"url":\s*"http://127\.0\.0\.1:(\d+)"'),
+            "osmem-server",
+        )
+        wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
+    except BaseException:
+        _stop_process(process)
+        raise
+    server = RunningServer(
+        name="opensearch",
+        url=f"http://{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(port), "log": str(log_file), "binary": str(binary)},
+    )
+    _running.append(server)
+    return server
+
+
+def find_osmem() -> Path:
+    """The ``osmem-server`` binary: ``$OSMEM_SERVER_BIN``, else the one in the package."""
+    import importlib.util
+
+    override = os.environ.get("OSMEM_SERVER_BIN")
+    if override:
+        return Path(override)
+    found = importlib.util.find_spec("osmem_server")
+    if found is not None and found.origin is not None:
+        candidate = Path(found.origin).parent / "bin" / "osmem-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("osmem-server not found: install the test extras (pip install osmem-server)")
+
+
+def _wait_for_log_port(
+    process: subprocess.Popen[bytes],
+    log_file: Path,
+    log_offset: int,
+    pattern: re.Pattern[bytes],
+    what: str,
+) -> int:
+    """The port a server wrote to its log (``pattern``'s first group), read from
+    ``log_offset``; RuntimeError with the log tail if it exits or START_TIMEOUT passes."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        with log_file.open("rb") as log:
+            log.seek(log_offset)
+            match = pattern.search(log.read())
+        if match is not None:
+            return int(match.group(1))
+        if process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not report its address within {START_TIMEOUT:g}s"
+            break
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+
+
+# ---------------------------------------------------------------------- InfluxDB 1.x
+
+_INFLUX_CONFIG = """\
+reporting-enabled = false
+bind-address = "{loopback}:{rpc_port}"
+
+[meta]
+  dir = "{root}/meta"
+  logging-enabled = false
+
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  wal-fsync-delay = "0s"
+  query-log-enabled = false
+  index-version = "inmem"
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "{loopback}:{http_port}"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[logging]
+  level = "warn"
+  suppress-logo = true
+"""
+
+
+def start_influxdb(workdir: Path) -> RunningServer:
+    """Start InfluxDB 1.x (``influxd`` from the Debian ``influxdb`` package) on 127.0.0.1.
+
+    A generated config (``workdir/influxdb.conf``) puts meta, data and WAL under
+    ``workdir``, binds the HTTP API and the RPC service to free loopback ports, and turns
+    off usage reporting, the ``_internal`` monitor database, continuous queries and
+    authentication. Log: ``workdir/influxdb.log``. ``url`` is ``http://127.0.0.1:PORT``
+    (``/write``, ``/query``, ``/ping``). The server is ready when ``/ping`` answers 204.
+    Retried on new ports when a port was taken between choosing and binding it.
+    """
+    influxd = find_influxd()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    root = workdir / "influxdb"
+    config = workdir / "influxdb.conf"
+    log_file = workdir / "influxdb.log"
+    for _attempt in range(_PORT_ATTEMPTS):
+        http_port, rpc_port = free_port(), free_port()
+        while rpc_port == http_port:
+            rpc_port = free_port()
+        config.write_text(
+            _INFLUX_CONFIG.format(
+                loopback=LOOPBACK, root=root, http_port=http_port, rpc_port=rpc_port
+            )
+        )
+        log_offset = log_file.stat().st_size if log_file.exists() else 0
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [str(influxd), "run", "-config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        try:
+            wait_for_port(LOOPBACK, http_port, START_TIMEOUT, log_file=log_file, process=process)
+            _wait_for_influx_ping(http_port, process, log_file)
+            break
+        except RuntimeError:
+            _stop_process(process)
+            with log_file.open("rb") as log:
+                log.seek(log_offset)
+                this_run = log.read().decode(errors="replace")
+            if not _ADDRESS_IN_USE.search(this_run):
+                raise
+        except BaseException:
+            _stop_process(process)
+            raise
+    else:
+        raise RuntimeError(
+            f"InfluxDB found no free port in {_PORT_ATTEMPTS} attempts; "
+            f"last lines of {log_file}:\n{_tail(log_file)}"
+        )
+    server = RunningServer(
+        name="influxdb",
+        url=f"http://{LOOPBACK}:{http_port}",
+        process=process,
+        workdir=workdir,
+        extra={
+            "port": str(http_port),
+            "rpc_port": str(rpc_port),
+            "log": str(log_file),
+            "config": str(config),
+        },
+    )
+    _running.append(server)
+    return server
+
+
+def _wait_for_influx_ping(port: int, process: subprocess.Popen[bytes], log_file: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"http://{LOOPBACK}:{port}/ping", timeout=2) as answer,
+        ):
+            if answer.status == 204:
+                return
+        if process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not answer /ping within {START_TIMEOUT:g}s"
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"influxd {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+
+
+def find_influxd() -> Path:
+    """``influxd`` (InfluxDB 1.x) on PATH or in /usr/bin; the install script provides it."""
+    on_path = shutil.which("influxd")
+    for candidate in ([Path(on_path)] if on_path else []) + [Path("/usr/bin/influxd")]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        "influxd not found: run scripts/install-test-deps.sh (Debian package influxdb)"
+    )

@@ -1,1 +1,340 @@
-"""Placeholder until the report sink lands."""
+"""The ``report`` sink: write a batch's rows into a table of a SQL database.
+
+The database is named only by the secret: its value ``url`` is a SQLAlchemy URL, such as
+``postgresql://user:password@host:5432/reports`` or ``sqlite:////srv/data/reports.db``;
+the spec never carries a password. Supported: PostgreSQL (through psycopg 3) and SQLite
+(a file inside one of the server's data roots). ``dbName`` is informational; it names the
+database when the URL has none.
+
+``columns`` maps table columns to job fields. A missing table is created with column types
+from the job's schema (boolean, bigint, double, timestamp with time zone, text) plus a
+``_datamill_batch`` column holding the batch time. A NaN float is written as NULL; nested
+values as text. Save modes (seed 004, 导出数据至报表平台):
+
+* ``overwrite`` (default): the table's whole content is replaced by the batch, in one
+  transaction (DELETE then INSERT; readers see the old rows or the new ones).
+* ``append``: the batch's rows are added; in the same transaction the rows of the same
+  batch (``_datamill_batch``) are deleted first, so re-exporting a batch never duplicates.
+  An existing table without ``_datamill_batch`` is refused in this mode.
+
+Outbound safety: a network database's host is resolved once through
+:func:`datamill.security.outbound.check_host` and libpq connects to that address
+(``hostaddr``) while keeping the name for TLS. Only the URL query options ``sslmode``,
+``connect_timeout`` and ``application_name`` are accepted (no ``host=``/``hostaddr=``
+overrides, no Unix sockets). A SQLite path must resolve inside a data root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from datamill.connectors.sinks.base import (
+    ExportBatch,
+    ExportContext,
+    ExportOutcome,
+    SinkError,
+    TransientSinkError,
+    register,
+)
+from datamill.connectors.sinks.http import SinkSpec, check_mapping, redact, row_chunks
+from datamill.domain.common import Name
+from datamill.domain.datasources import SchemaField
+from datamill.errors import DatamillError, E
+from datamill.security.outbound import check_host
+
+BATCH_COLUMN = "_datamill_batch"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+_TABLE_RULE = re.compile(rf"^(?:{_IDENT}\.)?{_IDENT}$")
+_COLUMN_RULE = re.compile(rf"^{_IDENT}$")
+_PG_OPTIONS = frozenset({"sslmode", "connect_timeout", "application_name"})
+_TYPES: dict[str, Any] = {
+    "boolean": sa.Boolean(),
+    "long": sa.BigInteger(),
+    "float": sa.Double(),
+    "date": sa.DateTime(timezone=True),
+    "string": sa.Text(),
+}
+
+
+class ReportSpec(SinkSpec):
+    secret: Name = Field(description="a secret whose value 'url' is the database's URL")
+    dbName: str | None = Field(None, max_length=128, description="the database (informational)")
+    tableName: str = Field(description="the table, optionally schema-qualified: schema.table")
+    columns: dict[str, str] = Field(
+        min_length=1, max_length=1000, description="table column -> job field"
+    )
+    saveMode: Literal["overwrite", "append"] = "overwrite"
+    batchSize: int = Field(1000, ge=1, le=100_000, description="rows per INSERT")
+    timeoutSeconds: float = Field(30, gt=0, le=600, description="connect timeout")
+
+    @field_validator("tableName")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        from pydantic_core import PydanticCustomError
+
+        if not _TABLE_RULE.fullmatch(value):
+            raise PydanticCustomError(
+                "E18103",
+                "invalid table name '{value}': [schema.]table, each 1-63 letters, digits or "
+                "underscores, starting with a letter or underscore",
+                {"value": value[:140]},
+            )
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: dict[str, str]) -> dict[str, str]:
+        from pydantic_core import PydanticCustomError
+
+        for column in value:
+            if not _COLUMN_RULE.fullmatch(column) or column.lower() == BATCH_COLUMN:
+                raise PydanticCustomError(
+                    "E18106",
+                    "invalid column name '{value}': 1-63 letters, digits or underscores, "
+                    "starting with a letter or underscore, not " + BATCH_COLUMN,
+                    {"value": column[:140]},
+                )
+        return value
+
+
+def _engine(spec: ReportSpec, ctx: ExportContext, timeout: float) -> tuple[Engine, str]:
+    """An engine for the secret's URL, connecting only where the guard allows."""
+    raw = ctx.secret_values.get("url")
+    if not raw:
+        raise DatamillError(
+            E.SECRET_KEY_MISSING,
+            f"spec.secret: secret '{spec.secret}' has no value 'url' (the database's URL)",
+            field="spec.secret",
+        )
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise SinkError(f"secret '{spec.secret}': value 'url' is not a database URL") from None
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return _postgres_engine(spec, ctx, url, timeout)
+    if backend == "sqlite":
+        return _sqlite_engine(spec, ctx, url, timeout)
+    raise SinkError(
+        f"secret '{spec.secret}': database '{backend}' is not supported; use postgresql or sqlite"
+    )
+
+
+def _postgres_engine(
+    spec: ReportSpec, ctx: ExportContext, url: URL, timeout: float
+) -> tuple[Engine, str]:
+    unknown = sorted(set(url.query) - _PG_OPTIONS)
+    if unknown:
+        raise SinkError(
+            f"secret '{spec.secret}': URL option '{unknown[0]}' is not allowed "
+            f"(allowed: {', '.join(sorted(_PG_OPTIONS))})"
+        )
+    host = url.host or ""
+    if not host or "," in host or host.startswith("/"):
+        raise SinkError(f"secret '{spec.secret}': the URL needs one network host")
+    port = url.port or 5432
+    address = check_host(host, port, ctx.outbound_allow, "spec.secret")
+    if not url.database and spec.dbName:
+        url = url.set(database=spec.dbName)
+    url = url.set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"hostaddr": address, "connect_timeout": max(1, math.ceil(timeout))},
+    )
+    return engine, f"postgresql {host}:{port}/{url.database or ''}"
+
+
+def _sqlite_engine(
+    spec: ReportSpec, ctx: ExportContext, url: URL, timeout: float
+) -> tuple[Engine, str]:
+    database = url.database or ""
+    if not database or database == ":memory:" or url.query:
+        raise SinkError(f"secret '{spec.secret}': a sqlite URL needs a file path and no options")
+    path = Path(database).resolve()
+    roots = [Path(r).resolve() for r in ctx.data_roots.values()]
+    if not any(path == r or r in path.parents for r in roots) or path.is_dir():
+        raise DatamillError(
+            E.PATH_REFUSED,
+            f"spec.secret: the sqlite file '{database}' is outside the server's data roots",
+            field="spec.secret",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        URL.create("sqlite", database=str(path)),
+        poolclass=NullPool,
+        connect_args={"timeout": timeout},
+    )
+    return engine, f"sqlite {path.name}"
+
+
+def _value(value: Any, valtype: str) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if valtype == "date" and isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if isinstance(value, dict | list):
+        return str(value)
+    return value
+
+
+def _table_parts(name: str) -> tuple[str | None, str]:
+    schema, _, table = name.rpartition(".")
+    return (schema or None), table
+
+
+def _rows(
+    spec: ReportSpec, batch: ExportBatch, stamp: dt.datetime | None
+) -> Iterator[list[dict[str, Any]]]:
+    types = {f.key: str(f.valtype) for f in batch.schema}
+    for rows in row_chunks(batch.read(), spec.batchSize):
+        out = []
+        for row in rows:
+            record = {
+                c: _value(row.get(f), types.get(f, "string")) for c, f in spec.columns.items()
+            }
+            if stamp is not None:
+                record[BATCH_COLUMN] = stamp
+            out.append(record)
+        yield out
+
+
+class ReportSink:
+    """Rows into a SQL table, replacing the table or the batch (module docstring)."""
+
+    type_name: ClassVar[str] = "report"
+    spec_model: ClassVar[type[BaseModel]] = ReportSpec
+
+    def validate(self, spec: BaseModel, schema: list[SchemaField]) -> None:
+        assert isinstance(spec, ReportSpec)
+        check_mapping(spec.columns, schema, "spec.columns")
+
+    def secret_name(self, spec: BaseModel) -> str | None:
+        assert isinstance(spec, ReportSpec)
+        return spec.secret
+
+    def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
+        assert isinstance(spec, ReportSpec)
+        engine, where = _engine(spec, ctx, spec.timeoutSeconds)
+        hidden = dict(ctx.secret_values)
+        password = engine.url.password
+        if isinstance(password, str):
+            hidden["url.password"] = password
+        try:
+            return self._write(spec, batch, ctx, engine, where)
+        except OperationalError as exc:
+            if exc.connection_invalidated or _is_connect_error(exc):
+                raise TransientSinkError(
+                    f"cannot reach {where}: {_db_message(exc, hidden)}"
+                ) from None
+            raise SinkError(f"{where}: {_db_message(exc, hidden)}") from None
+        except SQLAlchemyError as exc:
+            raise SinkError(f"{where}: {_db_message(exc, hidden)}") from None
+        finally:
+            engine.dispose()
+
+    def _write(
+        self,
+        spec: ReportSpec,
+        batch: ExportBatch,
+        ctx: ExportContext,
+        engine: Engine,
+        where: str,
+    ) -> ExportOutcome:
+        schema_name, table_name = _table_parts(spec.tableName)
+        types = {f.key: str(f.valtype) for f in batch.schema}
+        stamp = batch.batch_time
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.UTC)
+        with engine.connect() as probe:
+            exists = sa.inspect(probe).has_table(table_name, schema=schema_name)
+        metadata = sa.MetaData()
+        if exists:
+            table = sa.Table(table_name, metadata, schema=schema_name, autoload_with=engine)
+            present = {c.name for c in table.columns}
+            missing = [c for c in spec.columns if c not in present]
+            if missing:
+                raise SinkError(
+                    f"table '{spec.tableName}' has no column '{missing[0]}' "
+                    "(add it, or drop it from spec.columns)"
+                )
+            has_batch = BATCH_COLUMN in present
+            if spec.saveMode == "append" and not has_batch:
+                raise SinkError(
+                    f"table '{spec.tableName}' has no column {BATCH_COLUMN}; append mode needs "
+                    "it to replace a batch that is exported again"
+                )
+        else:
+            columns = [
+                sa.Column(column, _TYPES[types.get(field, "string")])
+                for column, field in spec.columns.items()
+            ]
+            columns.append(sa.Column(BATCH_COLUMN, sa.DateTime(timezone=True), index=True))
+            table = sa.Table(table_name, metadata, *columns, schema=schema_name)
+            metadata.create_all(engine, checkfirst=True)
+            ctx.log(f"created table '{spec.tableName}' in {where}")
+            has_batch = True
+
+        written = 0
+        with engine.begin() as conn:
+            if spec.saveMode == "overwrite":
+                deleted = conn.execute(sa.delete(table)).rowcount
+            else:
+                deleted = conn.execute(
+                    sa.delete(table).where(table.c[BATCH_COLUMN] == stamp)
+                ).rowcount
+            for rows in _rows(spec, batch, stamp if has_batch else None):
+                conn.execute(sa.insert(table), rows)
+                written += len(rows)
+        replaced = (
+            f"replaced the table's {deleted} rows"
+            if spec.saveMode == "overwrite"
+            else f"replaced {deleted} rows of the same batch"
+        )
+        detail = (
+            f"{spec.saveMode}: wrote {written} rows to '{spec.tableName}' in {where}; {replaced}"
+        )
+        ctx.log(detail)
+        return ExportOutcome(rows=written, bytes=0, detail=detail)
+
+
+def _is_connect_error(exc: OperationalError) -> bool:
+    text = str(exc.orig or exc).lower()
+    return any(
+        needle in text
+        for needle in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "timeout expired",
+            "timed out",
+            "server closed the connection",
+            "database is locked",
+            "terminating connection",
+        )
+    )
+
+
+def _db_message(exc: SQLAlchemyError, secrets: Mapping[str, str]) -> str:
+    """The driver's message without the SQL and parameters SQLAlchemy appends."""
+    origin = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(origin).split("\n[SQL:", 1)[0].strip()
+    text = " ".join(text.split())
+    return redact(text, secrets)[:500]
+
+
+register(ReportSink())
