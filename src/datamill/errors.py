@@ -93,6 +93,12 @@ class E(Enum):
     VARIABLE_UNKNOWN = ErrorSpec("E18604", 400, "text refers to an unknown variable")
     VARIABLE_CYCLE = ErrorSpec("E18605", 400, "variables refer to each other in a cycle")
     INVALID_VARIABLE_VALUE = ErrorSpec("E18606", 400, "invalid variable value")
+    # --- streaming jobs ---
+    STREAMING_JOB_NOT_FOUND = ErrorSpec("E18701", 404, "streaming job does not exist")
+    STREAMING_STATE_CONFLICT = ErrorSpec(
+        "E18702", 409, "the streaming job's state does not allow this action"
+    )
+    INVALID_STREAMING_JOB = ErrorSpec("E18703", 400, "invalid streaming job")
 
     @property
     def code(self) -> str:

@@ -19,6 +19,7 @@ from datamill.api.routes import (
     jobs,
     projects,
     secrets,
+    streaming,
     users,
     variables,
 )
@@ -67,6 +68,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (projects, users, secrets, datasources, variables, jobs, batch, exports):
+    for module in (
+        projects,
+        users,
+        secrets,
+        datasources,
+        variables,
+        jobs,
+        batch,
+        exports,
+        streaming,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

@@ -32,6 +32,8 @@ from datamill.client import (
     DatamillClient,
     HistoryEntry,
     Job,
+    MisfirePolicy,
+    OverlapPolicy,
     Page,
     RunStatus,
     Scheduler,
@@ -89,6 +91,22 @@ TimezoneOpt = Annotated[
     str | None,
     typer.Option(
         "--timezone", help="IANA zone of a crontab schedule (default UTC)", show_default=False
+    ),
+]
+MisfireOpt = Annotated[
+    MisfirePolicy | None,
+    typer.Option(
+        "--misfire",
+        help="fire times missed while down: latest (the server's default), all or none",
+        show_default=False,
+    ),
+]
+OverlapOpt = Annotated[
+    OverlapPolicy | None,
+    typer.Option(
+        "--overlap",
+        help="a fire time while a run is active: skip (the server's default), queue or allow",
+        show_default=False,
     ),
 ]
 ParamDefaultOpt = Annotated[
@@ -165,7 +183,7 @@ def _container(text: str) -> dict[str, Any]:
     return {"type": kind.strip(), "count": number}
 
 
-def _scheduler(text: str, timezone: str | None) -> dict[str, Any]:
+def _scheduler(text: str, extra: dict[str, str]) -> dict[str, Any]:
     kind, sep, value = text.partition(":")
     kind = kind.strip().lower()
     spec: dict[str, Any] = {}
@@ -181,8 +199,7 @@ def _scheduler(text: str, timezone: str | None) -> dict[str, Any]:
             f"'{text}' is not manual, crontab:EXPR, loop:INTERVAL or depend",
             param_hint="'--scheduler'",
         )
-    if timezone:
-        spec["timezone"] = timezone
+    spec.update(extra)
     return {"type": kind, "spec": spec} if spec else {"type": kind}
 
 
@@ -192,12 +209,15 @@ def _job_body(
     srcs: list[str] | None,
     container: str | None,
     scheduler: str | None,
-    timezone: str | None,
+    scheduling: dict[str, Any],
     params: list[str] | None,
     retries: int | None,
     max_run_seconds: int | None,
 ) -> dict[str, Any]:
-    """The job's body: ``--file``, with every option given over it."""
+    """The job's body: ``--file``, with every option given over it.
+
+    ``scheduling`` holds the ``--timezone``, ``--misfire`` and ``--overlap`` values given.
+    """
     body = _body_file(file, JOB_FIELDS) if file else {}
     if sql is not None:
         code = _read_text(sql[1:], "'--sql'") if sql.startswith("@") else sql
@@ -206,10 +226,12 @@ def _job_body(
         body["srcs"] = [_src(s) for s in srcs]
     if container is not None:
         body["container"] = _container(container)
+    extra = {k: str(v) for k, v in scheduling.items() if v is not None}
     if scheduler is not None:
-        body["scheduler"] = _scheduler(scheduler, timezone)
-    elif timezone:
-        raise typer.BadParameter("give --scheduler crontab:EXPR with it", param_hint="'--timezone'")
+        body["scheduler"] = _scheduler(scheduler, extra)
+    elif extra:
+        option = "--" + next(iter(extra))
+        raise typer.BadParameter("give --scheduler with it", param_hint=f"'{option}'")
     if params:
         defaults = _key_values(params, "'--param'", form="NAME=DEFAULT")
         body["params"] = [{"name": k, "default": v} for k, v in defaults.items()]
@@ -234,8 +256,9 @@ def _scheduler_text(scheduler: Scheduler | None) -> str:
     text = scheduler.type.value
     if spec and spec.crontab:
         text += f" {spec.crontab}"
-    if spec and spec.loop is not None:
-        text += f" every {spec.loop}"
+    if scheduler.type == "loop":
+        every = spec.loop.strip() if spec and spec.loop else ""
+        text += f" every {every}" if every not in {"", "0"} else " continuously"
     if spec and spec.timezone:
         text += f" ({spec.timezone})"
     return text
@@ -369,6 +392,8 @@ def jobs_create(
     container: ContainerOpt = None,
     scheduler: SchedulerOpt = None,
     timezone: TimezoneOpt = None,
+    misfire: MisfireOpt = None,
+    overlap: OverlapOpt = None,
     param: ParamDefaultOpt = None,
     retries: RetriesOpt = None,
     max_run_seconds: MaxRunOpt = None,
@@ -377,8 +402,9 @@ def jobs_create(
 
     The server checks the sources, the SQL and the output schema before saving anything.
     """
+    scheduling = {"timezone": timezone, "misfire": misfire, "overlap": overlap}
     body = _job_body(
-        file, sql, src, container, scheduler, timezone, param, retries, max_run_seconds
+        file, sql, src, container, scheduler, scheduling, param, retries, max_run_seconds
     )
     _show_job(ctx, get_client(ctx).jobs.create(project, name, body))
 
@@ -394,13 +420,16 @@ def jobs_update(
     container: ContainerOpt = None,
     scheduler: SchedulerOpt = None,
     timezone: TimezoneOpt = None,
+    misfire: MisfireOpt = None,
+    overlap: OverlapOpt = None,
     param: ParamDefaultOpt = None,
     retries: RetriesOpt = None,
     max_run_seconds: MaxRunOpt = None,
 ) -> None:
     """Replace a whole job (options as for create; what is left out takes its default)."""
+    scheduling = {"timezone": timezone, "misfire": misfire, "overlap": overlap}
     body = _job_body(
-        file, sql, src, container, scheduler, timezone, param, retries, max_run_seconds
+        file, sql, src, container, scheduler, scheduling, param, retries, max_run_seconds
     )
     _show_job(ctx, get_client(ctx).jobs.update(project, name, body))
 

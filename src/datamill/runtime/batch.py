@@ -271,7 +271,7 @@ class Watchdog:
 
 
 def execute(prepared: PreparedRun, stop: threading.Event, deadline: float) -> RunStats:
-    """Run the query into the staging folder and publish it as the batch's result."""
+    """Run the query into the staging folder (:func:`publish` makes it the batch's result)."""
     con = engine.connect_locked(prepared.sandbox, profiling=True)
     try:
         with Watchdog(con, stop, deadline) as watchdog:
@@ -303,7 +303,6 @@ def execute(prepared: PreparedRun, stop: threading.Event, deadline: float) -> Ru
     operators = profile.get("operator", [])
     rows_read = sum(_rows_scanned(node) for node in operators) if operators else None
     bytes_written = sum(p.stat().st_size for p in prepared.staging.glob("*.parquet"))
-    publish(prepared.staging, prepared.target)
     return RunStats(
         rows_read=rows_read,
         rows_written=rows_written,

@@ -118,11 +118,29 @@ class Worker:
         finally:
             stop.set()
             beat.join()
+        try:
+            self._conclude(run_pk, prepared, status, message, stats)
+        finally:
             batch.cleanup(prepared)
+
+    def _conclude(
+        self,
+        run_pk: int,
+        prepared: batch.PreparedRun,
+        status: RunStatus,
+        message: str,
+        stats: batch.RunStats | None,
+    ) -> None:
+        """Publish the result (if this worker still holds the run) and finish the run."""
         if self.shutdown.is_set() and status == RunStatus.Canceled:
             self._hand_back(run_pk)
             return
         with self.runtime.sessions() as session:
+            if stats is not None:
+                if runs.holding(session, run_pk, self.name) is None:
+                    log.warning("run was taken over; result discarded", run=run_pk)
+                    return
+                batch.publish(prepared.staging, prepared.target)
             runs.finish(
                 session,
                 run_pk,

@@ -63,7 +63,14 @@ def gate(code: str, tables: Collection[str], field: str = "computation.code") ->
             f"{field}: only a read-only query (SELECT, WITH, UNION …) is allowed, not {kind}",
             field=field,
         )
-    ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+    for node in query.find_all(exp.Summarize):
+        if not isinstance(node.this, exp.Table):
+            raise DatamillError(
+                E.SQL_REFUSED,
+                f"{field}: SUMMARIZE {node.this.sql()[:80]} is not allowed; SUMMARIZE may only "
+                "name one of the job's sources",
+                field=field,
+            )
     allowed = {t.lower() for t in tables}
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
@@ -80,7 +87,7 @@ def gate(code: str, tables: Collection[str], field: str = "computation.code") ->
                 field=field,
             )
         name = table.name.lower()
-        if name not in allowed and name not in ctes:
+        if name not in allowed and name not in _ctes_in_scope(table):
             known = ", ".join(sorted(tables)) or "none"
             raise DatamillError(
                 E.SQL_REFUSED,
@@ -96,6 +103,18 @@ def gate(code: str, tables: Collection[str], field: str = "computation.code") ->
                 field=field,
             )
     return query_text(code)
+
+
+def _ctes_in_scope(table: exp.Table) -> set[str]:
+    """Names of the CTEs visible where ``table`` stands (its enclosing WITH clauses)."""
+    names: set[str] = set()
+    node = table.parent
+    while node is not None:
+        with_clause = node.args.get("with_") or node.args.get("with")
+        if isinstance(with_clause, exp.With):
+            names.update(cte.alias_or_name.lower() for cte in with_clause.expressions)
+        node = node.parent
+    return names
 
 
 _LINE = re.compile(r"LINE (\d+): ?(.*)$")

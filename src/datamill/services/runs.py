@@ -326,6 +326,21 @@ def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
     return bool(status != RunStatus.Running.value or holder != worker)
 
 
+def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
+    """The run if ``worker`` still holds it (Running or Cancelling, claimed by it), else None.
+
+    A worker whose run was declared lost and reaped (or claimed again) holds it no longer:
+    whatever it does afterwards with that run is ignored.
+    """
+    run = session.get(RunRow, run_pk)
+    if run is None:
+        return None
+    session.refresh(run)
+    if run.worker != worker or RunStatus(run.status) not in ACTIVE:
+        return None
+    return run
+
+
 def finish(
     session: Session,
     run_pk: int,
@@ -344,10 +359,9 @@ def finish(
     transaction as the Successful transition (depend jobs and exports are queued there),
     so neither happens without the other.
     """
-    run = session.get(RunRow, run_pk)
-    if run is None or run.worker != worker:
+    run = holding(session, run_pk, worker)
+    if run is None:
         return False
-    session.refresh(run)
     stats = stats or {}
     values: dict[str, Any] = {"end_time": utcnow(), "message": message[:4000]}
     if status == RunStatus.Successful:
@@ -576,10 +590,9 @@ def run_result(
 
 def release(session: Session, run_pk: int, worker: str, why: str) -> bool:
     """Give a claimed run back (its worker is shutting down): Ready again, or Canceled."""
-    run = session.get(RunRow, run_pk)
-    if run is None or run.worker != worker:
+    run = holding(session, run_pk, worker)
+    if run is None:
         return False
-    session.refresh(run)
     if RunStatus(run.status) == RunStatus.Cancelling:
         done = _transition(
             session, run, RunStatus.Canceled, end_time=utcnow(), message="canceled on request"

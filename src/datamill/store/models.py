@@ -7,6 +7,7 @@ from datamill.store import (
     projects,
     runs,
     secrets,
+    streaming,
     users,
     variables,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "projects",
     "runs",
     "secrets",
+    "streaming",
     "users",
     "variables",
 ]
