@@ -105,7 +105,7 @@ class Worker:
         try:
             stats = batch.execute(prepared, stop, time.monotonic() + max_seconds)
             status = RunStatus.Successful
-            message = f"wrote {stats.rows_written} rows"
+            message = f"wrote {stats.rows_written} row{'' if stats.rows_written == 1 else 's'}"
         except batch.RunCanceled:
             status, message = RunStatus.Canceled, "query interrupted"
         except batch.RunTimedOut:

@@ -15,7 +15,7 @@ from datamill.errors import DatamillError, E
 from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
 from datamill.services.users import get_user_row
-from datamill.store.base import fetch_page
+from datamill.store.base import fetch_page, utcnow
 from datamill.store.projects import MembershipRow, ProjectRow, count_owners, get_membership
 from datamill.store.users import UserRow
 
@@ -67,6 +67,7 @@ def list_projects(session: Session, principal: Principal, page: Page) -> PageOf[
 
 def update_project(session: Session, access: ProjectAccess, body: ProjectUpdate) -> Project:
     access.project.description = body.description
+    access.project.updated_at = utcnow()
     session.commit()
     return project_out(access.project, access.role)
 

@@ -11,7 +11,7 @@ from datamill.domain.secrets import Secret, SecretPut
 from datamill.errors import DatamillError, E
 from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
-from datamill.store.base import fetch_page
+from datamill.store.base import fetch_page, utcnow
 from datamill.store.datasources import DataSourceRow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
@@ -63,6 +63,7 @@ def update_secret(
     row.description = body.description
     row.ciphertext = runtime.secret_box.seal(body.values)
     row.keys = ",".join(sorted(body.values))
+    row.updated_at = utcnow()
     session.commit()
     return _out(row)
 

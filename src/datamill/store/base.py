@@ -46,8 +46,11 @@ class Base(DeclarativeBase):
 
 
 class Timestamps:
+    """``updated_at`` changes when the resource's definition changes, set by the service
+    that changes it (not on every write: starting a job's run is no change of the job)."""
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
