@@ -35,7 +35,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import NAME_RULE, NAME_RULE_TEXT, Model, location_text
@@ -119,6 +119,8 @@ class Definition(Model):
 class Point(Model):
     """Where the operator is drawn in the editor; no meaning to the pipeline."""
 
+    model_config = ConfigDict(strict=True)
+
     x: float
     y: float
 
@@ -154,7 +156,10 @@ class OperatorInstance(Model):
 
 
 class StreamingRuntime(Model):
-    """How the engine runs the job (seed 003's runtime settings)."""
+    """How the engine runs the job (seed 003's runtime settings); numbers and flags are
+    taken as JSON numbers and booleans only (strict), never converted from strings."""
+
+    model_config = ConfigDict(strict=True)
 
     parallelism: int | None = Field(None, ge=1, le=1024)
     checkpointIntervalSeconds: int = Field(10, ge=1, le=86400)
@@ -675,7 +680,7 @@ class Relationship(StrEnum):
 class Condition(Model):
     leftValue: Text = Field(None, description="an expression, usually a field")
     symbol: Symbol | None = None
-    rightValue: Annotated[Scalar, Field(union_mode="left_to_right")] = Field(
+    rightValue: Scalar = Field(
         None, description="an expression ('text' quoted); for IN a list: 1, 2, 3"
     )
 
@@ -820,7 +825,7 @@ class NestValueType(StrEnum):
 class NestField(Model):
     path: ShortText = Field(None, description="where in the MAP: key or key.key")
     type: NestValueType | None = None
-    value: Annotated[Scalar, Field(union_mode="left_to_right")] = Field(
+    value: Scalar = Field(
         None, description="FIELD: an input field; PATH: a path into one; CONSTANT: the value"
     )
 
