@@ -28,9 +28,13 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
-def _respond(request: Request, error: DatamillError) -> JSONResponse:
+def _respond(
+    request: Request, error: DatamillError, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
-        error_body(error.error, error.message, _request_id(request)), status_code=error.status
+        error_body(error.error, error.message, _request_id(request)),
+        status_code=error.status,
+        headers=headers,
     )
 
 
@@ -64,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"method {request.method} is not allowed on {request.url.path}"
         else:
             message = str(exc.detail)
-        return _respond(request, DatamillError(error, message))
+        return _respond(request, DatamillError(error, message), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

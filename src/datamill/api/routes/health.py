@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from datamill import __version__
 from datamill.api.deps import CurrentUser, RuntimeDep
+from datamill.api.errors import ERROR_RESPONSES
 from datamill.domain.common import Model
 
 router = APIRouter(tags=["service"])
@@ -33,6 +34,10 @@ def health(runtime: RuntimeDep) -> Health:
     return Health(status="ok" if database == "ok" else "degraded", database=database)
 
 
-@router.get("/version", summary="The server's version and metadata-store dialect")
+@router.get(
+    "/version",
+    summary="The server's version and metadata-store dialect",
+    responses={401: ERROR_RESPONSES[401]},
+)
 def version(runtime: RuntimeDep, _user: CurrentUser) -> Version:
     return Version(version=__version__, database=runtime.engine.dialect.name)
