@@ -498,7 +498,7 @@ def start_s3(
         "--auth-key", f"{access_key},{secret_key}",
         "--config", "/dev/null",
         # Files put into s3root directly (not through S3) show up in listings at once.
-        "--dir-cache-time", "0s",
+        "--dir-cache-time", "1ms",
     ]  # fmt: skip
     log_offset = log_file.stat().st_size if log_file.exists() else 0
     with log_file.open("ab") as log:

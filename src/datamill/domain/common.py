@@ -80,7 +80,7 @@ def location_text(loc: tuple[int | str, ...] | list[int | str], prefix: str = ""
     """``("body", "schema", 0, "valtype")`` -> ``schema[0].valtype``."""
     parts = list(loc)
     where = ""
-    if parts and parts[0] in _LOCATIONS:
+    if parts and parts[0] in _LOCATIONS and not prefix:
         where = f" ({_LOCATIONS[str(parts.pop(0))]})"
     elif parts and parts[0] == "body":
         parts.pop(0)

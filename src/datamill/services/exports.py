@@ -303,6 +303,7 @@ def execute_export(
         secret_values=values,
         temp_dir=temp_dir,
         log=log,
+        extra={"rerun_count": run.rerun_count, "attempt": run.attempt},
     )
     temp_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -481,7 +481,9 @@ def history(
     job = get_job_row(session, access.project_id, job_name)
     if run_id is not None:
         _, run = get_run(session, access.project_id, job_name, run_id)
-        return History(total=1, page=1, size=size, history=[history_entry(run)])
+        mine = exports_of_runs(session, job.id, [run.run_id]).get(run.run_id, [])
+        entry = history_entry(run).model_copy(update={"exports": mine})
+        return History(total=1, page=1, size=size, history=[entry])
     columns = {
         "endTime": RunRow.end_time,
         "startTime": RunRow.start_time,

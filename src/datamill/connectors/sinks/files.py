@@ -42,31 +42,29 @@ matrix is refused when the export is created (E18011 naming ``spec.compression``
 is one inside it that the libraries cannot write (LZO): nothing is ever written with a
 codec other than the one asked for.
 
-========  ===========  ======================================================  ================
-format    compression  written by                                              extension
-========  ===========  ======================================================  ================
-row       none         Python                                                  .json .csv .txt
-row       gzip         ``gzip`` module (RFC 1952, mtime 0)                     + .gz
-row       bzip2        ``bz2`` module                                          + .bz2
-row       deflate      ``zlib`` module: a zlib stream (RFC 1950 header, deflate + .deflate
-                       data, Adler-32), what Hadoop's DefaultCodec writes
-row       lz4          pyarrow ``Codec('lz4')``: the LZ4 *frame* format (magic + .lz4
-                       ``04 22 4D 18``, read by the ``lz4`` tool; not Hadoop's
-                       Lz4Codec block framing)
-row       snappy       pyarrow ``Codec('snappy')``: the whole file as *one raw   + .snappy
-                       snappy block* (starts with the varint uncompressed
-                       length; neither the snappy framing format nor Hadoop's
-                       SnappyCodec stream)
-orc       none snappy  ``pyarrow.orc``                                         .orc
-          zlib
-orc       lzo          refused: pyarrow's ORC writer has no LZO codec
-parquet   none snappy  ``pyarrow.parquet``                                     .parquet
-          gzip
-parquet   lzo          refused: Arrow's Parquet writer does not implement LZO
-========  ===========  ======================================================  ================
+json, csv and text (extension ``.json`` ``.csv`` ``.txt`` plus the compression's):
 
-("row" is json, csv and text; lz4 and snappy need pyarrow built with those codecs, which
-:data:`CAPABILITIES` checks when the module is imported.)
+* ``none``: plain UTF-8 text.
+* ``gzip`` (``.gz``): the ``gzip`` module, one RFC 1952 member with mtime 0.
+* ``bzip2`` (``.bz2``): the ``bz2`` module.
+* ``deflate`` (``.deflate``): the ``zlib`` module, a *zlib stream* (RFC 1950: 2-byte
+  header, deflate data, Adler-32), which is what Hadoop's DefaultCodec writes; not raw
+  deflate.
+* ``lz4`` (``.lz4``): pyarrow ``Codec('lz4')``, the LZ4 *frame* format (magic
+  ``04 22 4D 18``, what the ``lz4`` command line tool reads); not Hadoop's Lz4Codec
+  block framing.
+* ``snappy`` (``.snappy``): pyarrow ``Codec('snappy')``, the whole file as *one raw
+  snappy block* (it starts with the uncompressed length as a varint); neither the snappy
+  framing format nor Hadoop's SnappyCodec block stream.
+
+orc (``.orc``, ``pyarrow.orc``): ``none``, ``snappy``, ``zlib``; ``lzo`` is refused
+(pyarrow's ORC writer has no LZO codec).
+
+parquet (``.parquet``, ``pyarrow.parquet``): ``none``, ``snappy``, ``gzip``; ``lzo`` is
+refused (Arrow's Parquet writer does not implement LZO).
+
+lz4 and snappy need pyarrow built with those codecs, which :data:`CAPABILITIES` checks
+when the module is imported.
 
 Save modes and exactly-once
 ---------------------------
@@ -95,6 +93,11 @@ What a reader sees while a batch is written:
   first deletes ``_SUCCESS``, writes the new objects (replacing those of the same name),
   deletes the objects of the location that are not in the new set and writes
   ``_SUCCESS`` last: a reader that waits for ``_SUCCESS`` sees a complete output.
+  Meanwhile a reader that does not wait may see old and new objects side by side.
+
+A write that fails is cleaned up (its temporary folder deleted); one killed outright can
+leave a hidden ``.<leaf>.tmp-<random>`` folder behind, which no reader, listing or
+retention of this module takes for output.
 
 Retention
 ---------
