@@ -220,7 +220,7 @@ UNIX_TABLE: list[tuple[str, str, list[str]]] = [
 @pytest.mark.parametrize(
     ("text", "start", "expected"),
     QUARTZ_TABLE + UNIX_TABLE,
-    ids=lambda v: v if isinstance(v, str) and " " in v else "",
+    ids=[f"{text} from {start}" for text, start, _ in QUARTZ_TABLE + UNIX_TABLE],
 )
 def test_conformance(text: str, start: str, expected: list[str]) -> None:
     expression = CronExpression.parse(text)
