@@ -47,6 +47,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = 1
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -73,6 +74,19 @@ class RequestContextMiddleware:
                 await self.app(scope, limited_receive, send_with_id)
             except _BodyTooLarge:
                 await self._reject(send_with_id, self._too_large(), request_id)
+            except Exception:  # a bug: answer 500 with the request id, log the trace
+                log.exception("unhandled error", request_id=request_id)
+                if status_holder.get("started"):
+                    raise
+                await self._reject(
+                    send_with_id,
+                    DatamillError(
+                        E.INTERNAL,
+                        "internal server error; the server log has the "
+                        f"details under request id {request_id}",
+                    ),
+                    request_id,
+                )
         log.info(
             "request",
             request_id=request_id,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from datamill.errors import E_BY_CODE, DatamillError, E
@@ -40,10 +40,34 @@ FieldName = Annotated[str, AfterValidator(check_field_name)]
 Description = Annotated[str, Field(max_length=1024)]
 
 
+def _refuse_nul(value: Any, where: str = "") -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PydanticCustomError(
+                "E18011",
+                "{where}NUL characters are not allowed in text",
+                {"where": f"{where}: " if where else ""},
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}[{index}]")
+
+
 class Model(BaseModel):
-    """Base of every request and response model: unknown fields are refused, not ignored."""
+    """Base of every request and response model: unknown fields are refused, not ignored,
+    and no text may contain a NUL character (PostgreSQL cannot store one)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_max_length=65536)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        _refuse_nul(data)
+        return data
 
 
 class Page(BaseModel):

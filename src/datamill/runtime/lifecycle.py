@@ -21,9 +21,12 @@ from datamill.services.runtime import Runtime
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> int:
-    """Ask the kernel to kill this process when its parent dies; returns the parent pid."""
-    parent = os.getppid()
+def die_with_parent(parent: int) -> int:
+    """Ask the kernel to kill this process when ``parent`` (the spawning process) dies.
+
+    The parent may already be gone by the time a slow child gets here: then the child
+    exits at once instead of running on as an orphan.
+    """
     if sys.platform.startswith("linux"):
         libc_name = ctypes.util.find_library("c")
         if libc_name:
@@ -38,12 +41,14 @@ def parent_alive(parent: int) -> bool:
     return os.getppid() == parent
 
 
-def child_runtime(settings_json: str, shutdown: Callable[[], None]) -> tuple[int, Runtime]:
+def child_runtime(
+    settings_json: str, parent: int, shutdown: Callable[[], None]
+) -> tuple[int, Runtime]:
     """Start of a child process: die with the parent, log, open the store, handle SIGTERM.
 
     Returns the parent's pid (for loops that also watch it) and the child's runtime.
     """
-    parent = die_with_parent()
+    die_with_parent(parent)
     settings = Settings.model_validate_json(settings_json)
     configure_logging(settings.log_level, settings.log_json)
 

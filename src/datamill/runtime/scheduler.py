@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
@@ -73,10 +74,10 @@ class SchedulerLoop:
         return True
 
 
-def scheduler_main(settings_json: str) -> None:
+def scheduler_main(settings_json: str, parent_pid: int) -> None:
     """Entry point of the scheduler process."""
     shutdown = threading.Event()
-    parent, runtime = child_runtime(settings_json, shutdown.set)
+    parent, runtime = child_runtime(settings_json, parent_pid, shutdown.set)
     loop = SchedulerLoop(runtime, f"{runs.worker_name()}/scheduler", shutdown)
     try:
         loop.run_forever(parent)
@@ -88,7 +89,7 @@ def start_scheduler(settings: Settings) -> BaseProcess:
     context = multiprocessing.get_context("spawn")
     process = context.Process(
         target=scheduler_main,
-        args=(settings.model_dump_json(),),
+        args=(settings.model_dump_json(), os.getpid()),
         name="datamill-scheduler",
         daemon=True,
     )

@@ -9,6 +9,7 @@ A worker that is asked to shut down returns its run to Ready for another worker.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 import traceback
@@ -216,10 +217,10 @@ def after_job_success(session: Session, run: RunRow) -> None:
     exports.queue_exports(session, run)
 
 
-def worker_main(settings_json: str, index: int) -> None:
+def worker_main(settings_json: str, index: int, parent_pid: int) -> None:
     """Entry point of a worker process."""
     shutdown = threading.Event()
-    parent, runtime = child_runtime(settings_json, shutdown.set)
+    parent, runtime = child_runtime(settings_json, parent_pid, shutdown.set)
     worker = Worker(runtime, f"{runs.worker_name()}/{index}", shutdown)
     log.info("worker started", worker=worker.name)
     try:
@@ -266,7 +267,7 @@ class WorkerPool:
         context = multiprocessing.get_context("spawn")
         process = context.Process(
             target=worker_main,
-            args=(self.settings.model_dump_json(), index),
+            args=(self.settings.model_dump_json(), index, os.getpid()),
             name=f"datamill-worker-{index}",
             daemon=True,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from datamill.domain.common import NAME_RULE
 from datamill.domain.projects import Role
 from datamill.domain.users import Principal
 from datamill.errors import DatamillError, E
@@ -29,7 +30,7 @@ class ProjectAccess:
 
 def open_project(session: Session, principal: Principal, name: str, needed: Role) -> ProjectAccess:
     """The project ``name`` as ``principal`` sees it, if their role is at least ``needed``."""
-    project = get_project(session, name)
+    project = get_project(session, name) if NAME_RULE.fullmatch(name) else None
     role: Role | None = None
     if project is not None:
         if principal.isAdmin:
