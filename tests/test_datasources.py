@@ -264,7 +264,7 @@ def test_update_with_inference_refuses_lost_fields(api: Api, project: str, event
         ("paths", ["/etc/passwd"], "E18116", "absolute"),
         ("paths", ["../other/x.csv"], "E18116", "'..'"),
         ("paths", ["a/../../x.csv"], "E18116", "'..'"),
-        ("paths", ["x\u0000.csv"], "E18116", "NUL"),
+        ("paths", ["x\u0000.csv"], "E18011", "NUL"),
         ("root", "nosuch", "E18116", "unknown data root"),
         ("paths", [], "E18011", "paths"),
         ("unknownField", 1, "E18011", "unknown field"),

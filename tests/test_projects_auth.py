@@ -170,3 +170,11 @@ def test_only_admins_manage_users(api: Api) -> None:
     assert_error(api.post("/users", json={"name": name}), 409, "E18411")
     assert api.delete(f"/users/{name}").status_code == 204
     assert_error(user.get("/users/me"), 401, "E18001")
+
+
+def test_nul_characters_are_refused_everywhere(api: Api, project: str) -> None:
+    for url in (f"/projects/{project}/jobs?srcJob=a%00b", "/projects/a%00b"):
+        assert_error(api.get(url), 400, "E18011", "NUL")
+    body = api.patch(f"/projects/{project}", json={"description": "a\u0000b"})
+    assert_error(body, 400, "E18011", "description", "NUL")
+    assert api.get(f"/projects/{project}").json()["description"] == "test"

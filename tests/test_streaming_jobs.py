@@ -922,7 +922,7 @@ _JSON = st.recursive(
     | st.integers(-(2**40), 2**40)
     | st.floats(allow_nan=False)
     | st.sampled_from(["", "a", "value", "status", "payload.x", "1 +", "'x'", "EventTime", "SUM"])
-    | st.text(max_size=8),
+    | st.text(st.characters(exclude_characters="\x00"), max_size=8),
     lambda children: (
         st.lists(children, max_size=3)
         | st.dictionaries(

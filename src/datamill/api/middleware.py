@@ -21,6 +21,16 @@ def error_body(error: E, message: str, request_id: str) -> dict[str, Any]:
     return {"error_code": error.code, "error_msg": message, "request_id": request_id}
 
 
+def _check_url(scope: Scope) -> DatamillError | None:
+    """Refuse NUL characters anywhere in the URL: no store can hold them in text."""
+    raw = bytes(scope.get("raw_path") or b"") + b"?" + bytes(scope.get("query_string") or b"")
+    if b"%00" in raw or b"\x00" in raw or "\x00" in str(scope.get("path", "")):
+        return DatamillError(
+            E.INVALID_PARAMETER, "the URL contains a NUL character (%00), which is not allowed"
+        )
+    return None
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -55,7 +65,7 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        early = self._check_length(headers, str(scope.get("method", "")))
+        early = self._check_length(headers, str(scope.get("method", ""))) or _check_url(scope)
         if early is not None:
             await self._reject(send_with_id, early, request_id)
         else:
