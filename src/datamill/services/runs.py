@@ -58,10 +58,14 @@ def worker_name() -> str:
 def _transition(
     session: Session, run: RunRow, after: RunStatus, *, commit: bool = True, **values: Any
 ) -> bool:
-    """Move ``run`` from its current status to ``after`` if nobody changed it meanwhile."""
+    """Move ``run`` from its current status to ``after`` if nobody changed it meanwhile.
+
+    False (and nothing written) when the run is no longer in a state that allows the move:
+    another process may have moved it since the caller looked, which is a race, not a bug.
+    """
     before = RunStatus(run.status)
     if not allowed(before, after):
-        raise AssertionError(f"forbidden transition {before} -> {after}")
+        return False
     result = session.execute(
         update(RunRow)
         .where(RunRow.id == run.id, RunRow.status == before.value)
