@@ -30,8 +30,13 @@ run mean much):
 Each datamill run is also split into phases from the run's history (startTime = claimed by
 a worker, endTime = finished) and its log lines (the last source note = inputs prepared):
 request -> claim, claim -> prepared, prepared -> finished (DuckDB, publish, bookkeeping),
-finished -> seen by the poller. The figures are printed as a table and, with ``--json-out``,
-written as JSON. The server is stopped with SIGTERM (and waited for) even on errors.
+finished -> seen by the poller. CPU seconds are read from /proc: the baseline's, the worker's
+that ran the job, the API process's and this process's (the poller), and the idle server's.
+A run whose baseline got less than 80 % of its cores is flagged "busy machine": its
+wall-clock figures are distorted by other work, the CPU figures much less.
+
+The figures are printed as a table and, with ``--json-out``, written as JSON. The server is
+stopped with SIGTERM (and waited for; anything left in its session is killed) even on errors.
 """
 
 from __future__ import annotations
@@ -203,6 +208,11 @@ class Server:
         token_file = self.data_dir / "admin.token"
         while not token_file.is_file() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if not token_file.is_file():
+            raise BenchError(
+                f"no {token_file}: the server writes it only when it creates the admin, so "
+                "--metadata must name an empty database"
+            )
         self.token = token_file.read_text().strip()
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:

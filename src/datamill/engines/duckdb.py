@@ -83,6 +83,7 @@ def connect_locked(sandbox: Sandbox, *, profiling: bool = False) -> duckdb.DuckD
             "SET autoload_known_extensions=false",
             "SET allow_community_extensions=false",
             "SET allow_persistent_secrets=false",
+            "SET TimeZone='UTC'",
             f"SET temp_directory={sql_string(str(sandbox.temp_dir))}",
             f"SET memory_limit={sql_string(limits.memory_limit)}",
             f"SET threads={int(limits.threads)}",
@@ -177,20 +178,34 @@ def _safe_key(name: str) -> str:
     return cleaned if not cleaned[0].isdigit() else "_" + cleaned[:127]
 
 
-def typed_select(table_sql: str, schema: Sequence[SchemaField], columns: Sequence[str]) -> str:
-    """SELECT the schema's fields from ``table_sql`` cast to their types (absent -> NULL)."""
-    available = {_safe_key(c): c for c in columns}
+def typed_select(table_sql: str, schema: Sequence[SchemaField], columns: dict[str, str]) -> str:
+    """SELECT the schema's fields from ``table_sql`` in their types (absent -> NULL).
+
+    ``columns`` maps the files' column names to their DuckDB types. A column whose type
+    already is the field's type is read as it is (a cast per value costs time: a
+    TIMESTAMP cast to TIMESTAMPTZ doubles a scan-heavy query); others are cast, with
+    values that do not convert becoming NULL. Naive timestamps are UTC (see connect_locked).
+    """
+    available = {_safe_key(name): (name, kind) for name, kind in columns.items()}
     parts = []
     for item in schema:
-        target = VALTYPE_TO_DUCKDB[ValType(item.valtype)]
-        source = available.get(item.key)
-        expr = f"TRY_CAST({identifier(source)} AS {target})" if source else f"NULL::{target}"
+        wanted = ValType(item.valtype)
+        target = VALTYPE_TO_DUCKDB[wanted]
+        found = available.get(item.key)
+        if found is None:
+            expr = f"NULL::{target}"
+        elif valtype_of(found[1]) == wanted and wanted != ValType.string:
+            expr = identifier(found[0])
+        else:
+            expr = f"TRY_CAST({identifier(found[0])} AS {target})"
         parts.append(f"{expr} AS {identifier(item.key)}")
     return f"SELECT {', '.join(parts) or '*'} FROM {table_sql}"
 
 
-def column_names(con: duckdb.DuckDBPyConnection, table_sql: str) -> list[str]:
-    return [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {table_sql}").fetchall()]
+def column_types(con: duckdb.DuckDBPyConnection, table_sql: str) -> dict[str, str]:
+    """The files' columns and their DuckDB types, in order."""
+    rows = con.execute(f"DESCRIBE SELECT * FROM {table_sql}").fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
 
 
 def json_safe(value: Any) -> Any:

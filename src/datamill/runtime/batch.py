@@ -58,7 +58,7 @@ class SourceView:
     def create(self, con: duckdb.DuckDBPyConnection) -> None:
         name = engine.identifier(self.table)
         if self.files_sql is not None:
-            columns = engine.column_names(con, self.files_sql)
+            columns = engine.column_types(con, self.files_sql)
             select_sql = engine.typed_select(self.files_sql, self.schema, columns)
             con.execute(f"CREATE VIEW {name} AS {select_sql}")
         elif self.parquet_sql is not None:

@@ -169,7 +169,7 @@ class SourceReader:
         with self.connection(files) as con:
             try:
                 table = engine.read_sql(spec, files.urls)
-                columns = engine.column_names(con, table)
+                columns = engine.column_types(con, table)
                 rows = engine.fetch_rows(con, engine.typed_select(table, schema, columns), limit)
             except duckdb.Error as exc:
                 raise DatamillError(
