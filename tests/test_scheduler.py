@@ -304,3 +304,19 @@ def test_depend_chain_fan_out_failure_and_rerun(
     assert wait_for(api, project, "root", failing, TERMINAL)["status"] == "Failed"
     time.sleep(1)
     assert api.get(f"/projects/{project}/jobs/mid/history").json()["total"] == 1
+
+
+def test_a_stop_during_a_tick_wins(api: Api, project: str, source: str) -> None:
+    job = scheduled(api, project, "racy", {"crontab": "0 0 * * * ?"})
+    with api.runtime.sessions() as session:
+        row = session.get(JobRow, job.id)
+        assert row is not None
+        assert row.next_fire_at == T0
+        assert api.post(f"/projects/{project}/jobs/racy/actions/stop").status_code == 200
+        with pytest.raises(scheduling._Superseded):
+            scheduling._fire(session, row, T0 + timedelta(seconds=1), scheduling.TickResult())
+        session.rollback()
+    assert batch_times(api, job.id) == []
+    schedule = api.get(f"/projects/{project}/jobs/racy").json()["schedule"]
+    assert schedule["state"] == "stopped"
+    assert schedule["nextFireTime"] is None

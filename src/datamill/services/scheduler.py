@@ -141,7 +141,7 @@ def tick(session: Session, now: datetime | None = None) -> TickResult:
         try:
             _fire(session, job, now, result)
             session.commit()
-        except IntegrityError:
+        except (IntegrityError, _Superseded):
             session.rollback()
     try:
         _continuous(session, result)
@@ -162,9 +162,10 @@ def tick(session: Session, now: datetime | None = None) -> TickResult:
 def _fire(session: Session, job: JobRow, now: datetime, result: TickResult) -> None:
     body = body_of(job)
     scheduler = body.scheduler
-    if scheduler is None or job.next_fire_at is None:
+    seen = job.next_fire_at
+    if scheduler is None or seen is None:
         return
-    times, following = _due_times(scheduler, job.next_fire_at, now)
+    times, following = _due_times(scheduler, seen, now)
     overlap = scheduler.effective_spec.overlap
     params = {p.name: p.default for p in effective(session, job).params}
     outcome = job.last_outcome
@@ -176,9 +177,22 @@ def _fire(session: Session, job: JobRow, now: datetime, result: TickResult) -> N
         if _queue(session, job, batch_time, params, "schedule"):
             result.queued += 1
             outcome = f"queued run for {batch_time.isoformat()}"
-    job.last_fire_at = times[-1] if times else job.last_fire_at
-    job.last_outcome = outcome
-    job.next_fire_at = following
+    advanced = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job.id, JobRow.schedule_state == "active", JobRow.next_fire_at == seen)
+        .values(
+            next_fire_at=following,
+            last_fire_at=times[-1] if times else job.last_fire_at,
+            last_outcome=outcome,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if advanced.rowcount != 1:  # type: ignore[attr-defined]
+        raise _Superseded(job.name)
+
+
+class _Superseded(Exception):
+    """The job was stopped or rescheduled while a tick fired it: the tick's work is undone."""
 
 
 def _queue(
