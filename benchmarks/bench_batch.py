@@ -522,7 +522,7 @@ def run_engine(files: list[Path], schema: list[dict[str, Any]], folder: Path) ->
     con = engine.connect_locked(sandbox, profiling=True)
     try:
         files_sql = engine.read_sql(FileSpec(fileType="parquet", paths=["*"]), urls)
-        columns = engine.column_names(con, files_sql)
+        columns = engine.column_types(con, files_sql)
         fields = [SchemaField.model_validate(f) for f in schema]
         select_sql = engine.typed_select(files_sql, fields, columns)
         con.execute(f"CREATE VIEW {engine.identifier(W1_TABLE)} AS {select_sql}")
