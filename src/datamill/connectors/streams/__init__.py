@@ -1,0 +1,1 @@
+"""Stream connectors: the sources a streaming pipeline reads and the sinks it writes."""
