@@ -9,6 +9,8 @@ position stored in the last checkpoint (:meth:`StreamSource.seek`), so records a
 processed into state exactly once; sinks are told which checkpoint epoch their output
 belongs to so a keyed or transactional sink can make replays idempotent.
 
+A CallFunctionGraph operator uses a :class:`StreamTransform` the same way.
+
 Sources and sinks are chosen by the ``type`` of the catalog connection an operator names
 in ``dataSourceId`` (``mqtt``, ``kafka``, …). Implementations register themselves with
 :func:`register_source` / :func:`register_sink`; the engine looks them up by type.
@@ -82,14 +84,37 @@ class StreamSink(Protocol):
     def close(self) -> None: ...
 
 
+class StreamTransform(Protocol):
+    """A per-record call out of the pipeline (CallFunctionGraph): adds fields to records."""
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        """``table`` with the added fields, one output row per input row, in order."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class StreamConnection:
+    """A catalog connection an operator names in ``dataSourceId``, resolved for use."""
+
+    name: str
+    type: str
+    spec: dict[str, Any]
+    secret_values: Mapping[str, str]
+
+
 SourceFactory = Callable[[dict[str, Any], dict[str, Any], StreamContext], StreamSource]
 """(connection spec, operator basicConfigs, context) → source."""
 
 SinkFactory = Callable[[dict[str, Any], dict[str, Any], StreamContext], StreamSink]
 """(connection spec, operator configs {basicConfigs, advanceConfigs} merged, context) → sink."""
 
+TransformFactory = Callable[[dict[str, Any], dict[str, Any], StreamContext], StreamTransform]
+"""(connection spec, operator basicConfigs, context) → transform."""
+
 SOURCES: dict[str, SourceFactory] = {}
 SINKS: dict[str, SinkFactory] = {}
+TRANSFORMS: dict[str, TransformFactory] = {}
 
 
 def register_source(type_: str) -> Callable[[SourceFactory], SourceFactory]:
@@ -103,6 +128,14 @@ def register_source(type_: str) -> Callable[[SourceFactory], SourceFactory]:
 def register_sink(type_: str) -> Callable[[SinkFactory], SinkFactory]:
     def add(factory: SinkFactory) -> SinkFactory:
         SINKS[type_] = factory
+        return factory
+
+    return add
+
+
+def register_transform(type_: str) -> Callable[[TransformFactory], TransformFactory]:
+    def add(factory: TransformFactory) -> TransformFactory:
+        TRANSFORMS[type_] = factory
         return factory
 
     return add

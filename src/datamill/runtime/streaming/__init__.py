@@ -1,0 +1,1 @@
+"""The embedded streaming engine: pipelines run as DuckDB micro-batches."""
