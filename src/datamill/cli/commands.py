@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
+from datamill.cli.common import (
+    FileOpt,
+    NameArg,
+    PageOpt,
+    ProjectArg,
+    SizeOpt,
+    body_file,
+    delete_command,
+    get_command,
+    json_arg,
+    key_values,
+    list_command,
+)
 from datamill.cli.context import get_client, get_state
 from datamill.cli.render import (
     Column,
@@ -18,29 +28,16 @@ from datamill.cli.render import (
     schema_table,
     show_list,
     show_object,
-    show_page,
     show_preview,
     to_json,
 )
 from datamill.client import (
     DataSource,
     IssuedToken,
-    Member,
-    Project,
     Role,
-    Secret,
-    Token,
-    User,
-    Variable,
     VariableType,
 )
 
-# --------------------------------------------------------------------------- shared options
-
-PageOpt = Annotated[int, typer.Option("--page", min=1, help="page number, from 1")]
-SizeOpt = Annotated[int, typer.Option("--size", min=1, max=1000, help="items per page")]
-ProjectArg = Annotated[str, typer.Argument(help="project name", show_default=False)]
-NameArg = Annotated[str, typer.Argument(help="resource name", show_default=False)]
 ExpiresOpt = Annotated[
     int | None,
     typer.Option("--expires-in-days", min=1, max=3650, help="days until it expires; default never"),
@@ -49,53 +46,6 @@ AtOpt = Annotated[
     str | None,
     typer.Option("--at", help="batch time, ISO 8601 (2024-05-01T10:00:00+02:00); default now"),
 ]
-
-
-def _read_text(source: str, what: str) -> str:
-    """``-`` reads stdin, anything else is a file path."""
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {source}: {exc.strerror or exc}", param_hint=what)
-
-
-def _json_arg(text: str, what: str, kind: type[dict[Any, Any]] | type[list[Any]]) -> Any:
-    """A JSON option: inline JSON, or ``@path`` for a file (``@-`` for stdin)."""
-    if text.startswith("@"):
-        text = _read_text(text[1:], what)
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=what)
-    if not isinstance(value, kind):
-        expected = "a JSON object" if kind is dict else "a JSON array"
-        raise typer.BadParameter(f"must be {expected}", param_hint=what)
-    return value
-
-
-def _body_file(path: str, allowed: set[str]) -> dict[str, Any]:
-    body = _json_arg("@" + path, "'--file'", dict)
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-            param_hint="'--file'",
-        )
-    return dict(body)
-
-
-def _key_values(
-    pairs: list[str], what: str, from_files: bool = False, form: str = "KEY=VALUE"
-) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected {form}, got '{key}'", param_hint=what)
-        values[key] = _read_text(value, what).rstrip("\n") if from_files else value
-    return values
 
 
 # --------------------------------------------------------------------------- columns
@@ -180,7 +130,7 @@ token_app = typer.Typer(help="Who the token belongs to, and the caller's own tok
 @token_app.command("whoami")
 def token_whoami(ctx: typer.Context) -> None:
     """Show the user the token belongs to."""
-    show_object(get_state(ctx), get_client(ctx).users.me())
+    get_command(ctx, lambda dm: dm.users.me())
 
 
 @token_app.command("create")
@@ -190,14 +140,15 @@ def token_create(
     expires_in_days: ExpiresOpt = None,
 ) -> None:
     """Issue a new token for yourself; it is printed this once only."""
-    _show_issued(ctx, get_client(ctx).tokens.create(name, expires_in_days=expires_in_days))
+    get_command(
+        ctx, lambda dm: dm.tokens.create(name, expires_in_days=expires_in_days), _show_issued
+    )
 
 
 @token_app.command("list")
 def token_list(ctx: typer.Context, page: PageOpt = 1, size: SizeOpt = 50) -> None:
     """List your tokens (their prefixes, never the tokens)."""
-    result = get_client(ctx).tokens.list(page=page, size=size)
-    show_page(get_state(ctx), result, "tokens", TOKEN_COLUMNS)
+    list_command(ctx, lambda dm: dm.tokens.list(page=page, size=size), "tokens", TOKEN_COLUMNS)
 
 
 @token_app.command("revoke")
@@ -205,8 +156,7 @@ def token_revoke(
     ctx: typer.Context, token_id: Annotated[int, typer.Argument(metavar="ID", min=1)]
 ) -> None:
     """Revoke a token by id (see `token list`)."""
-    token: Token = get_client(ctx).tokens.revoke(token_id)
-    show_object(get_state(ctx), token)
+    get_command(ctx, lambda dm: dm.tokens.revoke(token_id))
 
 
 # --------------------------------------------------------------------------- projects
@@ -219,8 +169,9 @@ projects_app.add_typer(members_app, name="members")
 @projects_app.command("list")
 def projects_list(ctx: typer.Context, page: PageOpt = 1, size: SizeOpt = 50) -> None:
     """List the projects you are a member of."""
-    result = get_client(ctx).projects.list(page=page, size=size)
-    show_page(get_state(ctx), result, "projects", PROJECT_COLUMNS)
+    list_command(
+        ctx, lambda dm: dm.projects.list(page=page, size=size), "projects", PROJECT_COLUMNS
+    )
 
 
 @projects_app.command("create")
@@ -230,13 +181,13 @@ def projects_create(
     description: Annotated[str, typer.Option("--description", "-d")] = "",
 ) -> None:
     """Create a project; you become its owner."""
-    show_object(get_state(ctx), get_client(ctx).projects.create(name, description))
+    get_command(ctx, lambda dm: dm.projects.create(name, description))
 
 
 @projects_app.command("get")
 def projects_get(ctx: typer.Context, name: NameArg) -> None:
     """Show a project and your role in it."""
-    show_object(get_state(ctx), get_client(ctx).projects.get(name))
+    get_command(ctx, lambda dm: dm.projects.get(name))
 
 
 @projects_app.command("update")
@@ -246,8 +197,7 @@ def projects_update(
     description: Annotated[str, typer.Option("--description", "-d", show_default=False)],
 ) -> None:
     """Change a project's description."""
-    project: Project = get_client(ctx).projects.update(name, description)
-    show_object(get_state(ctx), project)
+    get_command(ctx, lambda dm: dm.projects.update(name, description))
 
 
 @projects_app.command("delete")
@@ -259,8 +209,7 @@ def projects_delete(
     """Delete a project with ALL its resources and data (owners only)."""
     if not yes:
         typer.confirm(f"delete project '{name}' with all its resources and data?", abort=True)
-    get_client(ctx).projects.delete(name)
-    done(get_state(ctx), f"deleted project '{name}'")
+    delete_command(ctx, lambda dm: dm.projects.delete(name), f"project '{name}'")
 
 
 @members_app.command("list")
@@ -268,8 +217,12 @@ def members_list(
     ctx: typer.Context, project: ProjectArg, page: PageOpt = 1, size: SizeOpt = 50
 ) -> None:
     """List a project's members."""
-    result = get_client(ctx).projects.members.list(project, page=page, size=size)
-    show_page(get_state(ctx), result, "members", MEMBER_COLUMNS)
+    list_command(
+        ctx,
+        lambda dm: dm.projects.members.list(project, page=page, size=size),
+        "members",
+        MEMBER_COLUMNS,
+    )
 
 
 @members_app.command("add")
@@ -280,8 +233,7 @@ def members_add(
     role: Annotated[Role, typer.Option("--role", help="the member's role")] = Role.editor,
 ) -> None:
     """Add a member, or change a member's role (owners only)."""
-    member: Member = get_client(ctx).projects.members.put(project, user, role)
-    show_object(get_state(ctx), member)
+    get_command(ctx, lambda dm: dm.projects.members.put(project, user, role))
 
 
 @members_app.command("remove")
@@ -303,8 +255,7 @@ users_app = typer.Typer(help="Users (administrators only, except issuing your ow
 @users_app.command("list")
 def users_list(ctx: typer.Context, page: PageOpt = 1, size: SizeOpt = 50) -> None:
     """List users."""
-    result = get_client(ctx).users.list(page=page, size=size)
-    show_page(get_state(ctx), result, "users", USER_COLUMNS)
+    list_command(ctx, lambda dm: dm.users.list(page=page, size=size), "users", USER_COLUMNS)
 
 
 @users_app.command("create")
@@ -314,8 +265,7 @@ def users_create(
     admin: Annotated[bool, typer.Option("--admin", help="make the user an administrator")] = False,
 ) -> None:
     """Create a user; give them a token with `users issue-token`."""
-    user: User = get_client(ctx).users.create(name, is_admin=admin)
-    show_object(get_state(ctx), user)
+    get_command(ctx, lambda dm: dm.users.create(name, is_admin=admin))
 
 
 @users_app.command("delete")
@@ -324,8 +274,7 @@ def users_delete(
     name: Annotated[str, typer.Argument(help="user name", show_default=False)],
 ) -> None:
     """Delete a user and their tokens."""
-    get_client(ctx).users.delete(name)
-    done(get_state(ctx), f"deleted user '{name}'")
+    delete_command(ctx, lambda dm: dm.users.delete(name), f"user '{name}'")
 
 
 @users_app.command("issue-token")
@@ -336,20 +285,17 @@ def users_issue_token(
     expires_in_days: ExpiresOpt = None,
 ) -> None:
     """Issue a token for a user; it is printed this once only."""
-    issued = get_client(ctx).users.issue_token(user, name, expires_in_days=expires_in_days)
-    _show_issued(ctx, issued)
+    get_command(
+        ctx,
+        lambda dm: dm.users.issue_token(user, name, expires_in_days=expires_in_days),
+        _show_issued,
+    )
 
 
 # --------------------------------------------------------------------------- datasources
 
 datasources_app = typer.Typer(help="Data sources of a project's batch catalog.")
 
-FileOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--file", "-f", help="the request body as a JSON file ('-' reads stdin)", show_default=False
-    ),
-]
 SpecOpt = Annotated[
     str | None,
     typer.Option("--spec", help="the spec as JSON, or @file", show_default=False),
@@ -376,14 +322,18 @@ def datasources_list(
     size: SizeOpt = 50,
 ) -> None:
     """List a project's data sources."""
-    result = get_client(ctx).datasources.list(project, page=page, size=size, sort_by=sort_by)
-    show_page(get_state(ctx), result, "datasources", DATASOURCE_COLUMNS)
+    list_command(
+        ctx,
+        lambda dm: dm.datasources.list(project, page=page, size=size, sort_by=sort_by),
+        "datasources",
+        DATASOURCE_COLUMNS,
+    )
 
 
 @datasources_app.command("get")
 def datasources_get(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Show a data source and its schema."""
-    _show_datasource(ctx, get_client(ctx).datasources.get(project, name))
+    get_command(ctx, lambda dm: dm.datasources.get(project, name), _show_datasource)
 
 
 @datasources_app.command("create")
@@ -407,10 +357,10 @@ def datasources_create(
 
     Unless --no-verify-schema is given the schema is inferred from the data.
     """
-    body = _body_file(file, CREATE_FIELDS) if file else {}
+    body = body_file(file, CREATE_FIELDS) if file else {}
     kind = type_ or body.get("type")
-    spec_value = _json_arg(spec, "'--spec'", dict) if spec else body.get("spec")
-    schema_value = _json_arg(schema, "'--schema'", list) if schema else body.get("schema")
+    spec_value = json_arg(spec, "'--spec'", dict) if spec else body.get("spec")
+    schema_value = json_arg(schema, "'--schema'", list) if schema else body.get("schema")
     if not kind:
         raise typer.BadParameter("give --type, or a 'type' in --file", param_hint="'--type'")
     if not isinstance(spec_value, dict):
@@ -438,9 +388,9 @@ def datasources_update(
     schema: SchemaOpt = None,
 ) -> None:
     """Replace a data source's spec (from --file or --spec); its schema may only gain fields."""
-    body = _body_file(file, {"spec", "schema"}) if file else {}
-    spec_value = _json_arg(spec, "'--spec'", dict) if spec else body.get("spec")
-    schema_value = _json_arg(schema, "'--schema'", list) if schema else body.get("schema")
+    body = body_file(file, {"spec", "schema"}) if file else {}
+    spec_value = json_arg(spec, "'--spec'", dict) if spec else body.get("spec")
+    schema_value = json_arg(schema, "'--schema'", list) if schema else body.get("schema")
     if not isinstance(spec_value, dict):
         raise typer.BadParameter("give --spec, or a 'spec' object in --file", param_hint="'--spec'")
     source = get_client(ctx).datasources.update(project, name, spec=spec_value, schema=schema_value)
@@ -450,8 +400,7 @@ def datasources_update(
 @datasources_app.command("delete")
 def datasources_delete(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Delete a data source that no job reads."""
-    get_client(ctx).datasources.delete(project, name)
-    done(get_state(ctx), f"deleted data source '{name}'")
+    delete_command(ctx, lambda dm: dm.datasources.delete(project, name), f"data source '{name}'")
 
 
 @datasources_app.command("preview")
@@ -480,7 +429,7 @@ def schemas_infer(
     spec: Annotated[str, typer.Option("--spec", help="the spec as JSON, or @file")],
 ) -> None:
     """Infer the schema a data source spec would get, without saving anything."""
-    fields = get_client(ctx).schemas.infer(project, type_, _json_arg(spec, "'--spec'", dict))
+    fields = get_client(ctx).schemas.infer(project, type_, json_arg(spec, "'--spec'", dict))
     state = get_state(ctx)
     if state.json:
         print_json({"schema": to_json(fields)})
@@ -539,14 +488,18 @@ def variables_list(
     kind: Literal["system", "user"] | None = None
     if type_ is not None:
         kind = "system" if type_ == VariableKind.system else "user"
-    result = get_client(ctx).variables.list(project, type=kind, page=page, size=size)
-    show_page(get_state(ctx), result, "variables", VARIABLE_COLUMNS)
+    list_command(
+        ctx,
+        lambda dm: dm.variables.list(project, type=kind, page=page, size=size),
+        "variables",
+        VARIABLE_COLUMNS,
+    )
 
 
 @variables_app.command("get")
 def variables_get(ctx: typer.Context, project: ProjectArg, name: NameArg, at: AtOpt = None) -> None:
     """Show a variable and its value resolved at a batch time."""
-    show_object(get_state(ctx), get_client(ctx).variables.get(project, name, at=at))
+    get_command(ctx, lambda dm: dm.variables.get(project, name, at=at))
 
 
 @variables_app.command("create")
@@ -559,10 +512,9 @@ def variables_create(
     format_: FormatOpt = None,
 ) -> None:
     """Create a user variable."""
-    variable: Variable = get_client(ctx).variables.create(
-        project, name, type=type_, value=value, format=format_
+    get_command(
+        ctx, lambda dm: dm.variables.create(project, name, type=type_, value=value, format=format_)
     )
-    show_object(get_state(ctx), variable)
 
 
 @variables_app.command("update")
@@ -575,17 +527,15 @@ def variables_update(
     format_: FormatOpt = None,
 ) -> None:
     """Replace a user variable's definition."""
-    variable: Variable = get_client(ctx).variables.update(
-        project, name, type=type_, value=value, format=format_
+    get_command(
+        ctx, lambda dm: dm.variables.update(project, name, type=type_, value=value, format=format_)
     )
-    show_object(get_state(ctx), variable)
 
 
 @variables_app.command("delete")
 def variables_delete(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Delete a user variable that no other variable uses."""
-    get_client(ctx).variables.delete(project, name)
-    done(get_state(ctx), f"deleted variable '{name}'")
+    delete_command(ctx, lambda dm: dm.variables.delete(project, name), f"variable '{name}'")
 
 
 # --------------------------------------------------------------------------- secrets
@@ -604,8 +554,8 @@ DescriptionOpt = Annotated[str, typer.Option("--description", "-d")]
 
 
 def _secret_values(values: list[str] | None, value_files: list[str] | None) -> dict[str, str]:
-    result = _key_values(values or [], "'--value'")
-    result.update(_key_values(value_files or [], "'--value-file'", from_files=True))
+    result = key_values(values or [], "'--value'")
+    result.update(key_values(value_files or [], "'--value-file'", from_files=True))
     if not result:
         raise typer.BadParameter(
             "give at least one --value or --value-file", param_hint="'--value'"
@@ -618,14 +568,15 @@ def secrets_list(
     ctx: typer.Context, project: ProjectArg, page: PageOpt = 1, size: SizeOpt = 50
 ) -> None:
     """List a project's secrets (names and value names)."""
-    result = get_client(ctx).secrets.list(project, page=page, size=size)
-    show_page(get_state(ctx), result, "secrets", SECRET_COLUMNS)
+    list_command(
+        ctx, lambda dm: dm.secrets.list(project, page=page, size=size), "secrets", SECRET_COLUMNS
+    )
 
 
 @secrets_app.command("get")
 def secrets_get(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Show a secret's description and the names of its values."""
-    show_object(get_state(ctx), get_client(ctx).secrets.get(project, name))
+    get_command(ctx, lambda dm: dm.secrets.get(project, name))
 
 
 @secrets_app.command("create")
@@ -639,8 +590,7 @@ def secrets_create(
 ) -> None:
     """Store a secret; its values are encrypted and never shown again."""
     values = _secret_values(value, value_file)
-    secret: Secret = get_client(ctx).secrets.create(project, name, values, description=description)
-    show_object(get_state(ctx), secret)
+    get_command(ctx, lambda dm: dm.secrets.create(project, name, values, description=description))
 
 
 @secrets_app.command("update")
@@ -654,15 +604,13 @@ def secrets_update(
 ) -> None:
     """Replace a secret's values (all of them) and description."""
     values = _secret_values(value, value_file)
-    secret: Secret = get_client(ctx).secrets.update(project, name, values, description=description)
-    show_object(get_state(ctx), secret)
+    get_command(ctx, lambda dm: dm.secrets.update(project, name, values, description=description))
 
 
 @secrets_app.command("delete")
 def secrets_delete(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Delete a secret that no resource uses."""
-    get_client(ctx).secrets.delete(project, name)
-    done(get_state(ctx), f"deleted secret '{name}'")
+    delete_command(ctx, lambda dm: dm.secrets.delete(project, name), f"secret '{name}'")
 
 
 GROUPS: list[tuple[str, typer.Typer]] = [

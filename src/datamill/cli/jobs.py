@@ -6,20 +6,28 @@ from typing import Annotated, Any
 
 import typer
 
-from datamill.cli.commands import (
+from datamill.cli.common import (
     FileOpt,
+    JobArg,
     PageOpt,
     ProjectArg,
+    RunIdArg,
     SizeOpt,
-    _body_file,
-    _key_values,
-    _read_text,
+    TimeoutOpt,
+    WaitOpt,
+    body_file,
+    delete_command,
+    get_command,
+    key_values,
+    list_command,
+    read_text,
+    run_id_arg,
 )
 from datamill.cli.context import EXIT_API_ERROR, get_client, get_state
 from datamill.cli.render import (
     Column,
-    done,
     duration_text,
+    history_page,
     items_table,
     print_json,
     schema_table,
@@ -34,7 +42,6 @@ from datamill.client import (
     Job,
     MisfirePolicy,
     OverlapPolicy,
-    Page,
     RunStatus,
     Scheduler,
     SrcType,
@@ -46,15 +53,6 @@ FAILED = {RunStatus.Failed, RunStatus.Canceled}
 # --------------------------------------------------------------------------- options
 
 NameArg = Annotated[str, typer.Argument(help="job name", show_default=False)]
-JobArg = Annotated[str, typer.Argument(metavar="JOB", help="job name", show_default=False)]
-RunIdArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="RUN_ID",
-        help="the run's id (see `jobs history`), or 'latest'",
-        show_default=False,
-    ),
-]
 SqlOpt = Annotated[
     str | None,
     typer.Option("--sql", help="the job's SQL, or @file ('@-' reads stdin)", show_default=False),
@@ -129,29 +127,8 @@ MaxRunOpt = Annotated[
         show_default=False,
     ),
 ]
-WaitOpt = Annotated[
-    bool,
-    typer.Option("--wait", help="wait for the run to finish; exit 1 if it ends Failed or Canceled"),
-]
-TimeoutOpt = Annotated[
-    float,
-    typer.Option("--timeout", min=0.1, help="with --wait: seconds to wait at most"),
-]
 
 # --------------------------------------------------------------------------- parsing
-
-
-def _run_id(text: str, what: str = "'RUN_ID'") -> int:
-    """A run id: a number, ``latest`` or ``-1`` (the job's latest run)."""
-    if text.strip().lower() == "latest":
-        return -1
-    try:
-        value = int(text)
-    except ValueError:
-        raise typer.BadParameter(f"'{text}' is not a run id or 'latest'", param_hint=what)
-    if not -1 <= value <= 2**31 - 1:
-        raise typer.BadParameter(f"{value} is not a run id", param_hint=what)
-    return value
 
 
 def _src(text: str) -> dict[str, Any]:
@@ -218,9 +195,9 @@ def _job_body(
 
     ``scheduling`` holds the ``--timezone``, ``--misfire`` and ``--overlap`` values given.
     """
-    body = _body_file(file, JOB_FIELDS) if file else {}
+    body = body_file(file, JOB_FIELDS) if file else {}
     if sql is not None:
-        code = _read_text(sql[1:], "'--sql'") if sql.startswith("@") else sql
+        code = read_text(sql[1:], "'--sql'") if sql.startswith("@") else sql
         body["computation"] = {"type": "SQL", "code": code}
     if srcs:
         body["srcs"] = [_src(s) for s in srcs]
@@ -233,7 +210,7 @@ def _job_body(
         option = "--" + next(iter(extra))
         raise typer.BadParameter("give --scheduler with it", param_hint=f"'{option}'")
     if params:
-        defaults = _key_values(params, "'--param'", form="NAME=DEFAULT")
+        defaults = key_values(params, "'--param'", form="NAME=DEFAULT")
         body["params"] = [{"name": k, "default": v} for k, v in defaults.items()]
     if retries is not None:
         body["retries"] = retries
@@ -369,16 +346,20 @@ def jobs_list(
     size: SizeOpt = 50,
 ) -> None:
     """List a project's jobs, by name."""
-    result: Page[Job] = get_client(ctx).jobs.list(
-        project, src_datasource=src_datasource, src_job=src_job, page=page, size=size
+    list_command(
+        ctx,
+        lambda dm: dm.jobs.list(
+            project, src_datasource=src_datasource, src_job=src_job, page=page, size=size
+        ),
+        "jobs",
+        JOB_COLUMNS,
     )
-    show_page(get_state(ctx), result, "jobs", JOB_COLUMNS)
 
 
 @jobs_app.command("get")
 def jobs_get(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Show a job: its SQL, sources, schedule and output schema."""
-    _show_job(ctx, get_client(ctx).jobs.get(project, name))
+    get_command(ctx, lambda dm: dm.jobs.get(project, name), _show_job)
 
 
 @jobs_app.command("create")
@@ -406,7 +387,7 @@ def jobs_create(
     body = _job_body(
         file, sql, src, container, scheduler, scheduling, param, retries, max_run_seconds
     )
-    _show_job(ctx, get_client(ctx).jobs.create(project, name, body))
+    get_command(ctx, lambda dm: dm.jobs.create(project, name, body), _show_job)
 
 
 @jobs_app.command("update")
@@ -431,14 +412,13 @@ def jobs_update(
     body = _job_body(
         file, sql, src, container, scheduler, scheduling, param, retries, max_run_seconds
     )
-    _show_job(ctx, get_client(ctx).jobs.update(project, name, body))
+    get_command(ctx, lambda dm: dm.jobs.update(project, name, body), _show_job)
 
 
 @jobs_app.command("delete")
 def jobs_delete(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Delete a job no other job reads, with its history and results."""
-    get_client(ctx).jobs.delete(project, name)
-    done(get_state(ctx), f"deleted job '{name}'")
+    delete_command(ctx, lambda dm: dm.jobs.delete(project, name), f"job '{name}'")
 
 
 @jobs_app.command("start")
@@ -457,7 +437,7 @@ def jobs_start(
 
     Without --wait it prints the queued run; with it, the finished one.
     """
-    values = _key_values(param or [], "'--param'", form="NAME=VALUE")
+    values = key_values(param or [], "'--param'", form="NAME=VALUE")
     client = get_client(ctx)
     entry = client.jobs.start(project, name, values or None)
     if wait:
@@ -469,7 +449,7 @@ def jobs_start(
 @jobs_app.command("stop")
 def jobs_stop(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
     """Stop the job's schedule, cancel its queued runs and stop its running ones."""
-    show_object(get_state(ctx), get_client(ctx).jobs.stop(project, name))
+    get_command(ctx, lambda dm: dm.jobs.stop(project, name))
 
 
 @jobs_app.command("history")
@@ -495,18 +475,17 @@ def jobs_history(
     size: Annotated[int, typer.Option("--size", min=1, max=1000, help="runs per page")] = 20,
 ) -> None:
     """List a job's runs, unfinished and most recently finished first."""
-    run = _run_id(run_id, "'--run-id'") if run_id is not None else None
+    run = run_id_arg(run_id, "'--run-id'") if run_id is not None else None
     history = get_client(ctx).jobs.history(
         project, name, page=page, size=size, sort_by=sort_by, status=status, run_id=run
     )
-    result = Page(total=history.total, page=history.page, size=history.size, items=history.history)
-    show_page(get_state(ctx), result, "history", HISTORY_COLUMNS, noun="runs")
+    show_page(get_state(ctx), history_page(history), "history", HISTORY_COLUMNS, noun="runs")
 
 
 @jobs_app.command("logs")
 def jobs_logs(ctx: typer.Context, project: ProjectArg, name: NameArg, run_id: RunIdArg) -> None:
     """Print a run's log."""
-    log = get_client(ctx).jobs.logs(project, name, _run_id(run_id))
+    log = get_client(ctx).jobs.logs(project, name, run_id_arg(run_id))
     if get_state(ctx).json:
         print_json(to_json(log))
         return
@@ -523,7 +502,7 @@ def jobs_result(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="rows to show")] = 100,
 ) -> None:
     """Show the first rows of a Successful run's result."""
-    result = get_client(ctx).jobs.result(project, name, _run_id(run_id), limit=limit)
+    result = get_client(ctx).jobs.result(project, name, run_id_arg(run_id), limit=limit)
     show_result(get_state(ctx), result)
 
 
@@ -535,8 +514,7 @@ runs_app = typer.Typer(help="One run of a batch job: stop it, or rerun it.")
 @runs_app.command("stop")
 def runs_stop(ctx: typer.Context, project: ProjectArg, job: JobArg, run_id: RunIdArg) -> None:
     """Stop a Running run (it goes Cancelling, then Canceled)."""
-    result = get_client(ctx).batch.stop(project, job, _run_id(run_id))
-    show_object(get_state(ctx), result)
+    get_command(ctx, lambda dm: dm.batch.stop(project, job, run_id_arg(run_id)))
 
 
 @runs_app.command("rerun")
@@ -553,7 +531,7 @@ def runs_rerun(
     Without --wait it prints the state change; with it, the finished run.
     """
     client = get_client(ctx)
-    number = _run_id(run_id)
+    number = run_id_arg(run_id)
     if wait and number == -1:  # wait for this run even if another one starts meanwhile
         number = client.jobs.run(project, job, -1).runId
     result = client.batch.rerun(project, job, number)

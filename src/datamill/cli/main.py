@@ -21,6 +21,7 @@ from datamill.cli.context import (
     get_client,
     get_state,
 )
+from datamill.cli.exports import EXPORT_GROUPS
 from datamill.cli.jobs import JOB_GROUPS
 from datamill.cli.render import console, fields_table, print_json, to_json
 from datamill.client import DEFAULT_URL
@@ -102,7 +103,7 @@ def version(ctx: typer.Context) -> None:
     console().print(fields_table(rows))
 
 
-for _name, _group in [*GROUPS, *JOB_GROUPS]:
+for _name, _group in [*GROUPS, *JOB_GROUPS, *EXPORT_GROUPS]:
     app.add_typer(_group, name=_name)
 
 

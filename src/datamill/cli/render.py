@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from datamill.cli.context import State
-from datamill.client import Page, Preview, RunResult, SchemaField
+from datamill.client import ExportHistory, History, Page, Preview, RunResult, SchemaField
 
 M = TypeVar("M", bound=BaseModel)
 Column = tuple[str, Callable[[Any], Any]]
@@ -34,6 +34,13 @@ def to_json(value: Any) -> Any:
 def page_json(page: Page[Any], key: str) -> dict[str, Any]:
     """A page as the API sends it: ``{"total", "page", "size", key: [...]}``."""
     return {"total": page.total, "page": page.page, "size": page.size, key: to_json(page.items)}
+
+
+def history_page(history: History | ExportHistory) -> Page[Any]:
+    """A history answer (``{"total", "page", "size", "history"}``) as a :class:`Page`."""
+    return Page(
+        total=history.total, page=history.page, size=history.size, items=list(history.history)
+    )
 
 
 def print_json(data: Any) -> None:

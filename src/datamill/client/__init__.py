@@ -18,6 +18,7 @@ from datamill.client.client import (
     BatchAPI,
     DatamillClient,
     DataSourcesAPI,
+    ExportsAPI,
     JobsAPI,
     MembersAPI,
     ProjectsAPI,
@@ -42,9 +43,13 @@ from datamill.client.errors import (
     Unauthorized,
 )
 from datamill.client.models import (
+    EXPORT_TYPES,
     Computation,
     Container,
     DataSource,
+    Export,
+    ExportHistory,
+    ExportRunEntry,
     Health,
     History,
     HistoryEntry,
@@ -83,6 +88,7 @@ from datamill.client.models import (
 
 __all__ = [
     "DEFAULT_URL",
+    "EXPORT_TYPES",
     "BadRequest",
     "BatchAPI",
     "Computation",
@@ -95,6 +101,10 @@ __all__ = [
     "DatamillClientError",
     "DatamillConnectionError",
     "DatamillProtocolError",
+    "Export",
+    "ExportHistory",
+    "ExportRunEntry",
+    "ExportsAPI",
     "Forbidden",
     "Health",
     "History",

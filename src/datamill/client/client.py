@@ -37,6 +37,9 @@ from datamill.client.models import (
     Computation,
     Container,
     DataSource,
+    Export,
+    ExportHistory,
+    ExportRunEntry,
     Health,
     History,
     HistoryEntry,
@@ -73,6 +76,7 @@ __all__ = [
     "BatchAPI",
     "DataSourcesAPI",
     "DatamillClient",
+    "ExportsAPI",
     "JobsAPI",
     "MembersAPI",
     "ProjectsAPI",
@@ -124,6 +128,31 @@ def _schema_json(schema: SchemaInput | None) -> list[dict[str, Any]] | None:
     ]
 
 
+RunEntry = TypeVar("RunEntry", HistoryEntry, ExportRunEntry)
+
+
+def _poll(
+    read: Callable[[], RunEntry | None],
+    late: Callable[[RunEntry | None], RunWaitTimeout],
+    timeout: float | None,
+    poll: float,
+    max_poll: float | None,
+) -> RunEntry:
+    """Call ``read`` until it gives a run in a terminal state; raise ``late(last)`` when
+    ``timeout`` seconds have gone by first. The pause grows by half up to ``max_poll``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        entry = read()
+        if entry is not None and entry.status in TERMINAL:
+            return entry
+        if deadline is not None and time.monotonic() >= deadline:
+            raise late(entry)
+        pause = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        if max_poll is not None and poll < max_poll:
+            poll = min(poll * 1.5, max_poll)
+
+
 def _walk(fetch: Callable[[int, int], Page[T]], size: int) -> Iterator[T]:
     page = 1
     while True:
@@ -147,8 +176,9 @@ class DatamillClient:
 
     Resources hang off the client: :attr:`projects` (with :attr:`ProjectsAPI.members`),
     :attr:`users`, :attr:`tokens`, :attr:`datasources`, :attr:`schemas`, :attr:`variables`,
-    :attr:`secrets`, :attr:`jobs` (batch SQL jobs and their runs) and :attr:`batch` (stop or
-    rerun one run). Use the client as a context manager, or call :meth:`close`.
+    :attr:`secrets`, :attr:`jobs` (batch SQL jobs and their runs), :attr:`exports` (where a
+    job's results go after each run) and :attr:`batch` (stop or rerun one run). Use the
+    client as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -190,6 +220,7 @@ class DatamillClient:
         self.variables = VariablesAPI(self)
         self.secrets = SecretsAPI(self)
         self.jobs = JobsAPI(self)
+        self.exports = ExportsAPI(self)
         self.batch = BatchAPI(self)
 
     # -- lifecycle
@@ -908,21 +939,16 @@ class JobsAPI(_Resource):
         after each read up to ``max_poll``, so waiting for a long run does not flood the
         server with requests.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            entry = self.run(project, name, run_id)
-            if entry.status in TERMINAL:
-                return entry
-            if deadline is not None and time.monotonic() >= deadline:
-                raise RunWaitTimeout(
-                    f"run {entry.runId} of job '{name}' in project '{project}' is still "
-                    f"{entry.status.value} after {timeout:g} s",
-                    entry,
-                )
-            pause = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            if max_poll is not None and poll < max_poll:
-                poll = min(poll * 1.5, max_poll)
+
+        def late(entry: HistoryEntry | None) -> RunWaitTimeout:
+            number, state = (entry.runId, entry.status.value) if entry else (run_id, "unknown")
+            return RunWaitTimeout(
+                f"run {number} of job '{name}' in project '{project}' is still {state} "
+                f"after {timeout:g} s",
+                entry,
+            )
+
+        return _poll(lambda: self.run(project, name, run_id), late, timeout, poll, max_poll)
 
 
 class BatchAPI(_Resource):
@@ -940,3 +966,118 @@ class BatchAPI(_Resource):
         """Rerun a Successful, Failed or Canceled run for the same batch time: it goes
         Restarting, then runs again with the same params (``run_id`` -1: the latest)."""
         return self._action(RerunResult, project, "rerun", job_name, run_id)
+
+
+ExportType = Literal["file", "s3", "kodo", "hdfs", "http", "logdb", "tsdb", "report"]
+SpecInput = Mapping[str, Any] | BaseModel
+
+
+class ExportsAPI(_Resource):
+    """Exports of a job's results (``/projects/{p}/jobs/{job}/exports/{name}``).
+
+    An export writes the result of every successful run of its job to a destination chosen
+    by ``type`` (``file``, ``s3``, ``hdfs``, ``http``, ``logdb``, ``tsdb``, ``report``; the
+    specification's ``kodo`` is accepted for ``s3`` and comes back as ``s3``). ``spec`` is
+    the type's JSON object, or a pydantic model of it; the server validates it against the
+    job's output schema on create and update. Each export of one batch is an *export run*,
+    named by the id of the job run whose result it writes.
+    """
+
+    def create(
+        self, project: str, job: str, name: str, *, type: ExportType | str, spec: SpecInput
+    ) -> Export:
+        """Create an export; it runs after every successful run of the job from now on."""
+        body = {"type": str(type), "spec": _json_of(spec)}
+        return self._send(
+            "POST", Export, _path("projects", project, "jobs", job, "exports", name), body
+        )
+
+    def update(self, project: str, job: str, name: str, *, spec: SpecInput) -> Export:
+        """Replace the export's whole spec (its type stays); fields left out take defaults."""
+        path = _path("projects", project, "jobs", job, "exports", name)
+        return self._send("PUT", Export, path, {"spec": _json_of(spec)})
+
+    def get(self, project: str, job: str, name: str) -> Export:
+        """An export, with its spec as stored (defaults filled in)."""
+        return self._get(Export, _path("projects", project, "jobs", job, "exports", name))
+
+    def list(self, project: str, job: str, *, page: int = 1, size: int = 50) -> Page[Export]:
+        """One page of the job's exports, by name."""
+        path = _path("projects", project, "jobs", job, "exports")
+        return self._page(Export, path, "exports", page, size)
+
+    def iter_all(self, project: str, job: str) -> Iterator[Export]:
+        """Every export of the job, walking the pages."""
+        return _walk(lambda p, s: self.list(project, job, page=p, size=s), ITER_PAGE_SIZE)
+
+    def list_all(self, project: str, job: str) -> builtins.list[Export]:
+        """Every export of the job, as one list."""
+        return list(self.iter_all(project, job))
+
+    def delete(self, project: str, job: str, name: str) -> None:
+        """Delete an export and its history (not while one of its runs is running)."""
+        self._delete(_path("projects", project, "jobs", job, "exports", name))
+
+    def history(
+        self, project: str, job: str, name: str, *, page: int = 1, size: int = 20
+    ) -> ExportHistory:
+        """One page of the export's runs, newest batch (highest job run id) first."""
+        path = _path("projects", project, "jobs", job, "exports", name, "history")
+        return self._get(ExportHistory, path, {"page": page, "size": size})
+
+    def find(self, project: str, job: str, name: str, run_id: int) -> ExportRunEntry | None:
+        """The export run of job run ``run_id`` (``-1``: the job's latest run), or ``None``
+        while there is none (the job run has not succeeded yet, or the export is newer)."""
+        if run_id == -1:
+            run_id = self._client.jobs.run(project, job, -1).runId
+        page = 1
+        while True:
+            found = self.history(project, job, name, page=page, size=ITER_PAGE_SIZE)
+            for entry in found.history:
+                if entry.runId == run_id:
+                    return entry
+                if entry.runId < run_id:  # newest first: it is not further on
+                    return None
+            if not found.history or page * found.size >= found.total:
+                return None
+            page += 1
+
+    def rerun(self, project: str, job: str, name: str, run_id: int) -> RerunResult:
+        """Export the batch of job run ``run_id`` again (``-1``: the job's latest run).
+
+        The job run must be Successful. Its export run, if any, must be finished (it goes
+        Restarting, then runs again); without one a new export run is queued.
+        """
+        path = _path("projects", project, "jobs", job, "exports", name, "actions", "rerun")
+        return self._send("POST", RerunResult, path, {"runId": run_id})
+
+    def wait(
+        self,
+        project: str,
+        job: str,
+        name: str,
+        run_id: int,
+        *,
+        timeout: float | None = DEFAULT_WAIT_SECONDS,
+        poll: float = 0.1,
+        max_poll: float | None = None,
+    ) -> ExportRunEntry:
+        """Poll until the export run of job run ``run_id`` is Successful, Failed or Canceled.
+
+        Waits for the export run to appear first (it is queued when the job run succeeds).
+        A failed export run is returned, not raised; :class:`RunWaitTimeout` is raised when
+        it has not ended within ``timeout`` seconds. ``poll`` and ``max_poll`` work as in
+        :meth:`JobsAPI.wait`.
+        """
+        if run_id == -1:
+            run_id = self._client.jobs.run(project, job, -1).runId
+
+        def late(entry: ExportRunEntry | None) -> RunWaitTimeout:
+            state = entry.status.value if entry is not None else "not queued"
+            return RunWaitTimeout(
+                f"the export '{name}' of run {run_id} of job '{job}' in project "
+                f"'{project}' is still {state} after {timeout:g} s",
+                entry,
+            )
+
+        return _poll(lambda: self.find(project, job, name, run_id), late, timeout, poll, max_poll)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from datamill.domain.runs import HistoryEntry
+    from datamill.domain.runs import ExportRunEntry, HistoryEntry
 
 __all__ = [
     "BadRequest",
@@ -99,13 +99,14 @@ class InvalidName(DatamillClientError, ValueError):
 
 
 class RunWaitTimeout(DatamillClientError, TimeoutError):
-    """A run did not finish within the time :meth:`JobsAPI.wait` was given.
+    """A run did not finish within the time :meth:`JobsAPI.wait` (or
+    :meth:`ExportsAPI.wait`) was given.
 
     ``entry`` is the run's last history entry seen (``None`` if none was read); the run
     itself goes on.
     """
 
-    def __init__(self, message: str, entry: HistoryEntry | None = None) -> None:
+    def __init__(self, message: str, entry: HistoryEntry | ExportRunEntry | None = None) -> None:
         super().__init__(message)
         self.entry = entry
 

@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from datamill.domain.datasources import DataSource, Preview, SchemaField
+from datamill.domain.exports import EXPORT_TYPES, Export, ExportHistory
 from datamill.domain.jobs import (
     Computation,
     Container,
@@ -26,6 +27,7 @@ from datamill.domain.jobs import (
 from datamill.domain.projects import Member, Project, Role
 from datamill.domain.runs import (
     TERMINAL,
+    ExportRunEntry,
     History,
     HistoryEntry,
     RerunResult,
@@ -39,10 +41,14 @@ from datamill.domain.users import IssuedToken, Principal, Token, User
 from datamill.domain.variables import ResolvedVariable, Variable, VariableType
 
 __all__ = [
+    "EXPORT_TYPES",
     "TERMINAL",
     "Computation",
     "Container",
     "DataSource",
+    "Export",
+    "ExportHistory",
+    "ExportRunEntry",
     "Health",
     "History",
     "HistoryEntry",

@@ -5,17 +5,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from datamill.domain.common import Model
 from datamill.domain.runs import ExportRunEntry
 
 EXPORT_TYPES = ("file", "s3", "hdfs", "http", "logdb", "tsdb", "report")
+EXPORT_TYPE_ALIASES = {"kodo": "s3"}
+"""Other names of a type: the specification's ``kodo`` (its object storage) is ``s3`` here.
+
+An export created with an alias is stored and returned under the type's own name, so lists,
+filters and updates see one name per kind of destination.
+"""
+
+
+def canonical_type(name: str) -> str:
+    """The type an export type name stands for (``kodo`` -> ``s3``); others unchanged."""
+    return EXPORT_TYPE_ALIASES.get(name, name)
 
 
 class ExportCreate(Model):
-    type: str = Field(description="one of " + ", ".join(EXPORT_TYPES))
+    type: str = Field(
+        description="one of "
+        + ", ".join(EXPORT_TYPES)
+        + "; kodo is accepted for s3 and stored as s3"
+    )
     spec: dict[str, Any]
+
+    @field_validator("type")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        return canonical_type(value)
 
 
 class ExportUpdate(Model):
