@@ -284,7 +284,10 @@ def _show_export(ctx: typer.Context, export: Export) -> None:
         ("createdAt", export.createdAt),
         ("updatedAt", export.updatedAt),
     ]
-    spec = fields_table(sorted(export.spec.items()), title="spec")
+    spec = fields_table(
+        [(key, value if value != [] else None) for key, value in sorted(export.spec.items())],
+        title="spec",
+    )
     show_object(get_state(ctx), export, rows, extra=[spec])
 
 
