@@ -1,5 +1,6 @@
 """What the command groups share: options and arguments, reading JSON and ``KEY=VALUE``
-input, and the bodies of the list, get and delete commands every resource has.
+input, the bodies of the list, get and delete commands every resource has, and the end of
+a ``--wait`` (:func:`exit_if_failed`).
 
 A resource's commands stay ordinary typer functions (their arguments differ: a project, a
 job, a name ...); their bodies call one of :func:`list_command`, :func:`get_command` or
@@ -21,11 +22,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel
 
-from datamill.cli.context import get_client, get_state
+from datamill.cli.context import EXIT_API_ERROR, get_client, get_state
 from datamill.cli.render import Column, done, show_object, show_page
-from datamill.client import DatamillClient, Page
+from datamill.client import DatamillClient, Page, RunStatus
 
 M = TypeVar("M", bound=BaseModel)
+FAILED = {RunStatus.Failed, RunStatus.Canceled}
 
 # --------------------------------------------------------------------------- options
 
@@ -154,3 +156,11 @@ def delete_command(ctx: typer.Context, delete: Callable[[DatamillClient], None],
     """A delete command: ``deleted <what>`` for people, nothing with ``--output json``."""
     delete(get_client(ctx))
     done(get_state(ctx), f"deleted {what}")
+
+
+def exit_if_failed(what: str, status: RunStatus, message: str) -> None:
+    """After ``--wait``: a run that ended Failed or Canceled is an error line and exit 1."""
+    if status in FAILED:
+        why = f": {message}" if message else ""
+        typer.echo(f"error: {what} ended {status.value}{why}", err=True)
+        raise typer.Exit(EXIT_API_ERROR)

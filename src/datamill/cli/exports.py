@@ -26,13 +26,14 @@ from datamill.cli.common import (
     WaitOpt,
     body_file,
     delete_command,
+    exit_if_failed,
     get_command,
     json_arg,
     key_values,
     list_command,
     run_id_arg,
 )
-from datamill.cli.context import EXIT_API_ERROR, get_client, get_state
+from datamill.cli.context import get_client, get_state
 from datamill.cli.render import (
     Column,
     duration_text,
@@ -41,10 +42,8 @@ from datamill.cli.render import (
     show_object,
     show_page,
 )
-from datamill.client import Export, ExportRunEntry, RunStatus
+from datamill.client import Export, ExportRunEntry
 from datamill.domain.exports import canonical_type
-
-FAILED = {RunStatus.Failed, RunStatus.Canceled}
 
 # --------------------------------------------------------------------------- options
 
@@ -503,12 +502,7 @@ def exports_rerun(
         typer.echo(f"waiting for export '{name}' of run {number} to finish ...", err=True)
     entry = client.exports.wait(project, job, name, number, timeout=timeout, max_poll=2.0)
     _show_entry(ctx, entry)
-    if entry.status in FAILED:
-        why = f": {entry.message}" if entry.message else ""
-        typer.echo(
-            f"error: export '{name}' of run {number} ended {entry.status.value}{why}", err=True
-        )
-        raise typer.Exit(EXIT_API_ERROR)
+    exit_if_failed(f"export '{name}' of run {number}", entry.status, entry.message)
 
 
 EXPORT_GROUPS: list[tuple[str, typer.Typer]] = [("exports", exports_app)]

@@ -17,13 +17,14 @@ from datamill.cli.common import (
     WaitOpt,
     body_file,
     delete_command,
+    exit_if_failed,
     get_command,
     key_values,
     list_command,
     read_text,
     run_id_arg,
 )
-from datamill.cli.context import EXIT_API_ERROR, get_client, get_state
+from datamill.cli.context import get_client, get_state
 from datamill.cli.render import (
     Column,
     duration_text,
@@ -48,7 +49,6 @@ from datamill.client import (
 )
 
 JOB_FIELDS = {"srcs", "computation", "container", "scheduler", "params", "retries", "maxRunSeconds"}
-FAILED = {RunStatus.Failed, RunStatus.Canceled}
 
 # --------------------------------------------------------------------------- options
 
@@ -318,12 +318,7 @@ def _wait_and_show(
         typer.echo(f"waiting for run {run_id} of job '{job}' to finish ...", err=True)
     entry = client.jobs.wait(project, job, run_id, timeout=timeout, poll=0.1, max_poll=2.0)
     _show_entry(ctx, entry)
-    if entry.status in FAILED:
-        why = f": {entry.message}" if entry.message else ""
-        typer.echo(
-            f"error: run {entry.runId} of job '{job}' ended {entry.status.value}{why}", err=True
-        )
-        raise typer.Exit(EXIT_API_ERROR)
+    exit_if_failed(f"run {entry.runId} of job '{job}'", entry.status, entry.message)
 
 
 # --------------------------------------------------------------------------- jobs
