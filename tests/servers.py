@@ -957,10 +957,14 @@ def start_kafka(workdir: Path) -> RunningServer:
         with log_file.open("ab") as log:
             process = subprocess.Popen(
                 [
-                    str(binary), "broker",
-                    "--listener-url", listener,
-                    "--advertised-listener-url", listener,
-                    "--storage-engine", "memory://tansu/",
+                    str(binary),
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
                 ],  # fmt: skip
                 stdin=subprocess.DEVNULL,
                 stdout=log,
