@@ -185,12 +185,15 @@ class KafkaSource:
             self.ctx.log(f"kafka: committing offsets to the group failed: {exc}")
 
     def lag(self) -> int | None:
+        """Sum over partitions of high watermark minus next offset. The high watermark comes
+        from the consumer's last fetch when it has one, else from a query to the broker."""
         total = 0
         try:
             for partition, offset in self._next.items():
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.spec.topic, partition), timeout=2.0, cached=False
-                )
+                tp = TopicPartition(self.spec.topic, partition)
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+                if high < 0:
+                    _low, high = self._consumer.get_watermark_offsets(tp, timeout=2.0)
                 total += max(high - offset, 0)
         except KafkaException:
             return None
