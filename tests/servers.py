@@ -860,8 +860,7 @@ __all__ += ["find_mosquitto", "find_tansu", "start_kafka", "start_mosquitto"]
 _MOSQUITTO_CONFIG = """\
 user {user}
 listener {port} {loopback}
-allow_anonymous true
-persistence false
+{access}persistence false
 log_dest file {log}
 log_type error
 log_type warning
@@ -871,19 +870,31 @@ max_queued_messages 100000
 """
 
 
-def start_mosquitto(workdir: Path) -> RunningServer:
+def start_mosquitto(workdir: Path, users: dict[str, str] | None = None) -> RunningServer:
     """Start an MQTT broker (``mosquitto`` from the Debian package) on 127.0.0.1.
 
     The generated ``workdir/mosquitto.conf`` has one listener on a free loopback port and
-    allows anonymous clients; sessions live in memory for the broker's lifetime (enough
-    for a client to disconnect and resume its session). ``url`` is ``mqtt://127.0.0.1:PORT``.
-    Retried on a new port when the chosen one was taken before mosquitto bound it.
+    allows anonymous clients, or, with ``users`` (name → password), only those users
+    (a password file made with ``mosquitto_passwd``). Sessions live in memory for the
+    broker's lifetime (enough for a client to disconnect and resume its session). ``url``
+    is ``mqtt://127.0.0.1:PORT``. Retried on a new port when the chosen one was taken
+    before mosquitto bound it.
     """
     binary = find_mosquitto()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "mosquitto.conf"
     log_file = workdir / "mosquitto.log"
+    access = "allow_anonymous true\n"
+    if users:
+        passwords = workdir / "passwords"
+        passwords.write_text("")
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for name, password in users.items():
+            subprocess.run(
+                [tool, "-b", str(passwords), name, password], check=True, capture_output=True
+            )
+        access = f"allow_anonymous false\npassword_file {passwords}\n"
     for _attempt in range(_PORT_ATTEMPTS):
         port = free_port()
         config.write_text(
@@ -893,6 +904,7 @@ def start_mosquitto(workdir: Path) -> RunningServer:
                 user=pwd.getpwuid(os.getuid()).pw_name,
                 port=port,
                 loopback=LOOPBACK,
+                access=access,
                 log=log_file,
             )
         )

@@ -171,6 +171,29 @@ def test_mqtt_settings_refused(mqtt_server: RunningServer, tmp_path: Path) -> No
     )
 
 
+def test_mqtt_login_with_a_secret_password(tmp_path: Path) -> None:
+    from tests.servers import start_mosquitto
+
+    server = start_mosquitto(tmp_path / "broker", users={"plant": "pw-plant-1"})
+    try:
+        spec = mqtt_spec(server, "secure/t", username="plant", passwordSecret="mqtt_pw")
+        ctx = context(tmp_path, password="pw-plant-1")
+        source = SOURCES["mqtt"](spec, {}, ctx)
+        source.seek(None)
+        sink = SINKS["mqtt"](spec, {}, ctx)
+        sink.write(pa.table({"n": [1]}), 1)
+        sink.commit(1)
+        assert drain(source) == [{"n": 1}]
+        source.close()
+        sink.close()
+        with pytest.raises(StreamError, match="refused the connection"):
+            SINKS["mqtt"](spec, {}, context(tmp_path, password="wrong"))
+        with pytest.raises(StreamError, match="refused the connection"):
+            SINKS["mqtt"](mqtt_spec(server, "secure/t"), {}, ctx)  # anonymous
+    finally:
+        server.stop()
+
+
 def test_mqtt_unreachable_broker_is_a_stream_error(tmp_path: Path) -> None:
     from tests.servers import free_port
 
