@@ -487,6 +487,16 @@ def test_undeliverable_notifications_are_counted_not_fatal(
     assert "answered 500" in log_of(ctx)
     assert len(broken.requests) == 3  # tried 3 times
 
+    # A destination that keeps failing is given up on for the rest of the batch.
+    sink = SINKS["notification"](
+        {"channel": "webhook", "url": broken.url + "/again"}, {"defaultMessage": "m"}, ctx
+    )
+    sink.write(pa.table({"n": list(range(6))}), 2)
+    sink.close()
+    assert sink.failed == 6  # type: ignore[attr-defined]
+    assert len(broken.requests) == 3 + 3 * 3  # 3 notifications tried 3 times each
+    assert "3 failures in a row; 3 more of this batch not sent" in log_of(ctx)
+
 
 def test_email_notifications_over_smtp(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
@@ -704,3 +714,26 @@ def test_function_redirects_and_outbound_guard(
     transform = TRANSFORMS["function"]({"url": moved.url}, function_basic(), context(tmp_path))
     refused(lambda: transform.apply(pa.table({"a": [1]})), "E18760", "'b'")
     transform.close()
+
+
+def test_function_that_does_not_answer_is_given_up_for_the_batch(
+    http_server: Callable[..., Recorder], tmp_path: Path
+) -> None:
+    from datamill.connectors.streams.function import GIVE_UP_AFTER
+
+    def silent(_path: str, _body: Any) -> tuple[int, Any, dict[str, str]]:
+        time.sleep(0.6)
+        return 200, 1, {}
+
+    server = http_server(silent)
+    ctx = context(tmp_path)
+    spec = {"url": server.url, "timeoutSeconds": 0.2, "concurrency": 2}
+    transform = TRANSFORMS["function"](spec, function_basic("LONG"), ctx)
+    started = time.monotonic()
+    out = transform.apply(pa.table({"a": list(range(40)), "b": [0] * 40}))
+    took = time.monotonic() - started
+    transform.close()
+    assert out.column("status").to_pylist() == [0] * 40
+    assert out.column("answer").null_count == 40
+    assert GIVE_UP_AFTER <= len(server.requests) <= GIVE_UP_AFTER + 2
+    assert took < 3  # not 40 x 0.2 s / 2

@@ -110,6 +110,7 @@ class _Connection:
         self.shown = f"mqtt://{spec.host}:{spec.port}"
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._closing = False
         self._on_connected = on_connected
         client = _PinnedClient(
             address,
@@ -177,11 +178,16 @@ class _Connection:
             self._on_connected(client)
         self._connected.set()
 
-    def _disconnected(self, *_args: Any) -> None:
+    def _disconnected(
+        self, _client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
         """paho reconnects by itself; the session (and unacknowledged messages) survive."""
+        if not self._closing:
+            self.ctx.log(f"{self.shown}: disconnected ({reason}); reconnecting")
 
     def close(self) -> None:
         """Disconnect once the packets already queued (acknowledgements) are written."""
+        self._closing = True
         deadline = time.monotonic() + 5.0
         while self.client.want_write() and time.monotonic() < deadline:
             time.sleep(0.01)

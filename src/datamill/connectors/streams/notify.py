@@ -20,8 +20,11 @@ Rate limit: a token bucket per connection and process holding ``rateLimitPerMinu
 notifications and refilled at that rate; records over the limit are not sent, only
 counted (:attr:`NotifySink.dropped`) and logged. A notification that cannot be delivered
 is counted (:attr:`NotifySink.failed`) and logged too: notifications are best-effort and
-never stop the pipeline. They are sent in :meth:`NotifySink.write`, so after a crash the
-records of the unfinished checkpoint notify again (at-least-once).
+never stop the pipeline; after :data:`GIVE_UP_AFTER` failures in a row the rest of the
+batch is counted as failed without trying (a destination that is down would otherwise
+hold the pipeline for its retries on every record). They are sent in
+:meth:`NotifySink.write`, so after a crash the records of the unfinished checkpoint notify
+again (at-least-once).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 
 TEMPLATE_FIELD = r"\$\{([^}]*)\}"
+GIVE_UP_AFTER = 3
+"""Notifications in a row that failed after which the rest of a batch is not tried."""
 
 
 def render(template: str, record: dict[str, Any]) -> str:
@@ -190,7 +195,16 @@ class NotifySink:
     def _send_http(self, notes: list[tuple[str, str]]) -> None:
         assert self._http is not None
         params = dict(parse_qsl(urlsplit(self.spec.url or "").query, keep_blank_values=True))
-        for subject, message in notes:
+        in_a_row = 0
+        for index, (subject, message) in enumerate(notes):
+            if in_a_row >= GIVE_UP_AFTER:
+                skipped = len(notes) - index
+                self.failed += skipped
+                self.ctx.log(
+                    f"notification: {in_a_row} failures in a row; {skipped} more of this "
+                    "batch not sent"
+                )
+                return
             if self.spec.channel == NotificationChannel.chat:
                 body: dict[str, Any] = {"text": f"{subject}\n{message}" if subject else message}
             else:
@@ -200,8 +214,10 @@ class NotifySink:
                     "POST", "", content=json.dumps(body).encode(), params=params or None
                 )
                 self.sent += 1
+                in_a_row = 0
             except SinkError as exc:
                 self.failed += 1
+                in_a_row += 1
                 self.ctx.log(f"notification not delivered: {exc}")
 
     def _smtp(self) -> smtplib.SMTP:
