@@ -249,7 +249,9 @@ def test_kafka_sink_keys_by_partitioner(kafka_server: RunningServer, tmp_path: P
     assert all(len(parts) == 1 for parts in partition_of.values())  # a key keeps its partition
 
     csv_topic = new_topic(kafka_server, partitions=1)
-    sink = SINKS["kafka"](kafka_spec(kafka_server, csv_topic), {"format": "CSV"}, ctx)
+    sink = SINKS["kafka"](
+        kafka_spec(kafka_server, csv_topic), {"advanceConfigs": {"format": "CSV"}}, ctx
+    )
     sink.write(pa.table({"a": [1, None], "b": ["x,y", "z"]}), 1)
     sink.commit(1)
     sink.close()
@@ -437,9 +439,9 @@ def test_webhook_notifications_are_templated_per_record(
     assert server.requests[0]["headers"]["Authorization"] == "Bearer hook-token-1"
 
     chat = http_server(ok)
-    sink = SINKS["notification"](
-        {"channel": "chat", "url": chat.url}, {"defaultMessage": "${n} events"}, ctx
-    )
+    # The operator's configs as saved (not merged) are accepted too.
+    configs = {"basicConfigs": {"defaultMessage": "${n} events"}, "advanceConfigs": {}}
+    sink = SINKS["notification"]({"channel": "chat", "url": chat.url}, configs, ctx)
     sink.write(pa.table({"n": [3]}), 1)
     sink.close()
     assert chat.requests[0]["body"] == {"text": "3 events"}

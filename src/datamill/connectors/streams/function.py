@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from datamill.connectors.sinks.http import pin_url, plain, secret_value
 from datamill.connectors.streams.base import StreamContext, register_transform
-from datamill.connectors.streams.records import open_spec
+from datamill.connectors.streams.records import flat, open_spec
 from datamill.domain.datasources import FunctionSpec
 from datamill.domain.expressions import FieldType
 from datamill.errors import DatamillError, E
@@ -265,4 +265,4 @@ def _put(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
 def function_transform(
     spec: dict[str, Any], basic: dict[str, Any], ctx: StreamContext
 ) -> FunctionTransform:
-    return FunctionTransform(open_spec(FunctionSpec, spec, "function"), basic, ctx)
+    return FunctionTransform(open_spec(FunctionSpec, spec, "function"), flat(basic), ctx)

@@ -44,7 +44,7 @@ import pyarrow as pa
 from datamill.connectors.sinks.base import SinkError
 from datamill.connectors.sinks.http import OutboundHttp, plain, secret_value
 from datamill.connectors.streams.base import StreamContext, register_sink
-from datamill.connectors.streams.records import open_spec
+from datamill.connectors.streams.records import flat, open_spec
 from datamill.domain.datasources import NotificationChannel, NotificationSpec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
@@ -278,4 +278,4 @@ class NotifySink:
 def notification_sink(
     spec: dict[str, Any], configs: dict[str, Any], ctx: StreamContext
 ) -> NotifySink:
-    return NotifySink(open_spec(NotificationSpec, spec, "notification"), configs, ctx)
+    return NotifySink(open_spec(NotificationSpec, spec, "notification"), flat(configs), ctx)
