@@ -194,6 +194,78 @@ def test_mqtt_login_with_a_secret_password(tmp_path: Path) -> None:
         server.stop()
 
 
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` (its own CA) and its key, as PEM files."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_mqtt_tls_verifies_the_host_name_on_the_checked_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from datamill.connectors.streams import mqtt as mqtt_connector
+    from tests.servers import start_mosquitto
+
+    cert, key = _self_signed(tmp_path / "tls", "localhost")
+    server = start_mosquitto(tmp_path / "broker", tls=(cert, key))
+    try:
+        spec = mqtt_spec(server, "tls/t", host="localhost", tls=True)
+        ctx = context(tmp_path, allow=["localhost", "127.0.0.1", "::1"])
+        # Unknown to the system's CAs: refused.
+        with pytest.raises(StreamError, match="certificate verify failed"):
+            SINKS["mqtt"](spec, {}, ctx)
+        # Trusted: the connection goes to the checked address and verifies 'localhost'.
+        trusted = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(mqtt_connector.ssl, "create_default_context", lambda: trusted)
+        sink = SINKS["mqtt"](spec, {}, ctx)
+        source = SOURCES["mqtt"](spec, {}, ctx)
+        source.seek(None)
+        sink.write(pa.table({"n": [5]}), 1)
+        sink.commit(1)
+        assert drain(source) == [{"n": 5}]
+        source.close()
+        sink.close()
+        # A name the certificate does not carry is refused even though the address is right.
+        wrong = mqtt_spec(server, "tls/t", host="127.0.0.1", tls=True)
+        with pytest.raises(StreamError, match="cannot connect"):
+            SINKS["mqtt"](wrong, {}, ctx)
+    finally:
+        server.stop()
+
+
 def test_mqtt_unreachable_broker_is_a_stream_error(tmp_path: Path) -> None:
     from tests.servers import free_port
 
