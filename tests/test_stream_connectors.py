@@ -633,10 +633,69 @@ def test_email_notifications_over_smtp(tmp_path: Path) -> None:
     assert "Device d2 is at 81." in text
 
     # Nothing listens now: counted and logged, not raised.
+    ctx = context(tmp_path)
     sink = SINKS["notification"](spec, basic, ctx)
     sink.write(pa.table({"device": ["d3"], "temp": [1]}), 2)
     assert sink.failed == 1  # type: ignore[attr-defined]
     assert "mails not sent" in log_of(ctx)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_email_login_with_the_token_secret(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from tests.servers import free_port
+
+    received: list[Any] = []
+    logins: list[tuple[str, str]] = []
+
+    class Handler:
+        async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    def authenticator(_server: Any, _session: Any, _envelope: Any, _mech: str, data: Any) -> Any:
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=data.password == b"mail-pw-1", handled=False)
+
+    port = free_port()
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        spec = {
+            "channel": "email",
+            "smtpHost": "127.0.0.1",
+            "smtpPort": port,
+            "smtpSecurity": "none",
+            "from": "alerts@example.com",
+            "to": ["ops@example.com"],
+            "tokenSecret": "mail",
+        }
+        ctx = context(tmp_path, username="alerts", password="mail-pw-1")
+        sink = SINKS["notification"](spec, {"defaultMessage": "hello ${n}"}, ctx)
+        sink.write(pa.table({"n": [1]}), 1)
+        assert (sink.sent, sink.failed) == (1, 0)  # type: ignore[attr-defined]
+        bad = context(tmp_path, username="alerts", password="wrong")
+        sink = SINKS["notification"](spec, {"defaultMessage": "hello ${n}"}, bad)
+        sink.write(pa.table({"n": [2]}), 1)
+        assert (sink.sent, sink.failed) == (0, 1)  # type: ignore[attr-defined]
+        assert "mails not sent" in log_of(bad)
+        assert "wrong" not in log_of(bad)
+    finally:
+        controller.stop()
+    assert logins[0] == ("alerts", "mail-pw-1")
+    assert set(logins[1:]) == {("alerts", "wrong")}  # smtplib tries PLAIN, then LOGIN
+    assert len(received) == 1
+    assert "hello 1" in received[0].content.decode()
 
 
 def test_notification_outbound_guard_at_connect(tmp_path: Path) -> None:

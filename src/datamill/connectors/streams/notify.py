@@ -228,13 +228,17 @@ class NotifySink:
             client = _PinnedSMTPSSL(address, timeout)
         else:
             client = _PinnedSMTP(address, timeout)
-        client.connect(spec.smtpHost or "", spec.smtpPort or 25)
-        if spec.smtpSecurity == "starttls":
-            client.starttls(context=ssl.create_default_context())
-        if spec.tokenSecret is not None:
-            username = secret_value(self.ctx, spec.tokenSecret, "username") or ""
-            password = secret_value(self.ctx, spec.tokenSecret, "password") or ""
-            client.login(username, password)
+        try:
+            client.connect(spec.smtpHost or "", spec.smtpPort or 25)
+            if spec.smtpSecurity == "starttls":
+                client.starttls(context=ssl.create_default_context())
+            if spec.tokenSecret is not None:
+                username = secret_value(self.ctx, spec.tokenSecret, "username") or ""
+                password = secret_value(self.ctx, spec.tokenSecret, "password") or ""
+                client.login(username, password)
+        except BaseException:
+            client.close()
+            raise
         return client
 
     def _send_mail(self, notes: list[tuple[str, str]]) -> None:
