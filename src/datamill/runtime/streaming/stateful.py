@@ -169,10 +169,10 @@ class Meta:
         )
 
     def read(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-        row = con.execute(f"SELECT * FROM {self.table}").fetchone()
-        if row is None:
+        rows = con.execute(f"SELECT * FROM {self.table}").fetchall()
+        if not rows:
             return {name: None for name in self.COLUMNS}
-        return dict(zip(self.COLUMNS, row, strict=True))
+        return dict(zip(self.COLUMNS, rows[0], strict=True))
 
     def add(self, con: duckdb.DuckDBPyConnection, counter: str, count_sql: str) -> None:
         """Add the value of a scalar query to a counter."""
@@ -182,15 +182,33 @@ class Meta:
         con.execute(f"UPDATE {self.table} SET {assignments}")
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The one value of a query (results are always read to the end: DuckDB refuses new
+    work on a connection with a result left open)."""
+    rows = con.execute(sql, list(params)).fetchall()
+    return rows[0][0] if rows else None
+
+
+def create_like(con: duckdb.DuckDBPyConnection, table: str, query: str) -> None:
+    """``CREATE TABLE IF NOT EXISTS table`` with the columns (names and types) of ``query``.
+
+    Not ``CREATE TABLE … AS … LIMIT 0``: on DuckDB 2.0 a table created that way inside a
+    transaction loses the rows later appended to it in the same transaction once they
+    exceed a row group (aggregates over it see nothing), which would break the first
+    checkpoint of a job.
+    """
+    columns = con.execute(f"DESCRIBE {query}").fetchall()
+    items = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind, *_ in columns)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({items})")
+
+
 def count_of(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary",
-        [table.strip('"').replace('""', '"')],
-    ).fetchone()
-    if not exists or not exists[0]:
-        return 0
-    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
+    """Rows of a state table, 0 when it does not exist yet."""
+    name = table.strip('"').replace('""', '"')
+    exists = scalar(
+        con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [name]
+    )
+    return int(scalar(con, f"SELECT count(*) FROM {table}")) if exists else 0
 
 
 # =========================================================================== Aggregate
@@ -473,24 +491,24 @@ class AggregateStep:
         if self.gated:
             records = self.records_sql(input_sql, _NO_CONTEXT, 0)
             nokey = "" if self.keys else "TRUE AS _nokey, "
-            con.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.gate} AS SELECT {nokey}{lead(self.keys)}"
-                f"_f AS _open, CAST(NULL AS TIMESTAMP) AS _touched FROM ({records}) LIMIT 0"
+            create_like(
+                con,
+                self.gate,
+                f"SELECT {nokey}{lead(self.keys)}_f AS _open, "
+                f"CAST(NULL AS TIMESTAMP) AS _touched FROM ({records})",
             )
         accepted = self.accepted_sql(input_sql, _NO_CONTEXT, 0, None)
         if self.window == WindowType.SessionWindows:
             windowed = f"SELECT *, _us AS _wsu FROM ({accepted})"
         else:
             windowed = self.windowed_sql(accepted, None)
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.win} AS "
-            f"SELECT * FROM ({self.partial_select(windowed, 'CAST(NULL AS TIMESTAMP)')}) LIMIT 0"
-        )
+        create_like(con, self.win, self.partial_select(windowed, "CAST(NULL AS TIMESTAMP)"))
         for m in self.distinct:
-            con.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.distinct_table(m)} AS SELECT "
-                f"{lead(self.keys)}make_timestamp(_wsu) AS _ws, {m.source} AS v "
-                f"FROM ({windowed}) LIMIT 0"
+            create_like(
+                con,
+                self.distinct_table(m),
+                f"SELECT {lead(self.keys)}make_timestamp(_wsu) AS _ws, {m.source} AS v "
+                f"FROM ({windowed})",
             )
 
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
