@@ -538,17 +538,21 @@ class AggregateStep:
         if needs_rows:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {scratch} AS {accepted}")
             accepted = f"SELECT * FROM {scratch}"
+        closing = self.closing(ctx)
+        fresh = None
         if self.window == WindowType.SessionWindows:
             self._fold_sessions(con, accepted, now)
         else:
-            self._fold_windows(con, accepted, prev, now)
+            fresh = self._fold_windows(con, accepted, prev, now, closing)
         if self.gated:
             self._update_gate(con, accepted, now)
         if needs_rows:
             con.execute(f"DROP TABLE IF EXISTS {scratch}")
         if self.ttl:
             self._expire(con, ctx)
-        out = self._emit(con, ctx)
+        out = self._emit(con, closing, fresh)
+        if fresh is not None:
+            con.execute(f"DROP TABLE {fresh}")
         watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
         self.meta.set(
             con,
@@ -557,23 +561,47 @@ class AggregateStep:
         )
         return out
 
+    def closing(self, ctx: BatchContext) -> str:
+        """The condition (on alias ``s``) of the windows this batch closes."""
+        if ctx.final:
+            return "TRUE"
+        if self.event_time:
+            return f"s._we <= {ts_literal(ctx.watermark)}" if ctx.watermark else "FALSE"
+        return f"s._we <= {ts_literal(ctx.processing_time)}"
+
     def _fold_windows(
-        self, con: duckdb.DuckDBPyConnection, accepted: str, prev: int | None, now: str
-    ) -> None:
+        self,
+        con: duckdb.DuckDBPyConnection,
+        accepted: str,
+        prev: int | None,
+        now: str,
+        closing: str,
+    ) -> str:
+        """Tumbling / sliding: the batch's partial aggregates per key and window are
+        merged into the windows already in state; the others are inserted when they stay
+        open, and otherwise emitted straight from the batch (most windows of a large batch
+        open and close within it: they never touch the state table). Returns the table of
+        the batch's partials, ``_old`` telling those merged into state."""
         windowed = self.windowed_sql(accepted, prev)
-        batch = quote_identifier(f"{self.prefix}_batch")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {batch} AS {self.partial_select(windowed, now)}")
+        fresh = quote_identifier(f"{self.prefix}_batch")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {fresh} AS
+            SELECT b.*, w._ws IS NOT NULL AS _old
+            FROM ({self.partial_select(windowed, now)}) b
+            LEFT JOIN (SELECT {lead(self.keys)}_ws FROM {self.win}) w
+                ON {same(self.keys, "w", "b")} AND w._ws = b._ws"""
+        )
         sets = [item for m in self.measures for item in m.merge()]
         sets.append("_touched = b._touched")
-        columns = [*self.keys, "_ws", "_we", *self.partials, "_touched"]
         con.execute(
-            f"""MERGE INTO {self.win} s USING {batch} b
-            ON {same(self.keys, "s", "b")} AND s._ws = b._ws
-            WHEN MATCHED THEN UPDATE SET {", ".join(sets)}
-            WHEN NOT MATCHED THEN INSERT ({", ".join(columns)})
-                VALUES ({prefixed(columns, "b")})"""
+            f"""UPDATE {self.win} AS s SET {", ".join(sets)} FROM {fresh} AS b
+            WHERE b._old AND {same(self.keys, "s", "b")} AND s._ws = b._ws"""
         )
-        con.execute(f"DROP TABLE {batch}")
+        columns = ", ".join([*self.keys, "_ws", "_we", *self.partials, "_touched"])
+        con.execute(
+            f"INSERT INTO {self.win} ({columns}) SELECT {columns} FROM {fresh} AS s "
+            f"WHERE NOT s._old AND NOT ({closing})"
+        )
         for m in self.distinct:
             table = self.distinct_table(m)
             con.execute(
@@ -585,6 +613,7 @@ class AggregateStep:
                     SELECT 1 FROM {table} d
                     WHERE {same(self.keys, "d", "n")} AND d._ws = n._ws AND d.v = n.v)"""
             )
+        return fresh
 
     def _fold_sessions(self, con: duckdb.DuckDBPyConnection, accepted: str, now: str) -> None:
         raise NotImplementedError("session windows")
@@ -616,13 +645,9 @@ class AggregateStep:
             )
             con.execute(f"DELETE FROM {self.gate} s WHERE {condition}")
 
-    def _emit(self, con: duckdb.DuckDBPyConnection, ctx: BatchContext) -> str:
-        if ctx.final:
-            condition = "TRUE"
-        elif self.event_time:
-            condition = f"s._we <= {ts_literal(ctx.watermark)}" if ctx.watermark else "FALSE"
-        else:
-            condition = f"s._we <= {ts_literal(ctx.processing_time)}"
+    def _emit(self, con: duckdb.DuckDBPyConnection, closing: str, fresh: str | None) -> str:
+        """The closed windows into the output table (from state, and from ``fresh`` those
+        not merged into state), then out of state."""
         out = quote_identifier(f"{self.prefix}_out")
         joins = ""
         for m in self.distinct:
@@ -632,17 +657,30 @@ class AggregateStep:
                 f"FROM {self.distinct_table(m)} GROUP BY ALL) {d} "
                 f"ON {same(self.keys, 's', d)} AND s._ws = {d}._ws"
             )
-        items = [
-            *self.key_out,
-            f"s._ws AS {quote_identifier(WINDOW_START)}",
-            f"s._we AS {quote_identifier(WINDOW_END)}",
-            *(m.final() for m in self.measures),
-        ]
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT {', '.join(items)} "
-            f"FROM {self.win} s{joins} WHERE {condition}"
+        items = ", ".join(
+            [
+                *self.key_out,
+                f"s._ws AS {quote_identifier(WINDOW_START)}",
+                f"s._we AS {quote_identifier(WINDOW_END)}",
+                *(m.final() for m in self.measures),
+            ]
         )
-        self._drop_windows(con, condition)
+        query = f"SELECT {items} FROM {self.win} s{joins} WHERE {closing}"
+        if fresh is not None:
+            query += (
+                f" UNION ALL SELECT {items} FROM {fresh} s{joins} WHERE NOT s._old AND {closing}"
+            )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {query}")
+        self._drop_windows(con, closing)
+        if fresh is not None:
+            for m in self.distinct:
+                table = self.distinct_table(m)
+                con.execute(
+                    f"""DELETE FROM {table} d USING (
+                        SELECT {lead(self.keys)}_ws FROM {fresh} s
+                        WHERE NOT s._old AND {closing}) e
+                    WHERE {same(self.keys, "d", "e")} AND d._ws = e._ws"""
+                )
         return out
 
     def metrics(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
