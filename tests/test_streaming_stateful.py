@@ -1,0 +1,263 @@
+"""The stateful streaming operators (Aggregate windows, Deduplicate) on DuckDB state tables.
+
+Pure DuckDB: each test drives a step the way the engine does, batch by batch, with a
+controlled watermark and processing time, and compares what it emits with a plain DuckDB
+query over the whole stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import duckdb
+import pytest
+
+from datamill.domain.expressions import FieldType
+from datamill.domain.streaming import OPERATORS, Configs, Schema, StreamingRuntime
+from datamill.runtime.streaming.state import BatchContext, StatefulStep
+from datamill.runtime.streaming.stateful import build_stateful, state_prefix
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
+INPUT = Schema(
+    {
+        "device_id": FieldType.STRING,
+        "event_time": FieldType.TIMESTAMP,
+        "value": FieldType.DOUBLE,
+        "n": FieldType.INTEGER,
+        "status": FieldType.STRING,
+    },
+    event_time="event_time",
+)
+COLUMNS = "device_id VARCHAR, event_time TIMESTAMP, value DOUBLE, n INTEGER, status VARCHAR"
+
+Row = tuple[str | None, dt.datetime | None, float | None, int | None, str | None]
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def naive(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def rec(
+    key: str | None,
+    seconds: float | None,
+    value: float | None = 1.0,
+    n: int | None = 1,
+    s: str = "ok",
+) -> Row:
+    return (key, None if seconds is None else naive(at(seconds)), value, n, s)
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = duckdb.connect(":memory:")
+    yield connection
+    connection.close()
+
+
+def make_step(
+    class_name: str,
+    basic: dict[str, Any],
+    advance: dict[str, Any] | None = None,
+    schema: Schema = INPUT,
+    op_id: str = "op-1",
+) -> StatefulStep:
+    kind = OPERATORS[class_name]
+    config, problems = kind.parse_config(Configs(basicConfigs=basic, advanceConfigs=advance))
+    assert config is not None, problems
+    out, problems = kind.output_schema([schema], config)
+    assert not problems, problems
+    return build_stateful(op_id, class_name, config, schema, out, StreamingRuntime())
+
+
+def aggregate(
+    window: str = "TumblingTimeWindows",
+    fields: Sequence[dict[str, Any]] | None = None,
+    keys: Sequence[str] = ("device_id",),
+    **assigner: Any,
+) -> dict[str, Any]:
+    assigner.setdefault("timeType", "EventTime")
+    if window != "SessionWindows":
+        assigner.setdefault("size", 10)
+    return {
+        "keyFields": list(keys),
+        "windowsType": window,
+        "windowAssigner": assigner,
+        "aggregateFields": list(
+            fields or [{"field": "c", "type": "LONG", "aggregateType": "COUNT"}]
+        ),
+    }
+
+
+class Driver:
+    """Feeds batches to a step like the engine: watermark = max event time - lag."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, step: StatefulStep, lag: float = 2.0):
+        self.con, self.step, self.lag = con, step, lag
+        self.max_time: dt.datetime | None = None
+        self.epoch = 0
+        self.clock = T0
+        step.create_state(con)
+
+    def watermark(self) -> dt.datetime | None:
+        if self.max_time is None:
+            return None
+        return self.max_time - dt.timedelta(seconds=self.lag)
+
+    def batch(
+        self,
+        rows: Sequence[Row],
+        *,
+        final: bool = False,
+        clock: dt.datetime | None = None,
+        watermark: dt.datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        self.con.execute(f"CREATE OR REPLACE TABLE batch_in ({COLUMNS})")
+        if rows:
+            self.con.executemany("INSERT INTO batch_in VALUES (?, ?, ?, ?, ?)", list(rows))
+        times = [r[1].replace(tzinfo=UTC) for r in rows if r[1] is not None]
+        if times:
+            latest = max(times)
+            self.max_time = latest if self.max_time is None else max(self.max_time, latest)
+        if clock is not None:
+            self.clock = clock
+        self.epoch += 1
+        ctx = BatchContext(self.epoch, self.clock, watermark or self.watermark(), final)
+        out = self.step.process(self.con, "batch_in", ctx)
+        result = self.con.execute(f"SELECT * FROM {out}")
+        names = [d[0] for d in result.description]
+        emitted = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        self.con.execute(f"DROP TABLE {out}")
+        return emitted
+
+    def metrics(self) -> dict[str, Any]:
+        return self.step.metrics(self.con)
+
+
+def by_window(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: (str(r.get("device_id")), r["windowStart"]))
+
+
+# --------------------------------------------------------------------------- tumbling
+
+
+def test_tumbling_event_time_emits_when_watermark_passes_end(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    driver = Driver(con, make_step("Aggregate", aggregate()))
+    assert driver.batch([rec("a", 1), rec("a", 3), rec("b", 9)]) == []
+    assert driver.metrics()["windows"] == 2
+    # watermark 11 - 2 = 9: the window [0, 10) is still open
+    assert driver.batch([rec("a", 11)]) == []
+    out = driver.batch([rec("a", 12)])  # watermark 10: [0, 10) closes
+    assert by_window(out) == [
+        {"device_id": "a", "windowStart": naive(at(0)), "windowEnd": naive(at(10)), "c": 2},
+        {"device_id": "b", "windowStart": naive(at(0)), "windowEnd": naive(at(10)), "c": 1},
+    ]
+    assert driver.metrics()["windows"] == 1
+    assert driver.batch([], final=True) == [
+        {"device_id": "a", "windowStart": naive(at(10)), "windowEnd": naive(at(20)), "c": 2}
+    ]
+    assert driver.metrics()["state_rows"] == 0
+
+
+def test_out_of_order_within_allowance_and_late_records(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, make_step("Aggregate", aggregate()))
+    driver.batch([rec("a", 5), rec("a", 11)])  # watermark 9
+    driver.batch([rec("a", 8)])  # out of order, its window [0, 10) is still open
+    out = driver.batch([rec("a", 13)])  # watermark 11: emits [0, 10) with 2 records
+    assert [r["c"] for r in out] == [2]
+    late = driver.batch([rec("a", 9), rec("a", 2), rec("a", 10)])  # window [0, 10) closed
+    assert late == []
+    assert driver.metrics()["late_records"] == 2
+    final = driver.batch([], final=True)
+    assert [(r["windowStart"], r["c"]) for r in final] == [(naive(at(10)), 3)]
+
+
+def test_offset_shifts_window_starts(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, make_step("Aggregate", aggregate(offset=3)))
+    out = driver.batch([rec("a", 1), rec("a", 2.5), rec("a", 3), rec("a", 12.9)], final=True)
+    assert [(r["windowStart"], r["windowEnd"], r["c"]) for r in by_window(out)] == [
+        (naive(at(-7)), naive(at(3)), 2),
+        (naive(at(3)), naive(at(13)), 2),
+    ]
+
+
+def test_state_table_names_are_safe_and_distinct() -> None:
+    assert state_prefix("a.b") != state_prefix("a_b")
+    assert state_prefix("x:y-z").replace("_", "").isalnum()
+
+
+AGGREGATES = [
+    {"field": "cnt", "type": "LONG", "aggregateType": "COUNT"},
+    {"field": "cnt_v", "type": "LONG", "aggregateField": "value", "aggregateType": "COUNT"},
+    {"field": "sum_v", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "SUM"},
+    {"field": "sum_n", "type": "LONG", "aggregateField": "n", "aggregateType": "SUM"},
+    {"field": "avg_v", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "AVG"},
+    {"field": "avg_n", "type": "DOUBLE", "aggregateField": "n", "aggregateType": "AVG"},
+    {"field": "max_v", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "MAX"},
+    {"field": "min_s", "type": "STRING", "aggregateField": "status", "aggregateType": "MIN"},
+    {"field": "first_v", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "FIRST"},
+    {"field": "last_v", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "LAST"},
+    {"field": "dist_n", "type": "LONG", "aggregateField": "n", "aggregateType": "COUNT_DISTINCT"},
+]
+
+REFERENCE = """
+    SELECT device_id, time_bucket(INTERVAL 10 seconds, event_time) AS "windowStart",
+        count(*) AS cnt, count(value) AS cnt_v, sum(value) AS sum_v, sum(n) AS sum_n,
+        avg(value) AS avg_v, avg(n) AS avg_n, max(value) AS max_v, min(status) AS min_s,
+        arg_min(value, (event_time, k)) FILTER (WHERE value IS NOT NULL) AS first_v,
+        arg_max(value, (event_time, k)) FILTER (WHERE value IS NOT NULL) AS last_v,
+        count(DISTINCT n) AS dist_n
+    FROM stream GROUP BY ALL
+"""
+
+
+def close(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def same_rows(mine: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> None:
+    assert len(mine) == len(reference)
+    for got, want in zip(by_window(mine), by_window(reference), strict=True):
+        for name, value in want.items():
+            assert close(got[name], value), (name, got, want)
+
+
+def stream_rows(count: int, keys: int = 4, seconds: float = 60.0) -> list[Row]:
+    rows: list[Row] = []
+    for i in range(count):
+        value = None if i % 11 == 5 else float((i * 37) % 101) / 7
+        rows.append(rec(f"d{i % keys}", (i * seconds / count), value, (i * 13) % 5, f"s{i % 3}"))
+    return rows
+
+
+def reference_rows(con: duckdb.DuckDBPyConnection, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    con.execute(f"CREATE OR REPLACE TABLE stream ({COLUMNS}, k INTEGER)")
+    con.executemany(
+        "INSERT INTO stream VALUES (?, ?, ?, ?, ?, ?)", [(*r, i) for i, r in enumerate(rows)]
+    )
+    result = con.execute(REFERENCE)
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def test_every_aggregate_exact_across_batches(con: duckdb.DuckDBPyConnection) -> None:
+    rows = stream_rows(600)
+    driver = Driver(con, make_step("Aggregate", aggregate(fields=AGGREGATES)))
+    out: list[dict[str, Any]] = []
+    for first in range(0, len(rows), 37):
+        out += driver.batch(rows[first : first + 37])
+    out += driver.batch([], final=True)
+    assert driver.metrics()["late_records"] == 0
+    same_rows(out, reference_rows(con, rows))
+    assert driver.metrics()["state_rows"] == 0
