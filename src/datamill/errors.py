@@ -57,6 +57,12 @@ class E(Enum):
     PATH_REFUSED = ErrorSpec("E18116", 400, "path is outside the allowed data roots")
     DATA_UNREADABLE = ErrorSpec("E18117", 400, "the data could not be read")
     OUTBOUND_REFUSED = ErrorSpec("E18118", 400, "outbound address is not allowed")
+    NOT_A_FILE_SOURCE = ErrorSpec(
+        "E18120", 400, "a stream connection has no files, file format or schema"
+    )
+    NOT_A_STREAM_CONNECTION = ErrorSpec(
+        "E18121", 400, "the data source is not a stream connection (mqtt, kafka, …)"
+    )
     # --- batch jobs and runs ---
     JOB_EXISTS = ErrorSpec("E18201", 409, "job already exists")
     JOB_NOT_FOUND = ErrorSpec("E18202", 404, "job does not exist")
@@ -106,6 +112,10 @@ class E(Enum):
         "E18721", 409, "the streaming job has no source fed by its ingest endpoint"
     )
     INVALID_RECORDS = ErrorSpec("E18722", 400, "the posted records are not JSON objects")
+    STREAM_SETTINGS_INVALID = ErrorSpec(
+        "E18760", 400, "an operator's settings do not fit the connection it names"
+    )
+    STREAM_CONNECT_FAILED = ErrorSpec("E18761", 502, "a stream connection could not be opened")
 
     @property
     def code(self) -> str:

@@ -1,7 +1,10 @@
 """Data sources of the batch catalog: where a job's input data lives and what it looks like.
 
-A data source has a ``type`` (``file``, ``s3`` or ``hdfs``) that selects its ``spec`` model,
-a file format shared by all types, and a ``schema`` of typed fields.
+A data source has a ``type`` that selects its ``spec`` model. File data sources (``file``,
+``s3`` — also accepted as ``kodo`` — and ``hdfs``) share a file format and have a ``schema``
+of typed fields. Stream connections (``mqtt``, ``kafka``, ``notification``, ``function``)
+are what streaming pipelines name in ``dataSourceId``: they have neither a file format nor
+a schema (a pipeline declares its records' fields in its source operator).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import FieldName, Model
+from datamill.errors import DatamillError, E
 
 
 class FileType(StrEnum):
@@ -177,12 +181,337 @@ class HdfsSpec(FormatSpec):
 
 
 SPEC_MODELS: dict[str, type[FormatSpec]] = {"file": FileSpec, "s3": S3Spec, "hdfs": HdfsSpec}
-DataSourceType = Literal["file", "s3", "hdfs"]
+"""The file data source types."""
 
 
 def parse_spec(type_: str, spec: dict[str, Any]) -> FormatSpec:
     """Validate ``spec`` with the model of ``type_``; errors carry the field under ``spec``."""
     return SPEC_MODELS[type_].model_validate(spec)
+
+
+# --------------------------------------------------------------------- stream connections
+
+HOST_RULE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$|^\[?[0-9a-fA-F:.]+\]?$"
+)
+FILE_ONLY_FIELDS = frozenset(
+    (
+        "fileType",
+        "delimiter",
+        "containsHeader",
+        "fileFilter",
+        "root",
+        "paths",
+        "bucket",
+        "keyPrefixes",
+        "endpoint",
+        "regionName",
+        "user",
+        "useHttps",
+        "secret",
+    )
+)
+"""Spec fields of file data sources, named in the error when given to a stream connection."""
+MQTT_TOPIC_RULE = re.compile(r"^[^\x00#+]*(/[^\x00#+]*)*$")
+
+
+def _check_host(value: str) -> str:
+    value = value.strip()
+    if not HOST_RULE.fullmatch(value):
+        raise PydanticCustomError(
+            "E18011",
+            "invalid host '{value}': a host name or IP address, without scheme or port",
+            {"value": value[:200]},
+        )
+    return value.strip("[]")
+
+
+def _check_mqtt_topic(value: str) -> str:
+    """A topic filter: levels split by ``/``; ``+`` a whole level, ``#`` only the last level."""
+    if not value or len(value.encode()) > 65535 or "\x00" in value:
+        raise PydanticCustomError("E18011", "a topic is 1-65535 bytes without NUL")
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if ("+" in level and level != "+") or (
+            "#" in level and (level != "#" or i != len(levels) - 1)
+        ):
+            raise PydanticCustomError(
+                "E18011",
+                "invalid topic '{value}': '+' must be a whole level and '#' the whole last level",
+                {"value": value[:200]},
+            )
+    return value
+
+
+def _check_kafka_topic(value: str) -> str:
+    if not re.fullmatch(r"[a-zA-Z0-9._-]{1,249}", value) or value in (".", ".."):
+        raise PydanticCustomError(
+            "E18011",
+            "invalid topic '{value}': 1-249 letters, digits, '.', '_' or '-'",
+            {"value": value[:200]},
+        )
+    return value
+
+
+def _check_servers(value: str | list[str]) -> str:
+    items = value if isinstance(value, list) else value.split(",")
+    servers = [item.strip() for item in items if item.strip()]
+    if not servers or len(servers) > 32:
+        raise PydanticCustomError("E18011", "give 1-32 servers as host:port")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise PydanticCustomError(
+                "E18011", "invalid server '{value}': use host:port", {"value": server[:200]}
+            )
+        _check_host(host)
+    return ",".join(servers)
+
+
+def _check_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise PydanticCustomError(
+            "E18011", "'{value}' must be an http(s) URL with a host", {"value": value[:200]}
+        )
+    if parts.username is not None or parts.password is not None:
+        raise PydanticCustomError(
+            "E18011", "credentials in the URL are not accepted; store them in a secret"
+        )
+    if parts.fragment or any(c.isspace() or ord(c) < 32 for c in value):
+        raise PydanticCustomError("E18011", "the URL may not have a fragment or spaces")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise PydanticCustomError("E18011", "the URL's port is not a number 0-65535") from None
+    return value
+
+
+Host = Annotated[str, Field(max_length=255), AfterValidator(_check_host)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_check_url)]
+EmailAddress = Annotated[
+    str, Field(max_length=254, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+]
+
+
+class StreamSpec(Model):
+    """Base of the stream connection specs: refuses file fields with a clear message."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_file_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in FILE_ONLY_FIELDS and key not in cls.model_fields:
+                    # A DatamillError (not a pydantic error) so the message names the field.
+                    hint = (
+                        " (name secrets in passwordSecret or tokenSecret)"
+                        if key == "secret"
+                        else ""
+                    )
+                    raise DatamillError(
+                        E.NOT_A_FILE_SOURCE,
+                        f"spec.{key}: a stream connection has no files; '{key}' applies to "
+                        f"file, s3 and hdfs data sources only{hint}",
+                        field=f"spec.{key}",
+                    )
+        return data
+
+    def secret_name(self) -> str | None:
+        """The secret this connection reads (by name), if any."""
+        return None
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        """``(host, port, field)`` of every address the connection opens."""
+        return []
+
+
+class MqttSpec(StreamSpec):
+    """An MQTT broker topic (filter, for sources). The password is a secret's ``password``."""
+
+    host: Host
+    port: Port = 1883
+    topic: Annotated[str, AfterValidator(_check_mqtt_topic)]
+    qos: Literal[0, 1, 2] = 1
+    clientId: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    username: str | None = Field(None, min_length=1, max_length=256)
+    passwordSecret: SecretRef | None = Field(None, description="secret with value 'password'")
+    tls: bool = False
+
+    def secret_name(self) -> str | None:
+        return self.passwordSecret
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        return [(self.host, self.port, "spec.host")]
+
+
+class KafkaSpec(StreamSpec):
+    """A Kafka topic. With ``username`` the client authenticates with SASL PLAIN, the
+    password being the value ``password`` of ``passwordSecret``."""
+
+    bootstrapServers: Annotated[str, BeforeValidator(_check_servers)] = Field(
+        description="host:port[,host:port…] (a JSON list is accepted too)"
+    )
+    topic: Annotated[str, AfterValidator(_check_kafka_topic)]
+    groupId: str | None = Field(None, pattern=r"^[a-zA-Z0-9._-]{1,249}$")
+    username: str | None = Field(None, min_length=1, max_length=256)
+    passwordSecret: SecretRef | None = Field(None, description="secret with value 'password'")
+    securityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        None, description="default PLAINTEXT, or SASL_SSL with a username"
+    )
+
+    @model_validator(mode="after")
+    def _sasl_rules(self) -> KafkaSpec:
+        if (self.username is None) != (self.passwordSecret is None):
+            raise PydanticCustomError(
+                "E18011", "username and passwordSecret go together (SASL PLAIN)"
+            )
+        if self.securityProtocol is None:
+            self.securityProtocol = "SASL_SSL" if self.username else "PLAINTEXT"
+        sasl = self.securityProtocol.startswith("SASL_")
+        if sasl != (self.username is not None):
+            raise PydanticCustomError(
+                "E18011",
+                "securityProtocol {protocol} "
+                + ("needs" if sasl else "takes no")
+                + " username and passwordSecret",
+                {"protocol": self.securityProtocol},
+            )
+        return self
+
+    def secret_name(self) -> str | None:
+        return self.passwordSecret
+
+    def servers(self) -> list[tuple[str, int]]:
+        out = []
+        for server in self.bootstrapServers.split(","):
+            host, _, port = server.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        return [(h, p, "spec.bootstrapServers") for h, p in self.servers()]
+
+
+class NotificationChannel(StrEnum):
+    email = "email"
+    webhook = "webhook"
+    chat = "chat"
+
+
+class NotificationSpec(StreamSpec):
+    """Where SMNSink notifications go: an HTTP webhook, a chat webhook or email (SMTP).
+
+    ``tokenSecret`` names a secret: for webhook and chat its value ``token`` is sent as
+    ``Authorization: Bearer``; for email its values ``username`` and ``password`` log in.
+    """
+
+    channel: NotificationChannel
+    url: HttpUrl | None = Field(None, description="webhook and chat: the URL posted to")
+    smtpHost: Host | None = None
+    smtpPort: Port | None = Field(None, description="default 587 (starttls), 465 (tls), 25")
+    smtpSecurity: Literal["starttls", "tls", "none"] = "starttls"
+    from_: EmailAddress | None = Field(None, alias="from")
+    to: list[EmailAddress] | None = Field(None, min_length=1, max_length=100)
+    tokenSecret: SecretRef | None = None
+    rateLimitPerMinute: int = Field(60, ge=1, le=100_000)
+    timeoutSeconds: float = Field(10, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _channel_fields(self) -> NotificationSpec:
+        email_fields = ("smtpHost", "from", "to")
+        if self.channel == NotificationChannel.email:
+            for key in email_fields:
+                if getattr(self, "from_" if key == "from" else key) is None:
+                    raise PydanticCustomError(
+                        "E18011", "{key} is required for the email channel", {"key": key}
+                    )
+            if self.url is not None:
+                raise PydanticCustomError("E18011", "url applies to webhook and chat only")
+            if self.smtpPort is None:
+                self.smtpPort = {"starttls": 587, "tls": 465, "none": 25}[self.smtpSecurity]
+        else:
+            if self.url is None:
+                raise PydanticCustomError(
+                    "E18011",
+                    "url is required for the {channel} channel",
+                    {"channel": self.channel.value},
+                )
+            for key in (*email_fields, "smtpPort"):
+                if getattr(self, "from_" if key == "from" else key) is not None:
+                    raise PydanticCustomError(
+                        "E18011", "{key} applies to the email channel only", {"key": key}
+                    )
+        return self
+
+    def secret_name(self) -> str | None:
+        return self.tokenSecret
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        if self.channel == NotificationChannel.email:
+            return [(self.smtpHost or "", self.smtpPort or 25, "spec.smtpHost")]
+        return [_url_target(self.url or "", "spec.url")]
+
+
+class FunctionSpec(StreamSpec):
+    """An HTTP function CallFunctionGraph calls with each record's ``apiParamFields``."""
+
+    url: HttpUrl
+    method: Literal["POST", "PUT"] = "POST"
+    timeoutSeconds: float = Field(10, gt=0, le=300)
+    tokenSecret: SecretRef | None = Field(
+        None, description="secret whose value 'token' is sent as Authorization: Bearer"
+    )
+    batchSize: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="records per request: 1 posts one JSON object, more post a JSON array "
+        "and expect an array of as many results",
+    )
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+
+    def secret_name(self) -> str | None:
+        return self.tokenSecret
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        return [_url_target(self.url, "spec.url")]
+
+
+def _url_target(url: str, field: str) -> tuple[str, int, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), field
+
+
+STREAM_SPEC_MODELS: dict[str, type[StreamSpec]] = {
+    "mqtt": MqttSpec,
+    "kafka": KafkaSpec,
+    "notification": NotificationSpec,
+    "function": FunctionSpec,
+}
+"""The stream connection types: no files, no schema; named by streaming operators."""
+TYPE_ALIASES = {"kodo": "s3"}
+"""Other names accepted for a type on input (stored and returned under the canonical name)."""
+
+DataSourceType = Literal["file", "s3", "hdfs", "mqtt", "kafka", "notification", "function"]
+
+
+def is_stream_type(type_: str) -> bool:
+    return type_ in STREAM_SPEC_MODELS
+
+
+def parse_stream_spec(type_: str, spec: dict[str, Any]) -> StreamSpec:
+    """Validate a stream connection's ``spec`` with the model of ``type_``."""
+    return STREAM_SPEC_MODELS[type_].model_validate(spec)
+
+
+def _canonical_type(value: Any) -> Any:
+    return TYPE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 class DataSourceBase(Model):
@@ -204,7 +533,10 @@ class DataSourceBase(Model):
 
 
 class DataSourceCreate(DataSourceBase):
-    type: DataSourceType
+    type: Annotated[DataSourceType, BeforeValidator(_canonical_type)] = Field(
+        description="file, s3 (alias kodo), hdfs; stream connections: mqtt, kafka, "
+        "notification, function"
+    )
     region: str | None = Field(None, max_length=64)
     workflow: str | None = Field(None, max_length=128)
     noVerifySchema: bool = Field(
@@ -214,6 +546,15 @@ class DataSourceCreate(DataSourceBase):
 
     @model_validator(mode="after")
     def _schema_needed(self) -> DataSourceCreate:
+        if is_stream_type(self.type):
+            if self.schema_:
+                raise PydanticCustomError(
+                    "E18120",
+                    "schema: a {type} connection has no schema; a streaming pipeline declares "
+                    "its records' fields in its source operator",
+                    {"type": self.type},
+                )
+            return self
         if self.noVerifySchema and not self.schema_:
             raise PydanticCustomError(
                 "E18105", "schema is required (non-empty) when noVerifySchema is true"
@@ -237,7 +578,7 @@ class DataSource(Model):
 
 
 class SchemaRequest(Model):
-    type: DataSourceType
+    type: Annotated[DataSourceType, BeforeValidator(_canonical_type)]
     spec: dict[str, Any]
 
 

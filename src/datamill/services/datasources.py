@@ -1,4 +1,9 @@
-"""Data sources: create, update, read, delete; schema inference and preview through DuckDB."""
+"""Data sources: create, update, read, delete; schema inference and preview through DuckDB.
+
+Stream connections (``mqtt``, ``kafka``, ``notification``, ``function``) are data sources
+too: same names, same secrets, same API. They have no files and no schema, so inference
+and preview refuse them; :func:`stream_connection` resolves one for the streaming engine.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from datamill.connectors.files import FILE_SOURCES, FileSet, SourceContext
+from datamill.connectors.streams.base import StreamConnection
 from datamill.domain.common import Page, PageOf, aware, validation_failure
 from datamill.domain.datasources import (
     DataSource,
@@ -26,12 +32,16 @@ from datamill.domain.datasources import (
     S3Spec,
     SchemaField,
     SchemaRequest,
+    StreamSpec,
+    is_stream_type,
     parse_spec,
+    parse_stream_spec,
     schema_changes,
 )
 from datamill.domain.variables import Resolver
 from datamill.engines import duckdb as engine
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import check_host
 from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
 from datamill.services.secrets import secret_values
@@ -78,8 +88,48 @@ def _typed_spec(type_: str, spec: dict[str, Any]) -> FormatSpec:
         raise validation_failure(exc, prefix="spec") from None
 
 
-def _secret_name(spec: FormatSpec) -> str | None:
+def _secret_name(spec: FormatSpec | StreamSpec) -> str | None:
+    if isinstance(spec, StreamSpec):
+        return spec.secret_name()
     return spec.secret if isinstance(spec, S3Spec) else None
+
+
+def _stream_spec(type_: str, spec: dict[str, Any]) -> StreamSpec:
+    try:
+        return parse_stream_spec(type_, spec)
+    except ValidationError as exc:
+        raise validation_failure(exc, prefix="spec") from None
+
+
+def _secret_field(spec: StreamSpec) -> str:
+    """The spec field naming the secret (for error messages)."""
+    return "spec.tokenSecret" if hasattr(spec, "tokenSecret") else "spec.passwordSecret"
+
+
+def _no_files(type_: str, what: str) -> DatamillError:
+    return DatamillError(
+        E.NOT_A_FILE_SOURCE,
+        f"type: a {type_} data source is a stream connection: it has no files, so {what} "
+        "does not apply (streaming pipelines name it in dataSourceId)",
+        field="type",
+    )
+
+
+def _checked_stream_spec(
+    runtime: Runtime, session: Session, project_id: int, type_: str, spec: dict[str, Any]
+) -> StreamSpec:
+    """The typed spec, its secret present and every host it opens allowed (SSRF guard)."""
+    typed = _stream_spec(type_, spec)
+    secret = typed.secret_name()
+    if secret:
+        secret_values(runtime, session, project_id, secret, _secret_field(typed))
+    for host, port, field in typed.outbound_targets():
+        check_host(host, port, runtime.settings.outbound_allow, field)
+    return typed
+
+
+def _dump(spec: FormatSpec | StreamSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 class SourceReader:
@@ -205,9 +255,38 @@ def _verified_schema(
     return list(by_key.values())
 
 
+def _create_stream_connection(
+    runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: DataSourceCreate
+) -> DataSource:
+    spec = _checked_stream_spec(runtime, session, access.project_id, body.type, body.spec)
+    row = DataSourceRow(
+        project_id=access.project_id,
+        name=name,
+        type=body.type,
+        region=body.region,
+        spec=_dump(spec),
+        schema=[],
+        no_verify_schema=body.noVerifySchema,
+        secret_name=spec.secret_name(),
+    )
+    return _insert(session, row, name)
+
+
+def _insert(session: Session, row: DataSourceRow, name: str) -> DataSource:
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise DatamillError(E.DATASOURCE_EXISTS, f"data source '{name}' already exists") from None
+    return _out(row)
+
+
 def create_datasource(
     runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: DataSourceCreate
 ) -> DataSource:
+    if is_stream_type(body.type):
+        return _create_stream_connection(runtime, session, access, name, body)
     spec = _typed_spec(body.type, body.spec)
     reader = SourceReader.of(runtime, session, access)
     if body.noVerifySchema:
@@ -232,13 +311,7 @@ def create_datasource(
         no_verify_schema=body.noVerifySchema,
         secret_name=_secret_name(spec),
     )
-    session.add(row)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise DatamillError(E.DATASOURCE_EXISTS, f"data source '{name}' already exists") from None
-    return _out(row)
+    return _insert(session, row, name)
 
 
 def update_datasource(
@@ -246,6 +319,20 @@ def update_datasource(
 ) -> DataSource:
     """Replace the spec; the schema may gain fields but never lose or retype one."""
     row = _row(session, access.project_id, name)
+    if is_stream_type(row.type):
+        if body.schema_:
+            raise DatamillError(
+                E.NOT_A_FILE_SOURCE,
+                f"schema: a {row.type} connection has no schema; a streaming pipeline "
+                "declares its records' fields in its source operator",
+                field="schema",
+            )
+        stream_spec = _checked_stream_spec(runtime, session, access.project_id, row.type, body.spec)
+        row.spec = _dump(stream_spec)
+        row.secret_name = stream_spec.secret_name()
+        row.updated_at = utcnow()
+        session.commit()
+        return _out(row)
     spec = _typed_spec(row.type, body.spec)
     old = [SchemaField.model_validate(f) for f in row.schema]
     if row.no_verify_schema:
@@ -316,6 +403,8 @@ def delete_datasource(session: Session, access: ProjectAccess, name: str) -> Non
 def infer_schema(
     runtime: Runtime, session: Session, access: ProjectAccess, body: SchemaRequest
 ) -> list[SchemaField]:
+    if is_stream_type(body.type):
+        raise _no_files(body.type, "schema inference")
     spec = _typed_spec(body.type, body.spec)
     return SourceReader.of(runtime, session, access).infer(body.type, spec, utcnow())
 
@@ -329,9 +418,57 @@ def preview_datasource(
     at: datetime | None,
 ) -> Preview:
     row = _row(session, access.project_id, name)
+    if is_stream_type(row.type):
+        raise _no_files(row.type, "preview")
     spec = _typed_spec(row.type, row.spec)
     schema = [SchemaField.model_validate(f) for f in row.schema]
     limit = min(limit, runtime.settings.preview_max_rows)
     return SourceReader.of(runtime, session, access).preview(
         row.type, spec, schema, aware(at) if at else utcnow(), limit
     )
+
+
+def resolve_stream_connection(
+    runtime: Runtime, session: Session, project_id: int, name: str, field: str = "dataSourceId"
+) -> StreamConnection:
+    """The stream connection ``name`` of a project, its secret's values decrypted.
+
+    For processes without a caller (pipeline workers); :func:`stream_connection` is the same
+    for a caller's :class:`ProjectAccess`. The spec is re-validated; the connectors check
+    the hosts against the outbound guard again when they connect.
+    """
+    row = session.scalars(
+        select(DataSourceRow).where(
+            DataSourceRow.project_id == project_id, DataSourceRow.name == name
+        )
+    ).first()
+    if row is None:
+        raise DatamillError(
+            E.DATASOURCE_NOT_FOUND, f"{field}: data source '{name}' does not exist", field=field
+        )
+    if not is_stream_type(row.type):
+        raise DatamillError(
+            E.NOT_A_STREAM_CONNECTION,
+            f"{field}: data source '{name}' is a {row.type} data source, not a stream "
+            "connection (mqtt, kafka, notification or function)",
+            field=field,
+        )
+    spec = _stream_spec(row.type, row.spec)
+    secret = spec.secret_name()
+    values = (
+        secret_values(runtime, session, project_id, secret, f"{name}: {_secret_field(spec)}")
+        if secret
+        else {}
+    )
+    return StreamConnection(name=row.name, type=row.type, spec=_dump(spec), secret_values=values)
+
+
+def stream_connection(
+    runtime: Runtime, session: Session, access: ProjectAccess, name: str
+) -> StreamConnection:
+    """The stream connection an operator names in ``dataSourceId``, ready for a connector:
+    its spec as a dict and its secret's values decrypted (never put these in a response).
+
+    Raises E18102 when it does not exist and E18121 when it is a file data source.
+    """
+    return resolve_stream_connection(runtime, session, access.project_id, name)

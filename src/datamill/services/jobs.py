@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from datamill.domain.common import NAME_RULE, Page, PageOf
-from datamill.domain.datasources import SchemaField
+from datamill.domain.datasources import SchemaField, is_stream_type
 from datamill.domain.jobs import (
     Job,
     JobBody,
@@ -71,6 +71,13 @@ def source_schemas(
                 raise DatamillError(
                     E.DATASOURCE_NOT_FOUND,
                     f"{field}: data source '{src.name}' does not exist",
+                    field=field,
+                )
+            if is_stream_type(ds.type):
+                raise DatamillError(
+                    E.NOT_A_FILE_SOURCE,
+                    f"{field}: data source '{src.name}' is a {ds.type} stream connection; "
+                    "batch jobs read file, s3 and hdfs data sources",
                     field=field,
                 )
             schemas[src.tableName] = [SchemaField.model_validate(f) for f in ds.schema]

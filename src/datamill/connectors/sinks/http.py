@@ -37,8 +37,9 @@ import ssl
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -233,6 +234,52 @@ def _excerpt(response: httpx.Response, limit: int = 300) -> str:
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
+class OutboundContext(Protocol):
+    """What an outbound HTTP client needs from its caller's context (an export's
+    :class:`ExportContext` or a stream connector's ``StreamContext``)."""
+
+    outbound_allow: list[str]
+    secret_values: Mapping[str, str]
+
+    @property
+    def log(self) -> Callable[[str], None]: ...
+
+
+@dataclass(frozen=True)
+class PinnedUrl:
+    """A base URL whose host was resolved once and passed the outbound guard.
+
+    ``base`` holds the IP address instead of the name; requests to it must carry ``host``
+    as their ``Host`` header and ``extensions`` (the TLS server name, for https).
+    ``shown`` is the URL as the user wrote it (for messages).
+    """
+
+    base: str
+    shown: str
+    host: str
+    address: str
+    extensions: dict[str, Any]
+
+
+def pin_url(url: str, allow: list[str], field: str) -> PinnedUrl:
+    """Resolve ``url``'s host once through the outbound guard (:func:`check_url`)."""
+    parts = urlsplit(url)
+    address = check_url(url, allow, field)
+    host = parts.hostname or ""
+    port = parts.port
+    shown_host = f"[{host}]" if ":" in host else host
+    ip_host = f"[{address}]" if ":" in address else address
+    suffix = f":{port}" if port is not None else ""
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return PinnedUrl(
+        base=urlunsplit((parts.scheme, ip_host + suffix, parts.path.rstrip("/"), parts.query, "")),
+        shown=urlunsplit((parts.scheme, shown_host + suffix, parts.path, parts.query, "")),
+        host=shown_host + suffix,
+        address=address,
+        extensions=extensions,
+    )
+
+
 class OutboundHttp:
     """An HTTP client for one base URL that connects only where the outbound guard allows.
 
@@ -248,26 +295,19 @@ class OutboundHttp:
     def __init__(
         self,
         base_url: str,
-        ctx: ExportContext,
+        ctx: OutboundContext,
         field: str,
         timeout: float,
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
-        address = check_url(base_url, ctx.outbound_allow, field)
-        host = parts.hostname or ""
-        port = parts.port
-        shown_host = f"[{host}]" if ":" in host else host
-        ip_host = f"[{address}]" if ":" in address else address
-        suffix = f":{port}" if port is not None else ""
-        self.shown = urlunsplit((parts.scheme, shown_host + suffix, parts.path, "", ""))
-        self._base = urlunsplit((parts.scheme, ip_host + suffix, parts.path.rstrip("/"), "", ""))
-        self._host_header = shown_host + suffix
-        self._extensions: dict[str, Any] = {}
-        if parts.scheme == "https":
-            self._extensions["sni_hostname"] = host
-        self.address = address
+        pinned = pin_url(urlunsplit((*parts[:3], "", "")), ctx.outbound_allow, field)
+        self.shown = pinned.shown
+        self._base = pinned.base
+        self._host_header = pinned.host
+        self._extensions: dict[str, Any] = dict(pinned.extensions)
+        self.address = pinned.address
         self.ctx = ctx
         self.statuses: Counter[int] = Counter()
         self._client = httpx.Client(
@@ -351,7 +391,7 @@ def _certificate_refused(exc: BaseException) -> bool:
 
 
 def secret_value(
-    ctx: ExportContext, secret: str | None, key: str, *, required: bool = True
+    ctx: OutboundContext, secret: str | None, key: str, *, required: bool = True
 ) -> str | None:
     """One value of the spec's secret; a missing required one is E18503."""
     if secret is None:
@@ -366,7 +406,7 @@ def secret_value(
     return value
 
 
-def basic_auth(ctx: ExportContext, secret: str | None) -> tuple[str, str] | None:
+def basic_auth(ctx: OutboundContext, secret: str | None) -> tuple[str, str] | None:
     """``(username, password)`` from the secret, for basic authentication."""
     if secret is None:
         return None
