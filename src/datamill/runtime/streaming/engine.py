@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -104,6 +105,14 @@ class EngineConfig:
     stop_when_exhausted: bool = False
     """Stop once every source reports :meth:`exhausted` (a bounded run): the last batch is
     processed with ``final=True`` and checkpointed."""
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def _table_ref(name: str) -> str:
+    """A table name a step returned, as SQL (a plain name is quoted; others already are)."""
+    return quote_identifier(name) if _PLAIN_NAME.fullmatch(name) else name
 
 
 def _now() -> datetime:
@@ -284,9 +293,10 @@ class Engine:
 
     def _temp_table(self, name: str, sql: str) -> str:
         assert self.con is not None
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote_identifier(name)} AS {sql}")
-        self._temp.append(name)
-        return quote_identifier(name)
+        ref = quote_identifier(name)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {ref} AS {sql}")
+        self._temp.append(ref)
+        return ref
 
     def _count(self, relation: str) -> int:
         assert self.con is not None
@@ -438,11 +448,9 @@ class Engine:
         else:
             table = self._temp_table(f"__in_{op_id}", f"SELECT * FROM {relation}")
             count_in = self._count(table)
-        out = node.step.process(self.con, table.strip('"').replace('""', '"'), ctx)
+        out = _table_ref(node.step.process(self.con, table, ctx))
         self._temp.append(out)
-        quoted = quote_identifier(out)
-        count_out = self._count(quoted)
-        return quoted, count_in, count_out
+        return out, count_in, self._count(out)
 
     def _run_transform(self, node: TransformNode, relation: str) -> str:
         assert self.con is not None
@@ -495,9 +503,9 @@ class Engine:
 
     def _drop_temp(self) -> None:
         assert self.con is not None
-        for name in reversed(self._temp):
+        for ref in reversed(self._temp):
             with contextlib.suppress(duckdb.Error):
-                self.con.execute(f"DROP TABLE IF EXISTS {quote_identifier(name)}")
+                self.con.execute(f"DROP TABLE IF EXISTS {ref}")
         for name in self._registered:
             with contextlib.suppress(duckdb.Error):
                 self.con.unregister(name)
