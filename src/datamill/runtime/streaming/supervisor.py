@@ -27,21 +27,25 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
-from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
 
 from datamill.config import Settings
 from datamill.connectors.streams.base import StreamConnection
+from datamill.domain.projects import Role
 from datamill.domain.streaming import JobState, StreamingJobBody
+from datamill.domain.users import Principal
 from datamill.errors import DatamillError, E
 from datamill.runtime.lifecycle import child_runtime, die_with_parent, parent_alive
 from datamill.runtime.streaming.engine import Engine, EngineConfig, JobLog, job_dir
 from datamill.runtime.streaming.plan import connection_names
 from datamill.services import runs
 from datamill.services import streaming as service
+from datamill.services.access import ProjectAccess
+from datamill.services.datasources import stream_connection
 from datamill.services.runtime import Runtime
+from datamill.store.projects import get_project
 
 log = structlog.get_logger("datamill.streaming")
 FAILURE_FILE = "failure.txt"
@@ -196,7 +200,13 @@ class Supervisor:
         try:
             config = self._config(session, claimed)
         except DatamillError as exc:
+            session.rollback()
             self._fail_claim(session, claimed, exc.message)
+            return
+        except Exception as exc:  # a bug or a broken connection spec: fail the job, say why
+            session.rollback()
+            log.exception("cannot prepare a streaming job", job=claimed.job_id)
+            self._fail_claim(session, claimed, f"cannot start: {type(exc).__name__}: {exc}")
             return
         if claimed.state == JobState.RUNNING:
             message = f"its engine was lost; resuming from the last checkpoint on {self.name}"
@@ -219,7 +229,7 @@ class Supervisor:
         connections: dict[str, StreamConnection] = {}
         names = connection_names(body)
         if names:
-            connections = _resolve_connections(session, claimed, names)
+            connections = _resolve_connections(self.runtime, session, claimed, names)
         settings = self.settings
         return EngineConfig(
             project=claimed.project,
@@ -272,30 +282,14 @@ class Supervisor:
 
 
 def _resolve_connections(
-    session: Session, claimed: service.Claimed, names: list[str]
+    runtime: Runtime, session: Session, claimed: service.Claimed, names: list[str]
 ) -> dict[str, StreamConnection]:
-    from datamill.domain.projects import Role
-    from datamill.domain.users import Principal
-    from datamill.services import datasources
-    from datamill.services.access import ProjectAccess
-    from datamill.store.projects import get_project
-
-    resolve: Any = getattr(datasources, "stream_connection", None)
-    if resolve is None:
-        raise DatamillError(
-            E.INVALID_STREAMING_JOB,
-            "streaming connections (dataSourceId) are not available in this server",
-        )
     project = get_project(session, claimed.project)
     if project is None:
         raise DatamillError(E.STREAMING_JOB_NOT_FOUND, "the job's project is gone")
     engine_principal = Principal(id=0, name="streaming-engine", isAdmin=True)
     access = ProjectAccess(project, Role.owner, engine_principal)
-    found = {}
-    for name in names:
-        connection: StreamConnection = resolve(session, access, name)
-        found[name] = connection
-    return found
+    return {name: stream_connection(runtime, session, access, name) for name in names}
 
 
 def supervisor_main(settings_json: str, parent_pid: int) -> None:
