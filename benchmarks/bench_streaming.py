@@ -283,8 +283,8 @@ class Server:
         self.folder = folder
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        env = {
-            **os.environ,
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAMILL_")}
+        env |= {
             "DATAMILL_DATA_DIR": str(folder / "data"),
             "DATAMILL_DATA_ROOTS": json.dumps({"default": str(folder / "files")}),
             "DATAMILL_PORT": str(self.port),
@@ -295,13 +295,17 @@ class Server:
             "DATAMILL_STREAMING_POLL_SECONDS": "0.1",
         }
         (folder / "files").mkdir(parents=True, exist_ok=True)
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        handle = (folder / "server.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "datamill", "server"],
+            [sys.executable, "-m", "datamill.cli.main", "server", "--port", str(self.port)],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            cwd=folder / "data",
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        handle.close()
         token_file = folder / "data" / "admin.token"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -360,6 +364,7 @@ def http_ingest(files: list[Path], work: Path, events: int) -> dict[str, Any]:
             {"device_id": d, "event_time": t, "value": v, "status": s} for d, t, v, s in part
         ]
         bodies.append(json.dumps(records).encode())
+    shutil.rmtree(work / "http", ignore_errors=True)
     server = Server(work / "http")
     try:
         job_id = _start_job(server, "bench", w2_pipeline("w2_http", 10))
@@ -426,6 +431,7 @@ def latency(work: Path, rate: int, seconds: float) -> dict[str, Any]:
         ],
         "runtime": {"checkpointIntervalSeconds": 1},
     }
+    shutil.rmtree(work / "latency", ignore_errors=True)
     server = Server(work / "latency")
     try:
         job_id = _start_job(server, "lat", body)

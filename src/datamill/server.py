@@ -27,7 +27,11 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     print(f"metadata: {runtime.engine.url.render_as_string(hide_password=True)}", flush=True)
     print(f"admin token file: {settings.admin_token_file}", flush=True)
     if demo:
-        print("demo project: 'demo' (data sources 'events' and 'devices')", flush=True)
+        print(
+            "demo project: 'demo' (data sources 'events' and 'devices', running streaming "
+            "job 'device_alerts')",
+            flush=True,
+        )
         print(
             f'try: curl -H "Authorization: Bearer $(cat {settings.admin_token_file})" '
             f"{url}/api/v1/projects/demo/datasources/events/preview",
