@@ -261,3 +261,112 @@ def test_every_aggregate_exact_across_batches(con: duckdb.DuckDBPyConnection) ->
     assert driver.metrics()["late_records"] == 0
     same_rows(out, reference_rows(con, rows))
     assert driver.metrics()["state_rows"] == 0
+
+
+def windows_of(out: Sequence[dict[str, Any]], *names: str) -> list[tuple[Any, ...]]:
+    """(key, start s, end s, *values) of each emitted row, sorted."""
+    rows = [
+        (
+            r.get("device_id"),
+            (r["windowStart"] - naive(T0)).total_seconds(),
+            (r["windowEnd"] - naive(T0)).total_seconds(),
+            *(r[n] for n in names),
+        )
+        for r in out
+    ]
+    return sorted(rows, key=lambda row: (str(row[0]), row[1]))
+
+
+# --------------------------------------------------------------------------- sliding
+
+
+def test_sliding_windows_event_time(con: duckdb.DuckDBPyConnection) -> None:
+    fields = [
+        {"field": "c", "type": "LONG", "aggregateType": "COUNT"},
+        {"field": "s", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "SUM"},
+    ]
+    step = make_step("Aggregate", aggregate("SlidingTimeWindows", fields, size=10, slide=5))
+    driver = Driver(con, step)
+    out = driver.batch([rec("a", 1, 1.0), rec("a", 6, 2.0), rec("a", 12, 4.0)])  # watermark 10
+    # windows ending by 10: [-5, 5) holds t=1, [0, 10) holds 1 and 6
+    assert windows_of(out, "c", "s") == [("a", -5, 5, 1, 1.0), ("a", 0, 10, 2, 3.0)]
+    out += driver.batch([rec("a", 8, 8.0)])  # only [5, 15) of its windows is still open
+    assert driver.metrics()["late_records"] == 0
+    out += driver.batch([rec("a", 3, 16.0)])  # both its windows are closed: late
+    assert driver.metrics()["late_records"] == 1
+    final = driver.batch([], final=True)
+    assert windows_of(final, "c", "s") == [("a", 5, 15, 3, 14.0), ("a", 10, 20, 1, 4.0)]
+
+
+def test_sliding_equals_group_by_over_expanded_windows(con: duckdb.DuckDBPyConnection) -> None:
+    rows = stream_rows(400, keys=3, seconds=50)
+    fields = [
+        {"field": "c", "type": "LONG", "aggregateType": "COUNT"},
+        {"field": "mx", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "MAX"},
+        {"field": "dn", "type": "LONG", "aggregateField": "n", "aggregateType": "COUNT_DISTINCT"},
+    ]
+    step = make_step("Aggregate", aggregate("SlidingTimeWindows", fields, size=9, slide=4))
+    driver = Driver(con, step)
+    out: list[dict[str, Any]] = []
+    for first in range(0, len(rows), 53):
+        out += driver.batch(rows[first : first + 53])
+    out += driver.batch([], final=True)
+    reference_rows(con, rows)
+    expected = con.execute(
+        """
+        SELECT device_id, s / 1e6 - 1767225600 AS ws, count(*), max(value), count(DISTINCT n)
+        FROM (SELECT *, (epoch_us(event_time) // 4000000 - j) * 4000000 AS s
+              FROM stream, range(3) AS r(j))
+        WHERE s + 9000000 > epoch_us(event_time)
+        GROUP BY ALL ORDER BY 1, 2
+        """
+    ).fetchall()
+    got = [(r[0], r[1], r[3], r[4], r[5]) for r in windows_of(out, "c", "mx", "dn")]
+    assert got == [(k, float(s), c, m, d) for k, s, c, m, d in expected]
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def session(**more: Any) -> dict[str, Any]:
+    fields = [
+        {"field": "c", "type": "LONG", "aggregateType": "COUNT"},
+        {"field": "s", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "SUM"},
+        {"field": "f", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "FIRST"},
+        {"field": "l", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "LAST"},
+        {"field": "dn", "type": "LONG", "aggregateField": "n", "aggregateType": "COUNT_DISTINCT"},
+    ]
+    return aggregate("SessionWindows", fields, gap=5, **more)
+
+
+def test_session_windows_merge_across_batches(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, make_step("Aggregate", session()), lag=10)
+    assert driver.batch([rec("a", 0, 1.0, 1), rec("a", 3, 2.0, 2), rec("b", 1, 5.0, 1)]) == []
+    assert driver.metrics()["windows"] == 2  # a [0, 8), b [1, 6)
+    assert driver.batch([rec("a", 12, 4.0, 1)]) == []  # a second session of a: [12, 17)
+    assert driver.metrics()["windows"] == 3
+    # 7.5 extends [0, 8) to [0, 12.5); 8 (to 13) then bridges it with [12, 17)
+    assert driver.batch([rec("a", 8, 8.0, 3), rec("a", 7.5, 16.0, 3)]) == []
+    assert driver.metrics()["windows"] == 2
+    out = driver.batch([rec("c", 30)])  # watermark 20
+    assert windows_of(out, "c", "s", "f", "l", "dn") == [
+        ("a", 0, 17, 5, 31.0, 1.0, 4.0, 3),
+        ("b", 1, 6, 1, 5.0, 5.0, 5.0, 1),
+    ]
+    assert driver.metrics()["late_records"] == 0
+    assert driver.batch([rec("a", 9)]) == []  # 9 + 5 <= 20: late
+    assert driver.metrics()["late_records"] == 1
+    final = driver.batch([], final=True)
+    assert windows_of(final, "c") == [("c", 30, 35, 1)]
+    assert driver.metrics()["state_rows"] == 0
+
+
+def test_session_windows_without_keys(con: duckdb.DuckDBPyConnection) -> None:
+    step = make_step("Aggregate", aggregate("SessionWindows", keys=(), gap=2))
+    driver = Driver(con, step, lag=0)
+    driver.batch([rec("a", 0), rec("b", 1)])
+    driver.batch([rec("c", 2.5)])
+    out = driver.batch([rec("a", 10)])
+    assert [(r["windowStart"], r["windowEnd"], r["c"]) for r in out] == [
+        (naive(at(0)), naive(at(4.5)), 3)
+    ]

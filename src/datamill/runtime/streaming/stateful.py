@@ -139,6 +139,16 @@ def prefixed(columns: Sequence[str], alias: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in columns)
 
 
+def part_g(keys: Sequence[str]) -> str:
+    """The window of one island: its key and island number."""
+    return "PARTITION BY " + ", ".join([*keys, "_g"])
+
+
+def aliased(columns: Sequence[str], alias: str) -> str:
+    """``columns`` of ``alias`` as the leading items of a select list."""
+    return "".join(f"{alias}.{c}, " for c in columns)
+
+
 def lead(columns: Sequence[str]) -> str:
     """``columns`` as the leading items of a select list (empty string when none)."""
     return "".join(f"{c}, " for c in columns)
@@ -429,9 +439,9 @@ class AggregateStep:
             f"_us - (((_us - {self.offset}) % {step} + {step}) % {step}) + {self.size} <= {prev_us}"
         )
 
-    def accepted_sql(self, input_sql: str, ctx: BatchContext, batch: int, prev: int | None) -> str:
-        """The records that are aggregated: on time, with a time, and (eventConditions)
-        while their key's gate is open."""
+    def ontime_sql(self, input_sql: str, ctx: BatchContext, batch: int, prev: int | None) -> str:
+        """The records on time and with a time; with eventConditions, ``_open`` tells
+        whether the key's gate is open after each (those are aggregated)."""
         where = "_us IS NOT NULL"
         if prev is not None:
             where += f" AND NOT ({self.late_sql(prev)})"
@@ -441,15 +451,13 @@ class AggregateStep:
         keys = self.keys or ["_nokey"]
         nokey = "" if self.keys else "TRUE AS _nokey, "
         return f"""
-            SELECT r.* EXCLUDE (_open) FROM (
-                SELECT r.*, coalesce(
-                    last_value(r._f IGNORE NULLS) OVER (
-                        PARTITION BY {prefixed(keys, "r")} ORDER BY r._r
-                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
-                    g._open, FALSE) AS _open
-                FROM (SELECT {nokey}* FROM ({rows})) r
-                LEFT JOIN {self.gate} g ON {same(keys, "r", "g")}
-            ) r WHERE _open"""
+            SELECT r.*, coalesce(
+                last_value(r._f IGNORE NULLS) OVER (
+                    PARTITION BY {prefixed(keys, "r")} ORDER BY r._r
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+                g._open, FALSE) AS _open
+            FROM (SELECT {nokey}* FROM ({rows})) r
+            LEFT JOIN {self.gate} g ON {same(keys, "r", "g")}"""
 
     def windowed_sql(self, accepted: str, prev: int | None) -> str:
         """Tumbling / sliding: accepted records with ``_ws``/``_we`` (µs) of each window."""
@@ -497,7 +505,7 @@ class AggregateStep:
                 f"SELECT {nokey}{lead(self.keys)}_f AS _open, "
                 f"CAST(NULL AS TIMESTAMP) AS _touched FROM ({records})",
             )
-        accepted = self.accepted_sql(input_sql, _NO_CONTEXT, 0, None)
+        accepted = self.ontime_sql(input_sql, _NO_CONTEXT, 0, None)
         if self.window == WindowType.SessionWindows:
             windowed = f"SELECT *, _us AS _wsu FROM ({accepted})"
         else:
@@ -532,12 +540,13 @@ class AggregateStep:
                     "late_records",
                     f"SELECT count(*) FROM ({records}) WHERE {self.late_sql(prev)}",
                 )
-        accepted = self.accepted_sql(input_sql, ctx, batch, prev)
+        ontime = self.ontime_sql(input_sql, ctx, batch, prev)
         needs_rows = self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
         scratch = quote_identifier(f"{self.prefix}_acc")
         if needs_rows:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {scratch} AS {accepted}")
-            accepted = f"SELECT * FROM {scratch}"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {scratch} AS {ontime}")
+            ontime = f"SELECT * FROM {scratch}"
+        accepted = f"SELECT * FROM ({ontime}) WHERE _open" if self.gated else ontime
         closing = self.closing(ctx)
         fresh = None
         if self.window == WindowType.SessionWindows:
@@ -545,7 +554,7 @@ class AggregateStep:
         else:
             fresh = self._fold_windows(con, accepted, prev, now, closing)
         if self.gated:
-            self._update_gate(con, accepted, now)
+            self._update_gate(con, ontime, now)
         if needs_rows:
             con.execute(f"DROP TABLE IF EXISTS {scratch}")
         if self.ttl:
@@ -616,10 +625,105 @@ class AggregateStep:
         return fresh
 
     def _fold_sessions(self, con: duckdb.DuckDBPyConnection, accepted: str, now: str) -> None:
-        raise NotImplementedError("session windows")
+        """Session windows: each record is the interval ``[time, time + gap)``; with the
+        sessions in state of the keys the batch touches, overlapping or touching intervals
+        are merged (gaps and islands over the intervals sorted by start), their partials
+        combined, and the sessions of those keys replaced by the merged ones."""
+        keys, p = self.keys, self.prefix
+        part = f"PARTITION BY {', '.join(keys)} " if keys else ""
+        touched = quote_identifier(f"{p}_keys")
+        islands = quote_identifier(f"{p}_iv")
+        merged = quote_identifier(f"{p}_new")
+        key_items = ", ".join(keys) if keys else "TRUE AS _all"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {touched} AS "
+            f"SELECT DISTINCT {key_items} FROM ({accepted})"
+        )
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {islands} AS
+            WITH iv AS (
+                SELECT DISTINCT {lead(keys)}_us AS _s, _us + {self.gap} AS _e, FALSE AS _st
+                FROM ({accepted})
+                UNION ALL
+                SELECT {aliased(keys, "w")}epoch_us(w._ws),
+                    epoch_us(w._we), TRUE
+                FROM {self.win} w SEMI JOIN {touched} t ON {same(keys, "w", "t")}
+            ), flagged AS (
+                SELECT *, CASE WHEN _s <= max(_e) OVER (
+                    {part}ORDER BY _s, _e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                    THEN 0 ELSE 1 END AS _first
+                FROM iv
+            ), grouped AS (
+                SELECT *, sum(_first) OVER ({part}ORDER BY _s, _e ROWS UNBOUNDED PRECEDING) AS _g
+                FROM flagged
+            )
+            SELECT {lead(keys)}_s, _st, min(_s) OVER ({part_g(keys)}) AS _ns,
+                max(_e) OVER ({part_g(keys)}) AS _ne
+            FROM grouped"""
+        )
+        raw = [c for m in self.measures for c in m.raw()]
+        combine = [c for m in self.measures for c in m.combine()]
+        partials = ", ".join(f"w.{c}" for c in self.partials)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {merged} AS
+            SELECT {lead(keys)}make_timestamp(_ns) AS _ws, make_timestamp(_ne) AS _we,
+                {lead(combine)}max(_touched) AS _touched
+            FROM (
+                SELECT {aliased(keys, "r")}m._ns, m._ne,
+                    {lead(raw)}{now} AS _touched
+                FROM ({accepted}) r JOIN (SELECT * FROM {islands} WHERE NOT _st) m
+                    ON {same(keys, "r", "m")} AND r._us = m._s
+                GROUP BY {aliased(keys, "r")}m._ns, m._ne
+                UNION ALL BY NAME
+                SELECT {aliased(keys, "w")}m._ns, m._ne,
+                    {lead([partials] if partials else [])}w._touched
+                FROM {self.win} w JOIN (SELECT * FROM {islands} WHERE _st) m
+                    ON {same(keys, "w", "m")} AND epoch_us(w._ws) = m._s
+            ) GROUP BY {lead(keys)}_ns, _ne"""
+        )
+        for m in self.distinct:
+            table = self.distinct_table(m)
+            fresh = quote_identifier(f"{p}_dn")
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {fresh} AS
+                SELECT DISTINCT {lead(keys)}make_timestamp(_ns) AS _ws, v FROM (
+                    SELECT {aliased(keys, "r")}m._ns,
+                        r.{m.source} AS v
+                    FROM ({accepted}) r JOIN (SELECT * FROM {islands} WHERE NOT _st) m
+                        ON {same(keys, "r", "m")} AND r._us = m._s
+                    WHERE r.{m.source} IS NOT NULL
+                    UNION ALL
+                    SELECT {aliased(keys, "d")}m._ns, d.v
+                    FROM {table} d JOIN (SELECT * FROM {islands} WHERE _st) m
+                        ON {same(keys, "d", "m")} AND epoch_us(d._ws) = m._s
+                )"""
+            )
+            con.execute(f"DELETE FROM {table} d USING {touched} t WHERE {same(keys, 'd', 't')}")
+            con.execute(f"INSERT INTO {table} SELECT * FROM {fresh}")
+            con.execute(f"DROP TABLE {fresh}")
+        columns = ", ".join([*keys, "_ws", "_we", *self.partials, "_touched"])
+        con.execute(f"DELETE FROM {self.win} w USING {touched} t WHERE {same(keys, 'w', 't')}")
+        con.execute(f"INSERT INTO {self.win} ({columns}) SELECT {columns} FROM {merged}")
+        for table in (touched, islands, merged):
+            con.execute(f"DROP TABLE {table}")
 
-    def _update_gate(self, con: duckdb.DuckDBPyConnection, accepted: str, now: str) -> None:
-        raise NotImplementedError("eventConditions")
+    def _update_gate(self, con: duckdb.DuckDBPyConnection, ontime: str, now: str) -> None:
+        """Each key's gate after the batch: its last flip in arrival order. A closed gate
+        is no row (closed is the initial state)."""
+        keys = self.keys or ["_nokey"]
+        flips = quote_identifier(f"{self.prefix}_flips")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {flips} AS
+            SELECT {lead(keys)}arg_max(_f, _r) FILTER (WHERE _f IS NOT NULL) AS _open,
+                {now} AS _touched
+            FROM ({ontime}) GROUP BY ALL HAVING count(_f) > 0"""
+        )
+        con.execute(f"DELETE FROM {self.gate} g USING {flips} f WHERE {same(keys, 'g', 'f')}")
+        con.execute(
+            f"INSERT INTO {self.gate} ({', '.join([*keys, '_open', '_touched'])}) "
+            f"SELECT {', '.join([*keys, '_open', '_touched'])} FROM {flips} WHERE _open"
+        )
+        con.execute(f"DROP TABLE {flips}")
 
     def _drop_windows(self, con: duckdb.DuckDBPyConnection, condition: str) -> None:
         """Delete the windows meeting ``condition`` (on ``s``) and their distinct values."""
