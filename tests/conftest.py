@@ -26,7 +26,14 @@ from datamill.config import Settings
 from datamill.runtime.streaming.supervisor import start_supervisor, stop_supervisor
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
-from tests.servers import RunningServer, create_database, start_postgres, start_s3
+from tests.servers import (
+    RunningServer,
+    create_database,
+    start_kafka,
+    start_mosquitto,
+    start_postgres,
+    start_s3,
+)
 
 BACKENDS = [
     b for b in os.environ.get("DATAMILL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b
@@ -51,6 +58,20 @@ def postgres_server(workdir: Path) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def s3_server(workdir: Path) -> Iterator[RunningServer]:
     server = start_s3(workdir / "s3")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_server(workdir: Path) -> Iterator[RunningServer]:
+    server = start_mosquitto(workdir / "mosquitto")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(workdir: Path) -> Iterator[RunningServer]:
+    server = start_kafka(workdir / "kafka")
     yield server
     server.stop()
 

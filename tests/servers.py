@@ -858,33 +858,56 @@ def find_influxd() -> Path:
 __all__ += ["find_mosquitto", "find_tansu", "start_kafka", "start_mosquitto"]
 
 _MOSQUITTO_CONFIG = """\
+user {user}
 listener {port} {loopback}
-allow_anonymous true
-persistence false
+{access}persistence false
 log_dest file {log}
 log_type error
 log_type warning
 log_type notice
+log_type information
 max_queued_messages 100000
 """
 
 
-def start_mosquitto(workdir: Path) -> RunningServer:
+def start_mosquitto(workdir: Path, users: dict[str, str] | None = None) -> RunningServer:
     """Start an MQTT broker (``mosquitto`` from the Debian package) on 127.0.0.1.
 
     The generated ``workdir/mosquitto.conf`` has one listener on a free loopback port and
-    allows anonymous clients; sessions live in memory for the broker's lifetime (enough
-    for a client to disconnect and resume its session). ``url`` is ``mqtt://127.0.0.1:PORT``.
-    Retried on a new port when the chosen one was taken before mosquitto bound it.
+    allows anonymous clients, or, with ``users`` (name → password), only those users
+    (a password file made with ``mosquitto_passwd``). Sessions live in memory for the
+    broker's lifetime (enough for a client to disconnect and resume its session). ``url``
+    is ``mqtt://127.0.0.1:PORT``. Retried on a new port when the chosen one was taken
+    before mosquitto bound it.
     """
     binary = find_mosquitto()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "mosquitto.conf"
     log_file = workdir / "mosquitto.log"
+    access = "allow_anonymous true\n"
+    if users:
+        passwords = workdir / "passwords"
+        passwords.write_text("")
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for name, password in users.items():
+            subprocess.run(
+                [tool, "-b", str(passwords), name, password], check=True, capture_output=True
+            )
+        access = f"allow_anonymous false\npassword_file {passwords}\n"
     for _attempt in range(_PORT_ATTEMPTS):
         port = free_port()
-        config.write_text(_MOSQUITTO_CONFIG.format(port=port, loopback=LOOPBACK, log=log_file))
+        config.write_text(
+            _MOSQUITTO_CONFIG.format(
+                # Started as root, mosquitto would switch to the user "mosquitto", who cannot
+                # write to workdir: stay the current user.
+                user=pwd.getpwuid(os.getuid()).pw_name,
+                port=port,
+                loopback=LOOPBACK,
+                access=access,
+                log=log_file,
+            )
+        )
         log_file.touch()
         log_offset = log_file.stat().st_size
         with log_file.open("ab") as log:
@@ -896,6 +919,8 @@ def start_mosquitto(workdir: Path) -> RunningServer:
                 cwd=workdir,
             )
         try:
+            # "running" is logged once the listener is bound (or not: then it exits).
+            _wait_for_log_line(process, log_file, log_offset, rb" running", "mosquitto")
             wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
             break
         except RuntimeError:
@@ -922,6 +947,27 @@ def start_mosquitto(workdir: Path) -> RunningServer:
     )
     _running.append(server)
     return server
+
+
+def _wait_for_log_line(
+    process: subprocess.Popen[bytes], log_file: Path, log_offset: int, needle: bytes, what: str
+) -> None:
+    """Wait until ``needle`` appears in ``log_file`` after ``log_offset``; RuntimeError
+    with the log tail if the process exits first or START_TIMEOUT passes."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        with log_file.open("rb") as log:
+            log.seek(log_offset)
+            if needle in log.read():
+                return
+        if process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not start within {START_TIMEOUT:g}s"
+            break
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} {problem}; last lines of {log_file}:\n{_tail(log_file)}")
 
 
 def find_mosquitto() -> Path:
@@ -954,14 +1000,15 @@ def start_kafka(workdir: Path) -> RunningServer:
         port = free_port()
         listener = f"tcp://{LOOPBACK}:{port}"
         log_offset = log_file.stat().st_size if log_file.exists() else 0
+        cmd = [
+            str(binary), "broker",
+            "--listener-url", listener,
+            "--advertised-listener-url", listener,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
         with log_file.open("ab") as log:
             process = subprocess.Popen(
-                [
-                    str(binary), "broker",
-                    "--listener-url", listener,
-                    "--advertised-listener-url", listener,
-                    "--storage-engine", "memory://tansu/",
-                ],  # fmt: skip
+                cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

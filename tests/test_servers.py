@@ -245,3 +245,34 @@ def test_start_postgres_gives_up_cleanly_when_ports_taken(
     for directory in used_dirs:
         assert pids_mentioning(directory) == []
         assert list(directory.glob("pgdata/postmaster.pid")) == []
+
+
+# ------------------------------------------------------------------------ MQTT and Kafka
+
+
+@pytest.mark.parametrize("start", [servers.start_mosquitto, servers.start_kafka])
+def test_stop_mqtt_and_kafka(tmp_path: Path, start: Any) -> None:
+    server = start(tmp_path)
+    assert server.process is not None
+    assert port_answers(server.port)
+    server.stop()
+    assert server.process.poll() is not None
+    assert not port_answers(server.port)
+    server.stop()  # idempotent
+
+
+def test_start_mosquitto_retries_when_port_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, free_port()])
+        monkeypatch.setattr(servers, "free_port", lambda: next(ports))
+        server = servers.start_mosquitto(tmp_path)
+        try:
+            assert server.port != busy
+            assert port_answers(server.port)
+        finally:
+            server.stop()

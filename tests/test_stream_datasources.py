@@ -243,3 +243,81 @@ def _project_id(api: Api, project: str) -> int:
         row = get_project(session, project)
         assert row is not None
         return row.id
+
+
+def _pipeline(source: str, sink: str, function: str | None = None) -> dict[str, Any]:
+    operators: list[dict[str, Any]] = [
+        {
+            "id": "in",
+            "className": "PipelineSource",
+            "configs": {"basicConfigs": {"name": "in", "dataSourceId": source}},
+        },
+        {
+            "id": "out",
+            "className": "SMNSink",
+            "fromOperators": [{"id": "call" if function else "in"}],
+            "configs": {"basicConfigs": {"dataSourceId": sink, "defaultMessage": "m"}},
+        },
+    ]
+    if function:
+        operators.append(
+            {
+                "id": "call",
+                "className": "CallFunctionGraph",
+                "fromOperators": [{"id": "in"}],
+                "configs": {"basicConfigs": {"dataSourceId": function}},
+            }
+        )
+    return {
+        "definition": {"jobName": "alarms", "jobType": "IDE", "jobInputType": "PIPELINE_DATA"},
+        "operatorInstances": operators,
+    }
+
+
+def test_connections_named_by_streaming_jobs_cannot_be_deleted(api: Api, project: str) -> None:
+    assert create(api, project, "broker", "mqtt", MQTT).status_code == 201
+    assert create(api, project, "hook", "notification", WEBHOOK).status_code == 201
+    saved = api.post(f"/projects/{project}/streaming/jobs", json=_pipeline("broker", "hook"))
+    assert saved.status_code == 201, saved.text
+    job_id = saved.json()["job_id"]
+    for name in ("broker", "hook"):
+        assert_error(
+            api.delete(f"/projects/{project}/datasources/{name}"),
+            400,
+            "E18112",
+            f"streaming job 'alarms' ({job_id})",
+        )
+    assert api.delete(f"/projects/{project}/streaming/jobs/{job_id}").status_code == 204
+    assert api.delete(f"/projects/{project}/datasources/broker").status_code == 204
+
+
+def test_connection_problems_for_the_streaming_check(api: Api, project: str) -> None:
+    from datamill.services.datasources import stream_connection_problems
+
+    assert create(api, project, "broker", "kafka", KAFKA).status_code == 201
+    assert create(api, project, "fn", "function", FUNCTION).status_code == 201
+    (api.data_root / project / "a.json").write_text('{"n": 1}\n')
+    spec = {"root": "default", "paths": [f"{project}/a.json"], "fileType": "json"}
+    assert create(api, project, "files", "file", spec).status_code == 201
+    with api.runtime.sessions() as session:
+        project_id = _project_id(api, project)
+        good = _pipeline("broker", "hook", function="fn")["operatorInstances"]
+        assert stream_connection_problems(session, project_id, good) == {
+            "out": ["configs.basicConfigs.dataSourceId: data source 'hook' does not exist"]
+        }
+        wrong = _pipeline("files", "broker", function="broker")["operatorInstances"]
+        problems = stream_connection_problems(session, project_id, wrong)
+    assert problems == {
+        "in": [
+            "configs.basicConfigs.dataSourceId: 'files' is a file data source; "
+            "PipelineSource uses mqtt or kafka connections"
+        ],
+        "out": [
+            "configs.basicConfigs.dataSourceId: 'broker' is a kafka data source; "
+            "SMNSink uses notification connections"
+        ],
+        "call": [
+            "configs.basicConfigs.dataSourceId: 'broker' is a kafka data source; "
+            "CallFunctionGraph uses function connections"
+        ],
+    }

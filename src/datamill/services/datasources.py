@@ -48,6 +48,7 @@ from datamill.services.secrets import secret_values
 from datamill.services.variables import load_resolver
 from datamill.store.base import fetch_page, utcnow
 from datamill.store.datasources import DataSourceRow
+from datamill.store.streaming import StreamingJobRow
 
 DependantFinder = Callable[[Session, int, str], list[str]]
 DEPENDANTS: list[DependantFinder] = []
@@ -472,3 +473,71 @@ def stream_connection(
     Raises E18102 when it does not exist and E18121 when it is a file data source.
     """
     return resolve_stream_connection(runtime, session, access.project_id, name)
+
+
+CONNECTION_TYPES: dict[str, tuple[str, ...]] = {
+    "PipelineSource": ("mqtt", "kafka"),
+    "DISSink": ("mqtt", "kafka"),
+    "SMNSink": ("notification",),
+    "CallFunctionGraph": ("function",),
+}
+"""The stream connection types each operator class can name in ``dataSourceId``."""
+
+
+def _data_source_ids(operators: list[Any]) -> list[tuple[str, str, str]]:
+    """``(operator id, className, dataSourceId)`` of the operators naming a connection."""
+    found = []
+    for op in operators:
+        if not isinstance(op, dict):
+            continue
+        configs = op.get("configs")
+        basic = configs.get("basicConfigs") if isinstance(configs, dict) else None
+        name = basic.get("dataSourceId") if isinstance(basic, dict) else None
+        if isinstance(name, str) and name.strip():
+            found.append((str(op.get("id")), str(op.get("className")), name.strip()))
+    return found
+
+
+def stream_connection_problems(
+    session: Session, project_id: int, operators: list[Any]
+) -> dict[str, list[str]]:
+    """For a streaming job's check: operator id → problems with the connection it names
+    in ``configs.basicConfigs.dataSourceId`` (missing, or of a type the operator cannot
+    use), in the ``check_info`` style. ``operators`` are ``operatorInstances`` as dicts."""
+    problems: dict[str, list[str]] = {}
+    path = "configs.basicConfigs.dataSourceId"
+    for op_id, class_name, name in _data_source_ids(operators):
+        row = session.scalars(
+            select(DataSourceRow).where(
+                DataSourceRow.project_id == project_id, DataSourceRow.name == name
+            )
+        ).first()
+        wanted = CONNECTION_TYPES.get(class_name)
+        if row is None:
+            problem = f"{path}: data source '{name[:128]}' does not exist"
+        elif wanted is not None and row.type not in wanted:
+            problem = (
+                f"{path}: '{name}' is a {row.type} data source; {class_name} uses "
+                f"{' or '.join(wanted)} connections"
+            )
+        else:
+            continue
+        problems.setdefault(op_id, []).append(problem)
+    return problems
+
+
+def _streaming_jobs_naming(session: Session, project_id: int, name: str) -> list[str]:
+    rows = session.scalars(
+        select(StreamingJobRow).where(StreamingJobRow.project_id == project_id)
+    ).all()
+    return [
+        f"streaming job '{row.name}' ({row.job_id})"
+        for row in rows
+        if any(
+            ds == name
+            for _op, _cls, ds in _data_source_ids(row.body.get("operatorInstances") or [])
+        )
+    ]
+
+
+DEPENDANTS.append(_streaming_jobs_naming)

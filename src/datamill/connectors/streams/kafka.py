@@ -24,6 +24,7 @@ running) is only checked at the next start.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pyarrow as pa
@@ -48,6 +49,8 @@ from datamill.domain.datasources import KafkaSpec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 
+_LIBRDKAFKA_LOG = logging.getLogger("datamill.kafka")
+"""librdkafka's own log lines (errors only) go to Python logging, not to stderr."""
 METADATA_TIMEOUT = 15.0
 FLUSH_TIMEOUT = 60.0
 """Seconds :meth:`KafkaSink.commit` waits for the brokers to take a checkpoint's messages."""
@@ -65,6 +68,7 @@ def _client_config(spec: KafkaSpec, ctx: StreamContext, name: str) -> dict[str, 
         "security.protocol": spec.securityProtocol or "PLAINTEXT",
         "client.id": name,
         "log_level": 3,
+        "logger": _LIBRDKAFKA_LOG,
         "error_cb": lambda error: ctx.log(f"kafka: {error.str()}"),
     }
     if spec.username is not None:
@@ -181,12 +185,15 @@ class KafkaSource:
             self.ctx.log(f"kafka: committing offsets to the group failed: {exc}")
 
     def lag(self) -> int | None:
+        """Sum over partitions of high watermark minus next offset. The high watermark comes
+        from the consumer's last fetch when it has one, else from a query to the broker."""
         total = 0
         try:
             for partition, offset in self._next.items():
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.spec.topic, partition), timeout=2.0, cached=False
-                )
+                tp = TopicPartition(self.spec.topic, partition)
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+                if high < 0:
+                    _low, high = self._consumer.get_watermark_offsets(tp, timeout=2.0)
                 total += max(high - offset, 0)
         except KafkaException:
             return None

@@ -114,7 +114,11 @@ class _Connection:
         client = _PinnedClient(
             address,
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=spec.clientId + ("" if persistent else "-out") if spec.clientId else name,
+            # A sink has no session to keep: its own id, so that sinks never take over
+            # each other's connection (a broker drops the older client with the same id).
+            client_id=(spec.clientId if persistent else f"{spec.clientId}-{name[-8:]}")
+            if spec.clientId
+            else name,
             protocol=mqtt.MQTTv5,
             manual_ack=manual_ack,
         )
@@ -177,6 +181,10 @@ class _Connection:
         """paho reconnects by itself; the session (and unacknowledged messages) survive."""
 
     def close(self) -> None:
+        """Disconnect once the packets already queued (acknowledgements) are written."""
+        deadline = time.monotonic() + 5.0
+        while self.client.want_write() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -283,7 +291,12 @@ class MqttSink:
         self.options = options
         self.ctx = ctx
         self._conn = _Connection(
-            spec, ctx, client_id(ctx, "out"), persistent=False, manual_ack=False, max_inflight=1000
+            spec,
+            ctx,
+            client_id(ctx, "out-" + uuid.uuid4().hex[:8]),
+            persistent=False,
+            manual_ack=False,
+            max_inflight=1000,
         )
         self._inflight: list[mqtt.MQTTMessageInfo] = []
         self.sent = 0
@@ -300,7 +313,13 @@ class MqttSink:
                 raise StreamError(f"{self._conn.shown}: not connected; a qos 0 message was lost")
             self._inflight.append(info)
             self.sent += 1
-        self._inflight = [info for info in self._inflight if not info.is_published()]
+        self._inflight = [info for info in self._inflight if not self._published(info)]
+
+    def _published(self, info: mqtt.MQTTMessageInfo) -> bool:
+        try:
+            return info.is_published()
+        except (RuntimeError, ValueError) as exc:
+            raise StreamError(f"{self._conn.shown}: publish failed: {exc}") from exc
 
     def commit(self, epoch: int) -> None:
         deadline = time.monotonic() + PUBLISH_TIMEOUT
@@ -310,7 +329,7 @@ class MqttSink:
                 info.wait_for_publish(max(left, 0.001))
             except (RuntimeError, ValueError) as exc:
                 raise StreamError(f"{self._conn.shown}: publish failed: {exc}") from exc
-            if not info.is_published():
+            if not self._published(info):
                 raise StreamError(
                     f"{self._conn.shown}: the broker did not take the checkpoint's messages "
                     f"within {PUBLISH_TIMEOUT:g} s"
