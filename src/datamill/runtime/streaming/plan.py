@@ -434,9 +434,12 @@ def _build_stateful(
         raise PlanError(
             f"operator '{op_id}': {class_name} is not available in this engine"
         ) from exc
-    step: StatefulStep = stateful.build_stateful(
-        op_id, class_name, config, input_schema, output_schema, runtime
-    )
+    try:
+        step: StatefulStep = stateful.build_stateful(
+            op_id, class_name, config, input_schema, output_schema, runtime
+        )
+    except ValueError as exc:
+        raise PlanError(str(exc)) from exc
     return step
 
 
