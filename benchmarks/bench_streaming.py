@@ -191,7 +191,7 @@ def run_engine(
         project_root=project_root,
         body=w2_pipeline("w2_out", checkpoint_seconds),
         batch_records=batch_rows,
-        memory_limit="2GB",
+        memory_limit="1GB",  # the server's default (DATAMILL_STREAMING_MEMORY_LIMIT)
         threads=THREADS,
         stop_when_exhausted=True,
     )

@@ -281,6 +281,11 @@ def test_records_flow_through_a_running_pipeline(
     assert "stopped" in text
     second = api.get(f"{jobs(project)}/{job_id}/logs?page=2&size=1").json()
     assert second["lines"] == logs["lines"][1:2]
+    folder = api.runtime.settings.projects_dir / project / "streaming" / job_id
+    assert (folder / "ingest").is_dir()
+    assert api.delete(f"{jobs(project)}/{job_id}").status_code == 204
+    assert not folder.exists()  # the ingest log and state go with the job
+    assert sink_rows(target)  # the output stays
 
 
 def test_restart_resumes_from_the_checkpoint_without_duplicates(

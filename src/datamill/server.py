@@ -9,7 +9,7 @@ from datamill.config import Settings
 from datamill.demo import install_demo
 from datamill.logs import configure_logging
 from datamill.runtime.scheduler import start_scheduler, stop_scheduler
-from datamill.runtime.streaming.supervisor import start_supervisor, stop_supervisor
+from datamill.runtime.streaming.supervisor import SupervisorHolder
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
@@ -41,7 +41,7 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     pool.start()
     supervisor = pool.supervise(interval=2.0)
     scheduler = start_scheduler(settings) if settings.scheduler else None
-    streaming = start_supervisor(settings) if settings.streaming_engine else None
+    streaming = SupervisorHolder(settings) if settings.streaming_engine else None
     print(
         f"workers: {settings.workers} processes; scheduler: {bool(scheduler)}; "
         f"streaming engine: {bool(streaming)}",
@@ -60,6 +60,6 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
         if scheduler is not None:
             stop_scheduler(scheduler)
         if streaming is not None:
-            stop_supervisor(streaming)
+            streaming.stop()
         pool.stop()
         runtime.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -192,11 +193,17 @@ def list_jobs(
     )
 
 
-def delete_job(session: Session, access: ProjectAccess, job_id: str) -> None:
+def delete_job(
+    session: Session, access: ProjectAccess, job_id: str, settings: Settings | None = None
+) -> None:
+    """Delete a job that is not running, and (given the settings) its engine folder:
+    ingest log, state, logs and metrics. Sink output stays where it was written."""
     row = get_row(session, access, job_id, lock=True)
     check_deletable(job_id, JobState(row.state))
     session.delete(row)
     session.commit()
+    if settings is not None:
+        shutil.rmtree(job_dir(settings.projects_dir, access.project.name, job_id), True)
 
 
 def start_job(session: Session, access: ProjectAccess, job_id: str) -> ActionResult:

@@ -96,8 +96,10 @@ def list_jobs(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a streaming job that is not running (409 while it runs)",
 )
-def delete_job(job_id: JobId, session: SessionDep, access: ProjectEditor) -> None:
-    service.delete_job(session, access, job_id)
+def delete_job(
+    job_id: JobId, session: SessionDep, access: ProjectEditor, runtime: RuntimeDep
+) -> None:
+    service.delete_job(session, access, job_id, runtime.settings)
 
 
 @router.post(

@@ -316,6 +316,31 @@ def start_supervisor(settings: Settings) -> BaseProcess:
     return process
 
 
+class SupervisorHolder:
+    """The server's streaming supervisor process, started again should it die (its engines
+    die with it; the jobs are resumed from their checkpoints once their lease runs out)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = start_supervisor(settings)
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch, daemon=True, name="streaming-watch").start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(2.0):
+            with self._lock:
+                if not self._done.is_set() and not self.process.is_alive():
+                    self.process.join(0)
+                    log.warning("streaming supervisor died; starting a new one")
+                    self.process = start_supervisor(self.settings)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._done.set()
+            stop_supervisor(self.process)
+
+
 def stop_supervisor(process: BaseProcess, timeout: float = 15.0) -> None:
     if process.is_alive():
         process.terminate()
