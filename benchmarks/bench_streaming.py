@@ -498,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # servers are stopped on the way
     data = generate(args.work / f"w1-{args.events}", args.events)
     log(f"W1 data: {data.events} events in {len(data.files)} files")
     out = args.work / "baseline.parquet"

@@ -194,7 +194,7 @@ class Engine:
             threads = max(1, min(self.runtime.parallelism, os.cpu_count() or 1))
         sandbox = engine_db.Sandbox(
             temp_dir=config.job_dir / "tmp",
-            allowed_dirs=[config.job_dir / "tmp"],
+            allowed_dirs=[config.job_dir / "tmp", config.job_dir / "staging"],
             limits=engine_db.Limits(memory_limit=config.memory_limit, threads=threads),
         )
         self.con = engine_db.connect_locked(sandbox, database=str(config.job_dir / "state.duckdb"))
@@ -424,8 +424,20 @@ class Engine:
     def _run_sink(self, node: SinkNode, inputs: list[str | None]) -> int:
         assert self.con is not None
         written = 0
+        copy_format = getattr(node.sink, "copy_format", None)
         for relation in inputs:
             if relation is None:
+                continue
+            if copy_format == "PARQUET":
+                path = node.sink.stage_file(self.epoch)  # type: ignore[attr-defined]
+                target = engine_db.sql_string(str(path))
+                rows = self.con.execute(
+                    f"COPY (SELECT * FROM {relation}) TO {target} "
+                    "(FORMAT parquet, COMPRESSION zstd)"
+                ).fetchall()
+                count = int(rows[0][0]) if rows else 0
+                node.sink.staged(path, count)  # type: ignore[attr-defined]
+                written += count
                 continue
             table = self.con.sql(f"SELECT * FROM {relation}").to_arrow_table()
             if table.num_rows:

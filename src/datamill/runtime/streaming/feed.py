@@ -49,20 +49,31 @@ class ParquetFeed:
     def _iterate(self, skip: int) -> Iterator[pa.RecordBatch]:
         for round_ in range(self.repeat):
             for path in self.files:
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=self.read_rows):
-                    if skip >= batch.num_rows:
-                        skip -= batch.num_rows
+                parquet = pq.ParquetFile(path)
+                for group in range(parquet.metadata.num_row_groups):
+                    rows = parquet.metadata.row_group(group).num_rows
+                    if skip >= rows:  # seeking: whole row groups are skipped unread
+                        skip -= rows
                         continue
-                    if skip:
-                        batch = batch.slice(skip)
-                        skip = 0
-                    if round_ and self.time_field:
-                        index = batch.schema.get_field_index(self.time_field)
-                        column = batch.column(index)
-                        offset = pa.scalar(self.shift * round_, pa.duration("ms"))
-                        moved = pc.add(column, offset.cast(pa.duration(column.type.unit)))
-                        batch = batch.set_column(index, self.time_field, moved)
-                    yield batch
+                    yield from self._batches_of(parquet.read_row_group(group), skip, round_)
+                    skip = 0
+
+    def _batches_of(self, table: pa.Table, skip: int, round_: int) -> Iterator[pa.RecordBatch]:
+        """A row group read whole (faster than a batch iterator), as record batches."""
+        for batch in table.to_batches():
+            if skip >= batch.num_rows:
+                skip -= batch.num_rows
+                continue
+            if skip:
+                batch = batch.slice(skip)
+                skip = 0
+            if round_ and self.time_field:
+                index = batch.schema.get_field_index(self.time_field)
+                column = batch.column(index)
+                offset = pa.scalar(self.shift * round_, pa.duration("ms"))
+                moved = pc.add(column, offset.cast(pa.duration(column.type.unit)))
+                batch = batch.set_column(index, self.time_field, moved)
+            yield batch
 
     def seek(self, position: Position | None) -> None:
         self.rows = int(position["rows"]) if position else 0

@@ -79,14 +79,34 @@ class FolderSink:
             else:
                 shutil.rmtree(self.staging / str(epoch), ignore_errors=True)
 
-    def write(self, table: pa.Table, epoch: int) -> None:
-        if table.num_rows == 0:
-            return
+    @property
+    def copy_format(self) -> str | None:
+        """The format the engine may write straight from DuckDB into :meth:`stage_file`
+        (Parquet without partitions: DuckDB writes it in parallel, faster than Arrow)."""
+        return "PARQUET" if self.format == "PARQUET" and not self.partitioner else None
+
+    def stage_file(self, epoch: int) -> Path:
+        """The path of the next staged file of ``epoch`` (for the engine to write to)."""
         folder = self.staging / str(epoch)
         folder.mkdir(parents=True, exist_ok=True)
         seq = self._seq.get(epoch, 0)
         self._seq[epoch] = seq + 1
-        name = f"part-{epoch:010d}-{seq:06d}.{self.extension}"
+        return folder / f"part-{epoch:010d}-{seq:06d}.{self.extension}"
+
+    def staged(self, path: Path, rows: int) -> None:
+        """The engine wrote ``rows`` rows to ``path``: make it durable (or drop it, empty)."""
+        if rows == 0:
+            path.unlink(missing_ok=True)
+            return
+        with path.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        self.rows_written += rows
+
+    def write(self, table: pa.Table, epoch: int) -> None:
+        if table.num_rows == 0:
+            return
+        staged = self.stage_file(epoch)
+        folder, name = staged.parent, staged.name
         if self.partitioner and self.partitioner in table.column_names:
             column = table.column(self.partitioner)
             for value in pc.unique(column).to_pylist():
