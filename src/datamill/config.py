@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     streaming_batch_records: int = Field(
         default=100_000, ge=1, description="most records a micro-batch reads from a source"
     )
+    streaming_epoch_records: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="a checkpoint also comes after this many records (bounds an epoch's memory)",
+    )
     streaming_memory_limit: str = Field(default="1GB", description="DuckDB memory per job")
     streaming_threads: int = Field(default=2, ge=1, le=64, description="DuckDB threads per job")
     preview_max_rows: int = Field(default=1000, ge=1)

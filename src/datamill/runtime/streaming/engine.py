@@ -102,6 +102,9 @@ class EngineConfig:
     batch_records: int = 100_000
     memory_limit: str = "1GB"
     threads: int = 2
+    epoch_records: int = 2_000_000
+    """A checkpoint also comes after this many source records: the work of an epoch is held
+    in one open transaction, so this bounds its memory however fast records arrive."""
     stop_when_exhausted: bool = False
     """Stop once every source reports :meth:`exhausted` (a bounded run): the last batch is
     processed with ``final=True`` and checkpointed."""
@@ -158,6 +161,7 @@ class Engine:
         self._last_checkpoint_at = time.monotonic()
         self._last_metrics = 0.0
         self._positions: dict[str, Any] = {}
+        self._epoch_records = 0
         self.finished = False
 
     # ------------------------------------------------------------------ open / recover
@@ -271,7 +275,9 @@ class Engine:
             self.checkpoint()
             self.finished = True
             return processed
-        if time.monotonic() - self._last_checkpoint_at >= self.runtime.checkpointIntervalSeconds:
+        self._epoch_records += total
+        due = time.monotonic() - self._last_checkpoint_at >= self.runtime.checkpointIntervalSeconds
+        if due or self._epoch_records >= self.config.epoch_records:
             self.checkpoint()
         self.write_metrics()
         return bool(total)
@@ -551,6 +557,7 @@ class Engine:
         self.last_checkpoint = {"epoch": committed, "time": now}
         self.epoch += 1
         self._last_checkpoint_at = time.monotonic()
+        self._epoch_records = 0
         for sink_node in plan.sinks():
             sink_node.sink.commit(committed)
         for node in plan.sources():

@@ -240,6 +240,7 @@ class Supervisor:
             connections=connections,
             outbound_allow=list(settings.outbound_allow),
             batch_records=settings.streaming_batch_records,
+            epoch_records=settings.streaming_epoch_records,
             memory_limit=settings.streaming_memory_limit,
             threads=settings.streaming_threads,
         )
