@@ -18,6 +18,10 @@ from typing import Any
 
 import pytest
 
+from datamill.domain.streaming import JobState
+from datamill.services import streaming as service
+from datamill.store.base import utcnow
+from datamill.store.streaming import StreamingJobRow
 from tests.conftest import Api, assert_error
 
 Body = dict[str, Any]
@@ -372,3 +376,29 @@ def test_metrics_and_logs_of_a_job_never_started(api: Api, project: str) -> None
     assert logs == {"total": 0, "page": 1, "size": 50, "lines": []}
     assert_error(api.get(f"{jobs(project)}/nope/metrics"), 404, "E18701")
     assert_error(api.get(f"{jobs(project)}/nope/logs"), 404, "E18701")
+
+
+def test_one_job_runs_in_one_place_and_moves_when_its_runner_goes_silent(
+    api: Api, project: str
+) -> None:
+    """Supervisors on one database: a job held by runner A with a fresh lease is not
+    claimed by B; once A's lease is older than B's limit, B takes the job over and A no
+    longer holds it. (Leases here are far shorter than the session's supervisor's 3 s, so
+    that one, if running, leaves the job alone.)"""
+    job_id = create_ready(api, project, with_seq(pipeline("lease")))
+    with api.runtime.sessions() as session:
+        row = session.query(StreamingJobRow).filter_by(job_id=job_id).one()
+        row.state, row.runner, row.heartbeat_at = "STARTING", "A", utcnow()
+        session.commit()
+        row_id = row.id
+        assert all(c.job_id != job_id for c in service.claim_jobs(session, "B", 60))
+        service.engine_transition(session, row_id, JobState.RUNNING, runner="A")
+        assert service.renew_jobs(session, "A", [row_id]) == {row_id: JobState.RUNNING}
+        time.sleep(0.4)
+        taken = [c for c in service.claim_jobs(session, "B", 0.2) if c.job_id == job_id]
+        assert [(c.state, c.project) for c in taken] == [(JobState.RUNNING, project)]
+        assert service.renew_jobs(session, "A", [row_id]) == {}
+        assert service.renew_jobs(session, "B", [row_id]) == {row_id: JobState.RUNNING}
+        service.engine_transition(session, row_id, JobState.STOPPING)
+        service.engine_transition(session, row_id, JobState.STOPPED)
+    assert job(api, project, job_id)["job_state"] == "STOPPED"
