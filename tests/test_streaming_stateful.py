@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from datamill.domain.expressions import FieldType
@@ -53,6 +54,30 @@ def rec(
     s: str = "ok",
 ) -> Row:
     return (key, None if seconds is None else naive(at(seconds)), value, n, s)
+
+
+NAMES = ("device_id", "event_time", "value", "n", "status")
+ARROW = pa.schema(
+    [
+        ("device_id", pa.string()),
+        ("event_time", pa.timestamp("us")),
+        ("value", pa.float64()),
+        ("n", pa.int32()),
+        ("status", pa.string()),
+    ]
+)
+
+
+def load(
+    con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row], numbered: bool = False
+) -> None:
+    """``rows`` into a new table (in their order; ``numbered``: plus k, the row number)."""
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(NAMES)}
+    data = pa.Table.from_pydict(columns, schema=ARROW)
+    con.register("rows_in", data)
+    number = ", row_number() OVER () - 1 AS k" if numbered else ""
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT *{number} FROM rows_in")
+    con.unregister("rows_in")
 
 
 @pytest.fixture
@@ -119,9 +144,7 @@ class Driver:
         clock: dt.datetime | None = None,
         watermark: dt.datetime | None = None,
     ) -> list[dict[str, Any]]:
-        self.con.execute(f"CREATE OR REPLACE TABLE batch_in ({COLUMNS})")
-        if rows:
-            self.con.executemany("INSERT INTO batch_in VALUES (?, ?, ?, ?, ?)", list(rows))
+        load(self.con, "batch_in", rows)
         times = [r[1].replace(tzinfo=UTC) for r in rows if r[1] is not None]
         if times:
             latest = max(times)
@@ -241,14 +264,17 @@ def stream_rows(count: int, keys: int = 4, seconds: float = 60.0) -> list[Row]:
     return rows
 
 
-def reference_rows(con: duckdb.DuckDBPyConnection, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    con.execute(f"CREATE OR REPLACE TABLE stream ({COLUMNS}, k INTEGER)")
-    con.executemany(
-        "INSERT INTO stream VALUES (?, ?, ?, ?, ?, ?)", [(*r, i) for i, r in enumerate(rows)]
-    )
-    result = con.execute(REFERENCE)
-    names = [d[0] for d in result.description]
-    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+def reference_rows(rows: Sequence[Row], query: str = REFERENCE) -> list[dict[str, Any]]:
+    """``query`` over the whole stream (table ``stream``, ``k`` the arrival order), in a
+    connection of its own."""
+    con = duckdb.connect(":memory:")
+    try:
+        load(con, "stream", rows, numbered=True)
+        result = con.execute(query)
+        names = [d[0] for d in result.description]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    finally:
+        con.close()
 
 
 def test_every_aggregate_exact_across_batches(con: duckdb.DuckDBPyConnection) -> None:
@@ -259,7 +285,7 @@ def test_every_aggregate_exact_across_batches(con: duckdb.DuckDBPyConnection) ->
         out += driver.batch(rows[first : first + 37])
     out += driver.batch([], final=True)
     assert driver.metrics()["late_records"] == 0
-    same_rows(out, reference_rows(con, rows))
+    same_rows(out, reference_rows(rows))
     assert driver.metrics()["state_rows"] == 0
 
 
@@ -311,16 +337,14 @@ def test_sliding_equals_group_by_over_expanded_windows(con: duckdb.DuckDBPyConne
     for first in range(0, len(rows), 53):
         out += driver.batch(rows[first : first + 53])
     out += driver.batch([], final=True)
-    reference_rows(con, rows)
-    expected = con.execute(
-        """
+    query = """
         SELECT device_id, s / 1e6 - 1767225600 AS ws, count(*), max(value), count(DISTINCT n)
         FROM (SELECT *, (epoch_us(event_time) // 4000000 - j) * 4000000 AS s
               FROM stream, range(3) AS r(j))
         WHERE s + 9000000 > epoch_us(event_time)
         GROUP BY ALL ORDER BY 1, 2
-        """
-    ).fetchall()
+    """
+    expected = [tuple(row.values()) for row in reference_rows(rows, query)]
     got = [(r[0], r[1], r[3], r[4], r[5]) for r in windows_of(out, "c", "mx", "dn")]
     assert got == [(k, float(s), c, m, d) for k, s, c, m, d in expected]
 
@@ -370,3 +394,106 @@ def test_session_windows_without_keys(con: duckdb.DuckDBPyConnection) -> None:
     assert [(r["windowStart"], r["windowEnd"], r["c"]) for r in out] == [
         (naive(at(0)), naive(at(4.5)), 3)
     ]
+
+
+# --------------------------------------------------------------------------- processing time
+
+
+def test_processing_time_windows_follow_the_clock(con: duckdb.DuckDBPyConnection) -> None:
+    fields = [{"field": "s", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "SUM"}]
+    step = make_step("Aggregate", aggregate(fields=fields, timeType="ProcessingTime", size=10))
+    driver = Driver(con, step)
+    # event times are ignored: the batch's processing time places the records
+    assert driver.batch([rec("a", 500, 1.0), rec("b", -50, 2.0)], clock=at(3)) == []
+    assert driver.batch([rec("a", 0, 4.0)], clock=at(9.9)) == []
+    assert driver.metrics()["windows"] == 2
+    out = driver.batch([], clock=at(10))  # an idle tick at the window's end closes it
+    assert windows_of(out, "s") == [("a", 0, 10, 5.0), ("b", 0, 10, 2.0)]
+    assert driver.batch([rec("a", 1, 8.0)], clock=at(14)) == []
+    assert driver.metrics()["late_records"] == 0
+    assert windows_of(driver.batch([], clock=at(25)), "s") == [("a", 10, 20, 8.0)]
+    assert driver.metrics()["state_rows"] == 0
+
+
+def test_processing_time_sessions(con: duckdb.DuckDBPyConnection) -> None:
+    step = make_step("Aggregate", aggregate("SessionWindows", timeType="ProcessingTime", gap=3))
+    driver = Driver(con, step)
+    driver.batch([rec("a", 0)], clock=at(0))
+    driver.batch([rec("a", 0)], clock=at(2))
+    assert driver.batch([], clock=at(4.9)) == []
+    assert windows_of(driver.batch([], clock=at(5)), "c") == [("a", 0, 5, 2)]
+
+
+# --------------------------------------------------------------------------- eventConditions
+
+
+def test_event_conditions_gate_records_per_key(con: duckdb.DuckDBPyConnection) -> None:
+    basic = aggregate(
+        fields=[{"field": "s", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "SUM"}]
+    )
+    basic["eventConditions"] = {
+        "eventOnCondition": "status = 'on'",
+        "eventOffCondition": "status = 'off'",
+    }
+    driver = Driver(con, make_step("Aggregate", basic), lag=100)
+    driver.batch(
+        [
+            rec("a", 1, 1.0, s="x"),  # gate closed: ignored
+            rec("a", 2, 2.0, s="on"),  # opens, counted
+            rec("b", 2, 64.0, s="x"),  # b's gate is closed
+            rec("a", 3, 4.0, s="x"),  # counted
+        ]
+    )
+    driver.batch([rec("a", 4, 8.0, s="x"), rec("a", 5, 16.0, s="off"), rec("a", 6, 32.0, s="x")])
+    driver.batch([rec("b", 7, 128.0, s="on"), rec("a", 8, 256.0, s="on")])
+    assert driver.metrics()["state_rows"] == 2 + 2  # two windows, two open gates
+    out = driver.batch([], final=True)
+    assert windows_of(out, "s") == [("a", 0, 10, 2.0 + 4.0 + 8.0 + 256.0), ("b", 0, 10, 128.0)]
+
+
+# --------------------------------------------------------------------------- ttl
+
+
+def test_ttl_drops_idle_windows_without_emitting(con: duckdb.DuckDBPyConnection) -> None:
+    step = make_step("Aggregate", aggregate(), {"ttlTime": 30})
+    driver = Driver(con, step, lag=1000)  # the watermark never closes anything here
+    driver.batch([rec("a", 1), rec("b", 1)], clock=at(0))
+    driver.batch([rec("a", 2)], clock=at(20))
+    assert driver.metrics()["state_rows"] == 2
+    assert driver.batch([], clock=at(35)) == []  # b untouched since 0: expired
+    metrics = driver.metrics()
+    assert (metrics["state_rows"], metrics["expired_state_rows"]) == (1, 1)
+    assert windows_of(driver.batch([], final=True, clock=at(36)), "c") == [("a", 0, 10, 2)]
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+def test_rollback_then_reprocess_gives_the_same_result(con: duckdb.DuckDBPyConnection) -> None:
+    """The engine's checkpoint is one transaction: a crash before it commits loses the
+    batches' effects on state and counters, and replaying them must give the same output."""
+    fields = [*AGGREGATES]
+    rows = stream_rows(300_000, keys=50, seconds=120)  # batches larger than a row group
+    rows_small = stream_rows(900, keys=5, seconds=120)
+    for data, size in ((rows_small, 100), (rows[:200_000], 70_000)):
+        step = make_step("Aggregate", aggregate(fields=fields), op_id=f"rb{size}")
+        driver = Driver(con, step)
+        first = data[: size * 2]
+        con.execute("BEGIN TRANSACTION")
+        kept = driver.batch(first[:size])
+        kept += driver.batch(first[size:])
+        con.execute("COMMIT")
+        snapshot = driver.metrics(), driver.max_time, driver.epoch
+        con.execute("BEGIN TRANSACTION")
+        lost = driver.batch(data[size * 2 : size * 3])
+        lost += driver.batch(data[size * 3 :], final=True)
+        con.execute("ROLLBACK")
+        assert driver.metrics() == snapshot[0]
+        driver.max_time, driver.epoch = snapshot[1], snapshot[2]
+        con.execute("BEGIN TRANSACTION")
+        again = driver.batch(data[size * 2 : size * 3])
+        again += driver.batch(data[size * 3 :], final=True)
+        con.execute("COMMIT")
+        same_rows(again, lost)
+        same_rows(kept + again, reference_rows(data))
+        assert driver.metrics()["state_rows"] == 0
