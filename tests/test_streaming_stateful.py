@@ -497,3 +497,116 @@ def test_rollback_then_reprocess_gives_the_same_result(con: duckdb.DuckDBPyConne
         same_rows(again, lost)
         same_rows(kept + again, reference_rows(data))
         assert driver.metrics()["state_rows"] == 0
+
+
+# --------------------------------------------------------------------------- Deduplicate
+
+
+def dedup(
+    fields: Sequence[str],
+    relationship: str = "AND",
+    period: int = 10,
+    event_time: bool = False,
+    keys: Sequence[str] = ("device_id",),
+    ttl: int | None = None,
+    op_id: str = "op-1",
+) -> StatefulStep:
+    basic = {
+        "keyFields": list(keys),
+        "relationship": relationship,
+        "deduplicateFields": list(fields),
+    }
+    advance: dict[str, Any] = {
+        "deduplicatePeriod": {"isUseEventTime": event_time, "period": period}
+    }
+    if ttl:
+        advance["ttlTime"] = ttl
+    return make_step("Deduplicate", basic, advance, op_id=op_id)
+
+
+def values(out: Sequence[dict[str, Any]]) -> list[float]:
+    return [r["value"] for r in out]
+
+
+def test_deduplicate_and_processing_time(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, dedup(["status", "n"]))
+    out = driver.batch(
+        [
+            rec("a", 0, 1.0, 1, "ok"),
+            rec("a", 0, 2.0, 1, "ok"),  # same key, same fields: dropped
+            rec("a", 0, 3.0, 2, "ok"),  # n differs: kept (AND needs all equal)
+            rec("b", 0, 4.0, 1, "ok"),  # another key
+            rec(None, 0, 5.0, None, "ok"),
+            rec(None, 0, 6.0, None, "ok"),  # NULL equals NULL under AND
+        ],
+        clock=at(0),
+    )
+    assert values(out) == [1.0, 3.0, 4.0, 5.0]
+    assert list(out[0]) == ["device_id", "event_time", "value", "n", "status"]  # unchanged
+    assert out[0] == {
+        "device_id": "a",
+        "event_time": naive(at(0)),
+        "value": 1.0,
+        "n": 1,
+        "status": "ok",
+    }
+    assert driver.metrics()["state_rows"] == 4
+    assert values(driver.batch([rec("a", 0, 7.0, 1, "ok")], clock=at(5))) == []
+    # seen (and dropped) at 5: 12 is within 10 s of it
+    assert values(driver.batch([rec("a", 0, 8.0, 1, "ok")], clock=at(12))) == []
+    assert driver.metrics()["state_rows"] == 1  # the others' periods ended behind the clock
+    assert values(driver.batch([rec("a", 0, 9.0, 1, "ok")], clock=at(22))) == [9.0]
+    assert driver.metrics()["dropped_duplicates"] == 4
+
+
+def test_deduplicate_or_event_time(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, dedup(["status", "n"], "OR", period=5, event_time=True), lag=100)
+    out = driver.batch(
+        [
+            rec("a", 0, 1.0, 1, "ok"),
+            rec("a", 1, 2.0, 2, "ok"),  # same status within 5 s: dropped
+            rec("a", 2, 3.0, 1, "warn"),  # same n: dropped
+            rec("a", 3, 4.0, 3, "err"),  # nothing in common: kept
+            rec("a", 4, 5.0, None, "idle"),  # a NULL n matches nothing: kept
+            rec("a", 4.5, 6.0, None, "x"),
+            rec("b", 1, 7.0, 1, "ok"),
+        ]
+    )
+    assert values(out) == [1.0, 4.0, 5.0, 6.0, 7.0]
+    # a's latest 'ok' was at 1 (dropped records count too): 5.9 repeats it, 12 does not
+    out = driver.batch([rec("a", 5.9, 8.0, 9, "ok"), rec("a", 12, 9.0, 9, "ok")])
+    assert values(out) == [9.0]
+    # an older record arriving after a newer one of its key repeats it
+    assert values(driver.batch([rec("a", 6.1, 10.0, 10, "ok")])) == []
+    assert values(driver.batch([rec("a", 20, 11.0, 11, "ok")])) == [11.0]
+
+
+def test_deduplicate_is_the_same_whatever_the_batches(con: duckdb.DuckDBPyConnection) -> None:
+    rows = [
+        rec(f"d{i % 3}", i * 0.7 + (i % 7) * 0.9, float(i), i % 4, f"s{i % 2}") for i in range(120)
+    ]
+    outputs = []
+    for size in (120, 1, 7, 33):
+        step = dedup(["status", "n"], "OR", period=4, event_time=True, op_id=f"d{size}")
+        driver = Driver(con, step, lag=1000)
+        out: list[dict[str, Any]] = []
+        for first in range(0, len(rows), size):
+            out += driver.batch(rows[first : first + size])
+        outputs.append(values(out))
+        con.execute("DROP TABLE IF EXISTS batch_in")
+    assert 10 < len(outputs[0]) < len(rows) - 10
+    assert all(o == outputs[0] for o in outputs)
+
+
+def test_deduplicate_ttl_and_rollback(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, dedup(["status"], period=1000, ttl=30))
+    driver.batch([rec("a", 0), rec("b", 0)], clock=at(0))
+    driver.batch([rec("a", 0)], clock=at(20))  # a dropped, its key touched
+    con.execute("BEGIN TRANSACTION")
+    assert values(driver.batch([rec("b", 0, 2.0)], clock=at(40))) == [2.0]  # b expired at 30
+    assert driver.metrics()["expired_state_rows"] == 1
+    con.execute("ROLLBACK")
+    assert driver.metrics()["expired_state_rows"] == 0
+    assert driver.metrics()["state_rows"] == 2
+    assert values(driver.batch([rec("b", 0, 2.0)], clock=at(40))) == [2.0]
+    assert values(driver.batch([rec("a", 0, 3.0)], clock=at(41))) == []

@@ -80,7 +80,9 @@ from datamill.domain.streaming import (
     WINDOW_START,
     AggregateConfig,
     AggregateType,
+    DeduplicateConfig,
     OperatorConfig,
+    Relationship,
     Schema,
     StreamingRuntime,
     TimeType,
@@ -529,6 +531,8 @@ class AggregateStep:
         prev_wm = meta["watermark"]
         prev = us_of(prev_wm) if (self.event_time and prev_wm is not None) else None
         now = ts_literal(ctx.processing_time)
+        if self.ttl:
+            self._expire(con, ctx)
         if self.event_time:
             records = self.records_sql(input_sql, ctx, batch)
             self.meta.add(
@@ -557,8 +561,6 @@ class AggregateStep:
             self._update_gate(con, ontime, now)
         if needs_rows:
             con.execute(f"DROP TABLE IF EXISTS {scratch}")
-        if self.ttl:
-            self._expire(con, ctx)
         out = self._emit(con, closing, fresh)
         if fresh is not None:
             con.execute(f"DROP TABLE {fresh}")
@@ -811,6 +813,168 @@ _NO_CONTEXT = BatchContext(
 )
 
 
+# =========================================================================== Deduplicate
+
+
+class DeduplicateStep:
+    """A Deduplicate operator instance (see the module docstring for its semantics).
+
+    Tables: ``<p>_meta`` and one ``<p>_seen<j>`` per dedup key kind (one under AND, one
+    per deduplicateFields field under OR): the dedup key's columns ``g<i>``, ``_last``
+    (the latest time seen) and ``_touched`` (processing time of the last record).
+    """
+
+    def __init__(self, operator_id: str, config: DeduplicateConfig, input_schema: Schema) -> None:
+        self.operator_id = operator_id
+        basic, advance = config.basicConfigs, config.advanceConfigs
+        if not basic.deduplicateFields:
+            raise ValueError(f"Deduplicate '{operator_id}': deduplicateFields is empty")
+        period = advance.deduplicatePeriod
+        if period is None or not period.period or period.period <= 0:
+            raise ValueError(f"Deduplicate '{operator_id}': deduplicatePeriod.period is not set")
+        self.period = period.period * US
+        self.event_time = bool(period.isUseEventTime)
+        if self.event_time and not input_schema.event_time:
+            raise ValueError(f"Deduplicate '{operator_id}': the input has no event time")
+        self.time_sql = quote_identifier(input_schema.event_time or "")
+        self.ttl = (advance.ttlTime or 0) * US
+        self.prefix = state_prefix(operator_id)
+        self.meta = Meta(self.prefix)
+        keys = list(dict.fromkeys(basic.keyFields))
+        self.any_of = basic.relationship == Relationship.OR
+        if self.any_of:
+            groups = [[*keys, name] for name in dict.fromkeys(basic.deduplicateFields)]
+        else:
+            groups = [list(dict.fromkeys([*keys, *basic.deduplicateFields]))]
+        self.groups = [[quote_identifier(name) for name in group] for group in groups]
+        self.tables = [quote_identifier(f"{self.prefix}_seen{j}") for j in range(len(groups))]
+
+    @staticmethod
+    def columns(group: Sequence[str]) -> list[str]:
+        return [f"g{i}" for i in range(len(group))]
+
+    def create_state(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The meta table now; the seen tables at the first batch (their column types are
+        the input's)."""
+        self.meta.create(con)
+
+    def _records_sql(self, input_sql: str, ctx: BatchContext) -> str:
+        time = self.time_sql if self.event_time else ts_literal(ctx.processing_time)
+        return f"SELECT *, CAST({time} AS TIMESTAMP) AS __dm_t, rowid AS __dm_r FROM {input_sql}"
+
+    def _key_sql(self, j: int) -> str:
+        """The records' dedup key ``j`` as ``g<i>`` (with ``__dm_t``), NULL-free under OR."""
+        group = self.groups[j]
+        items = [f"r.{src} AS g{i}" for i, src in enumerate(group)]
+        where = f" WHERE r.{group[-1]} IS NOT NULL" if self.any_of else ""
+        return f"SELECT {', '.join(items)}, r.__dm_t, r.__dm_r FROM __dm_records r{where}"
+
+    def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
+        """Emit the batch's records that are not repeats, then remember their keys."""
+        input_sql = table_ref(input_table)
+        self.meta.create(con)
+        records = self._records_sql(input_sql, ctx)
+        for j, group in enumerate(self.groups):
+            items = ", ".join(f"{src} AS g{i}" for i, src in enumerate(group))
+            create_like(
+                con,
+                self.tables[j],
+                f"SELECT {items}, CAST(NULL AS TIMESTAMP) AS _last, "
+                f"CAST(NULL AS TIMESTAMP) AS _touched FROM {input_sql}",
+            )
+        self._evict(con, ctx)
+        p, period = self.prefix, f"to_microseconds({self.period})"
+        flagged = quote_identifier(f"{p}_flagged")
+        prev_items, joins, dups = [], [], []
+        for j, group in enumerate(self.groups):
+            cols = self.columns(group)
+            key = f"k{j}"
+            part = ", ".join(f"{key}.{c}" for c in cols)
+            prev_items.append(
+                f"""CASE WHEN {key}.__dm_r IS NOT NULL THEN greatest(
+                    max({key}.__dm_t) OVER (PARTITION BY {part} ORDER BY {key}.__dm_r
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    s{j}._last) END AS __dm_p{j}"""
+            )
+            joins.append(
+                f"LEFT JOIN ({self._key_sql(j)}) {key} ON {key}.__dm_r = r.__dm_r "
+                f"LEFT JOIN {self.tables[j]} s{j} ON {same(cols, key, f's{j}')}"
+            )
+            dups.append(f"coalesce(__dm_t < __dm_p{j} + {period}, FALSE)")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {flagged} AS
+            WITH __dm_records AS ({records})
+            SELECT * EXCLUDE ({", ".join(f"__dm_p{j}" for j in range(len(self.groups)))}),
+                {" OR ".join(dups)} AS __dm_dup
+            FROM (
+                SELECT r.*, {", ".join(prev_items)}
+                FROM __dm_records r {" ".join(joins)}
+            )"""
+        )
+        out = quote_identifier(f"{p}_out")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * EXCLUDE (__dm_t, __dm_r, __dm_dup) "
+            f"FROM {flagged} WHERE NOT __dm_dup ORDER BY __dm_r"
+        )
+        self.meta.add(con, "dropped_duplicates", f"SELECT count(*) FROM {flagged} WHERE __dm_dup")
+        now = ts_literal(ctx.processing_time)
+        for j, group in enumerate(self.groups):
+            cols = self.columns(group)
+            latest = (
+                f"SELECT {lead(cols)}max(__dm_t) AS _last, {now} AS _touched "
+                f"FROM ({self._key_sql(j).replace('__dm_records', flagged)}) "
+                f"WHERE __dm_t IS NOT NULL GROUP BY ALL"
+            )
+            columns = [*cols, "_last", "_touched"]
+            con.execute(
+                f"""MERGE INTO {self.tables[j]} s USING ({latest}) b ON {same(cols, "s", "b")}
+                WHEN MATCHED THEN UPDATE SET _last = greatest(s._last, b._last),
+                    _touched = b._touched
+                WHEN NOT MATCHED THEN INSERT ({", ".join(columns)})
+                    VALUES ({prefixed(columns, "b")})"""
+            )
+        con.execute(f"DROP TABLE {flagged}")
+        watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
+        self.meta.set(
+            con,
+            "batches = batches + 1, "
+            f"watermark = greatest(watermark, {watermark}), "
+            f"emitted_rows = emitted_rows + (SELECT count(*) FROM {out})",
+        )
+        return out
+
+    def _evict(self, con: duckdb.DuckDBPyConnection, ctx: BatchContext) -> None:
+        """Keys whose period is over behind the watermark (or the clock), and idle ones."""
+        horizon = ctx.watermark if self.event_time else ctx.processing_time
+        conditions = []
+        if horizon is not None:
+            conditions.append(f"_last + to_microseconds({self.period}) <= {ts_literal(horizon)}")
+        if self.ttl:
+            limit = f"{ts_literal(ctx.processing_time)} - to_microseconds({self.ttl})"
+            conditions.append(f"_touched <= {limit}")
+            for table in self.tables:
+                self.meta.add(
+                    con,
+                    "expired_state_rows",
+                    f"SELECT count(*) FROM {table} WHERE _touched <= {limit}",
+                )
+        if conditions:
+            for table in self.tables:
+                con.execute(f"DELETE FROM {table} WHERE {' OR '.join(conditions)}")
+
+    def metrics(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        meta = self.meta.read(con) if count_of(con, self.meta.table) else {}
+        return {
+            "state_rows": sum(count_of(con, table) for table in self.tables),
+            "late_records": 0,
+            "dropped_duplicates": int(meta.get("dropped_duplicates") or 0),
+            "expired_state_rows": int(meta.get("expired_state_rows") or 0),
+            "emitted_rows": int(meta.get("emitted_rows") or 0),
+            "batches": int(meta.get("batches") or 0),
+            "watermark": meta.get("watermark"),
+        }
+
+
 # =========================================================================== the factory
 
 
@@ -826,4 +990,6 @@ def build_stateful(
     del runtime  # the engine computes the watermark; steps only read it
     if class_name == "Aggregate" and isinstance(config, AggregateConfig):
         return AggregateStep(operator_id, config, input_schema, output_schema)
+    if class_name == "Deduplicate" and isinstance(config, DeduplicateConfig):
+        return DeduplicateStep(operator_id, config, input_schema)
     raise ValueError(f"operator '{operator_id}': {class_name} is not a stateful operator")
