@@ -8,6 +8,7 @@ query over the whole stream.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datamill.domain.expressions import FieldType
 from datamill.domain.streaming import OPERATORS, Configs, Schema, StreamingRuntime
@@ -610,3 +613,163 @@ def test_deduplicate_ttl_and_rollback(con: duckdb.DuckDBPyConnection) -> None:
     assert driver.metrics()["state_rows"] == 2
     assert values(driver.batch([rec("b", 0, 2.0)], clock=at(40))) == [2.0]
     assert values(driver.batch([rec("a", 0, 3.0)], clock=at(41))) == []
+
+
+# --------------------------------------------------------------------------- any split
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[Row], list[int]]:
+    """Records with out-of-orderness bounded by the watermark lag (2 s), so that no split
+    makes any of them late, and the split points of the stream into batches."""
+    count = draw(st.integers(1, 30))
+    rows: list[Row] = []
+    clock = 0.0
+    for _ in range(count):
+        clock += draw(st.sampled_from([0.0, 0.25, 0.5, 1.0, 3.0, 7.0]))
+        jitter = draw(st.sampled_from([0.0, -0.5, -1.0, -1.75]))
+        value = draw(st.one_of(st.none(), st.integers(-20, 20).map(float)))
+        rows.append(
+            rec(
+                draw(st.sampled_from(["a", "b", None])),
+                max(0.0, clock + jitter),
+                value,
+                draw(st.integers(0, 3)),
+                draw(st.sampled_from(["on", "off", "x"])),
+            )
+        )
+    cuts = sorted(set(draw(st.lists(st.integers(0, count), max_size=5))))
+    return rows, cuts
+
+
+WINDOWS: list[tuple[str, dict[str, Any]]] = [
+    ("TumblingTimeWindows", {"size": 5}),
+    ("SlidingTimeWindows", {"size": 6, "slide": 4, "offset": 1}),
+    ("SessionWindows", {"gap": 2}),
+]
+
+
+def run_stream(
+    con: duckdb.DuckDBPyConnection, step: StatefulStep, batches: Sequence[Sequence[Row]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    driver = Driver(con, step)
+    out: list[dict[str, Any]] = []
+    for rows in batches:
+        out += driver.batch(rows)
+    out += driver.batch([], final=True)
+    return out, driver.metrics()
+
+
+@settings(max_examples=12, deadline=None, database=None)
+@given(data=streams(), window=st.sampled_from(WINDOWS), gated=st.booleans())
+def test_any_split_gives_the_output_of_one_batch(
+    data: tuple[list[Row], list[int]], window: tuple[str, dict[str, Any]], gated: bool
+) -> None:
+    rows, cuts = data
+    basic = aggregate(window[0], AGGREGATES, **window[1])
+    if gated:
+        basic["eventConditions"] = {
+            "eventOnCondition": "status = 'on'",
+            "eventOffCondition": "status = 'off'",
+        }
+    bounds = [0, *cuts, len(rows)]
+    batches = [rows[a:b] for a, b in itertools.pairwise(bounds)]
+    con = duckdb.connect(":memory:")
+    try:
+        whole, _ = run_stream(con, make_step("Aggregate", basic, op_id="whole"), [rows])
+        split, metrics = run_stream(con, make_step("Aggregate", basic, op_id="split"), batches)
+    finally:
+        con.close()
+    assert metrics["late_records"] == 0
+    assert metrics["windows"] == 0
+    same_rows(split, whole)
+    deduplicated = [
+        values(run_stream(duckdb.connect(":memory:"), dedup(["status", "n"], rel, 3, True), b)[0])
+        for rel in ("AND", "OR")
+        for b in ([rows], batches)
+    ]
+    assert deduplicated[0] == deduplicated[1]
+    assert deduplicated[2] == deduplicated[3]
+
+
+# --------------------------------------------------------------------------- W1 shape
+
+W1_EVENTS = """
+    SELECT 'dev' || lpad(CAST(hash(i, 1) % 40 AS VARCHAR), 3, '0') AS device_id,
+        CAST(TIMESTAMP '2026-01-01' + to_milliseconds(
+            i * 600000 // 40000 + hash(i, 2) % 500) AS TIMESTAMP_MS) AS event_time,
+        CAST(hash(i, 3) % 4000000 AS DOUBLE) / 100000.0 - 10.0 AS value,
+        ['ok', 'warn', 'err', 'idle', 'x'][CAST(hash(i, 4) % 5 AS BIGINT) + 1] AS status
+    FROM range(40000) AS r(i)
+"""
+W1_QUERY = """
+    SELECT device_id, time_bucket(INTERVAL 10 seconds, event_time) AS "windowStart",
+        count(*) AS events, sum(temp_f) AS sum_temp_f, avg(temp_f) AS avg_temp_f,
+        max(temp_f) AS max_temp_f
+    FROM (SELECT device_id, event_time, value * 1.8 + 32 AS temp_f FROM w1 WHERE status <> 'x')
+    GROUP BY ALL
+"""
+
+
+def test_w1_in_micro_batches_equals_one_group_by(con: duckdb.DuckDBPyConnection) -> None:
+    """W1's logic (filter, map, 10 s tumbling window per device: count, sum, avg, max) in
+    micro-batches with a watermark 2 s behind, inside checkpoint transactions, equals
+    plain DuckDB's one GROUP BY key by key."""
+    schema = Schema(
+        {
+            "device_id": FieldType.STRING,
+            "event_time": FieldType.TIMESTAMP,
+            "temp_f": FieldType.DOUBLE,
+        },
+        event_time="event_time",
+    )
+    fields = [
+        {"field": "events", "type": "LONG", "aggregateType": "COUNT"},
+        {
+            "field": "sum_temp_f",
+            "type": "DOUBLE",
+            "aggregateField": "temp_f",
+            "aggregateType": "SUM",
+        },
+        {
+            "field": "avg_temp_f",
+            "type": "DOUBLE",
+            "aggregateField": "temp_f",
+            "aggregateType": "AVG",
+        },
+        {
+            "field": "max_temp_f",
+            "type": "DOUBLE",
+            "aggregateField": "temp_f",
+            "aggregateType": "MAX",
+        },
+    ]
+    step = make_step("Aggregate", aggregate(fields=fields), schema=schema)
+    con.execute(f"CREATE TABLE w1 AS {W1_EVENTS}")
+    step.create_state(con)
+    out: list[dict[str, Any]] = []
+    watermark: dt.datetime | None = None
+    most_windows = 0
+    for epoch, first in enumerate(range(0, 40000, 3000)):
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE w1_batch AS "
+            "SELECT device_id, event_time, value * 1.8 + 32 AS temp_f FROM w1 "
+            f"WHERE rowid >= {first} AND rowid < {first + 3000} AND status <> 'x'"
+        )
+        latest = con.execute("SELECT max(event_time) FROM w1_batch").fetchall()[0][0]
+        watermark = latest.replace(tzinfo=UTC) - dt.timedelta(seconds=2)
+        ctx = BatchContext(epoch, T0, watermark, final=first + 3000 >= 40000)
+        table = step.process(con, "w1_batch", ctx)
+        result = con.execute(f"SELECT * FROM {table}")
+        names = [d[0] for d in result.description]
+        out += [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        con.execute(f"DROP TABLE {table}")
+        con.execute("COMMIT")
+        most_windows = max(most_windows, step.metrics(con)["windows"])
+    result = con.execute(W1_QUERY)
+    names = [d[0] for d in result.description]
+    expected = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    same_rows(out, expected)
+    assert step.metrics(con)["late_records"] == 0
+    assert most_windows <= 3 * 40  # state holds the open windows only, not the stream

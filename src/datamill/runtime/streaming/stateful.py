@@ -944,8 +944,10 @@ class DeduplicateStep:
         return out
 
     def _evict(self, con: duckdb.DuckDBPyConnection, ctx: BatchContext) -> None:
-        """Keys whose period is over behind the watermark (or the clock), and idle ones."""
-        horizon = ctx.watermark if self.event_time else ctx.processing_time
+        """Before the batch: keys whose period is over behind the previous batch's
+        watermark (records of this batch may be older than its own), or behind the
+        clock; and idle ones (ttl)."""
+        horizon = self.meta.read(con)["watermark"] if self.event_time else ctx.processing_time
         conditions = []
         if horizon is not None:
             conditions.append(f"_last + to_microseconds({self.period}) <= {ts_literal(horizon)}")
