@@ -214,6 +214,18 @@ def create_like(con: duckdb.DuckDBPyConnection, table: str, query: str) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({items})")
 
 
+def all_exist(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> bool:
+    """Whether every one of the (quoted) state tables exists: one catalog query, so a
+    batch does not re-run the creation statements."""
+    names = [t.strip('"').replace('""', '"') for t in tables]
+    found = scalar(
+        con,
+        "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND list_contains(?, table_name)",
+        [names],
+    )
+    return int(found or 0) == len(set(names))
+
+
 def count_of(con: duckdb.DuckDBPyConnection, table: str) -> int:
     """Rows of a state table, 0 when it does not exist yet."""
     name = table.strip('"').replace('""', '"')
@@ -495,6 +507,11 @@ class AggregateStep:
         column types are known for sure (an open schema leaves them to the data)."""
         self.meta.create(con)
 
+    def tables(self) -> list[str]:
+        """All of the step's state tables."""
+        tables = [self.meta.table, self.win, *(self.distinct_table(m) for m in self.distinct)]
+        return [*tables, self.gate] if self.gated else tables
+
     def _create_tables(self, con: duckdb.DuckDBPyConnection, input_sql: str) -> None:
         """Create the tables whose column types come from the data (``IF NOT EXISTS``:
         cheap once they exist). The gate first: the record query reads it."""
@@ -524,8 +541,9 @@ class AggregateStep:
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Fold one batch into the windows, emit the closed ones (see the module doc)."""
         input_sql = table_ref(input_table)
-        self.meta.create(con)
-        self._create_tables(con, input_sql)
+        if not all_exist(con, self.tables()):
+            self.meta.create(con)
+            self._create_tables(con, input_sql)
         meta = self.meta.read(con)
         batch = int(meta["batches"] or 0) + 1
         prev_wm = meta["watermark"]
@@ -533,6 +551,8 @@ class AggregateStep:
         now = ts_literal(ctx.processing_time)
         if self.ttl:
             self._expire(con, ctx)
+        if not scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {input_sql} LIMIT 1)"):
+            return self._finish(con, ctx, batch, None)
         if self.event_time:
             records = self.records_sql(input_sql, ctx, batch)
             self.meta.add(
@@ -561,7 +581,13 @@ class AggregateStep:
             self._update_gate(con, ontime, now)
         if needs_rows:
             con.execute(f"DROP TABLE IF EXISTS {scratch}")
-        out = self._emit(con, closing, fresh)
+        return self._finish(con, ctx, batch, fresh)
+
+    def _finish(
+        self, con: duckdb.DuckDBPyConnection, ctx: BatchContext, batch: int, fresh: str | None
+    ) -> str:
+        """Emit what the batch closes, and note the batch in the meta table."""
+        out = self._emit(con, self.closing(ctx), fresh)
         if fresh is not None:
             con.execute(f"DROP TABLE {fresh}")
         watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
@@ -872,16 +898,17 @@ class DeduplicateStep:
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Emit the batch's records that are not repeats, then remember their keys."""
         input_sql = table_ref(input_table)
-        self.meta.create(con)
         records = self._records_sql(input_sql, ctx)
-        for j, group in enumerate(self.groups):
-            items = ", ".join(f"{src} AS g{i}" for i, src in enumerate(group))
-            create_like(
-                con,
-                self.tables[j],
-                f"SELECT {items}, CAST(NULL AS TIMESTAMP) AS _last, "
-                f"CAST(NULL AS TIMESTAMP) AS _touched FROM {input_sql}",
-            )
+        if not all_exist(con, [self.meta.table, *self.tables]):
+            self.meta.create(con)
+            for j, group in enumerate(self.groups):
+                items = ", ".join(f"{src} AS g{i}" for i, src in enumerate(group))
+                create_like(
+                    con,
+                    self.tables[j],
+                    f"SELECT {items}, CAST(NULL AS TIMESTAMP) AS _last, "
+                    f"CAST(NULL AS TIMESTAMP) AS _touched FROM {input_sql}",
+                )
         self._evict(con, ctx)
         p, period = self.prefix, f"to_microseconds({self.period})"
         flagged = quote_identifier(f"{p}_flagged")
