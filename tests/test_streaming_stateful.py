@@ -773,3 +773,31 @@ def test_w1_in_micro_batches_equals_one_group_by(con: duckdb.DuckDBPyConnection)
     same_rows(out, expected)
     assert step.metrics(con)["late_records"] == 0
     assert most_windows <= 3 * 40  # state holds the open windows only, not the stream
+
+
+# --------------------------------------------------------------------------- the factory
+
+
+def test_open_input_schema_takes_the_types_of_the_data(con: duckdb.DuckDBPyConnection) -> None:
+    """A source without declared fields: the state tables get the input's column types."""
+    basic = aggregate(
+        fields=[
+            {"field": "s", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "SUM"}
+        ],
+        timeField="event_time",
+    )
+    step = make_step("Aggregate", basic, schema=Schema.unknown())
+    driver = Driver(con, step)
+    driver.batch([rec("a", 1, 2.5), rec("a", 2, 0.5)])
+    out = driver.batch([], final=True)
+    assert out == [
+        {"device_id": "a", "windowStart": naive(at(0)), "windowEnd": naive(at(10)), "s": 3.0}
+    ]
+
+
+def test_factory_refuses_other_operators() -> None:
+    kind = OPERATORS["Filter"]
+    config, _ = kind.parse_config(Configs(basicConfigs={"conditions": []}))
+    assert config is not None
+    with pytest.raises(ValueError, match="not a stateful operator"):
+        build_stateful("f", "Filter", config, INPUT, INPUT, StreamingRuntime())
