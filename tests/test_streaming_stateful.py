@@ -200,9 +200,10 @@ def test_out_of_order_within_allowance_and_late_records(con: duckdb.DuckDBPyConn
     driver.batch([rec("a", 8)])  # out of order, its window [0, 10) is still open
     out = driver.batch([rec("a", 13)])  # watermark 11: emits [0, 10) with 2 records
     assert [r["c"] for r in out] == [2]
-    late = driver.batch([rec("a", 9), rec("a", 2), rec("a", 10)])  # window [0, 10) closed
-    assert late == []
+    late = driver.batch([rec("a", 9), rec("a", 2), rec("a", 10), rec("a", None)])
+    assert late == []  # window [0, 10) is closed: 9 and 2 are late
     assert driver.metrics()["late_records"] == 2
+    assert driver.metrics()["null_time_records"] == 1
     final = driver.batch([], final=True)
     assert [(r["windowStart"], r["c"]) for r in final] == [(naive(at(10)), 3)]
 

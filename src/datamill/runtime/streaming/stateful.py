@@ -554,16 +554,15 @@ class AggregateStep:
         if not scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {input_sql} LIMIT 1)"):
             return self._finish(con, ctx, batch, None)
         if self.event_time:
-            records = self.records_sql(input_sql, ctx, batch)
-            self.meta.add(
-                con, "null_time_records", f"SELECT count(*) FROM ({records}) WHERE _us IS NULL"
+            late = self.late_sql(prev) if prev is not None else "FALSE"
+            con.execute(
+                f"""UPDATE {self.meta.table} SET
+                    null_time_records = null_time_records + c.no_time,
+                    late_records = late_records + c.late
+                FROM (SELECT count(*) FILTER (WHERE _us IS NULL) AS no_time,
+                        count(*) FILTER (WHERE {late}) AS late
+                    FROM (SELECT epoch_us({self.time_sql}) AS _us FROM {input_sql})) c"""
             )
-            if prev is not None:
-                self.meta.add(
-                    con,
-                    "late_records",
-                    f"SELECT count(*) FROM ({records}) WHERE {self.late_sql(prev)}",
-                )
         ontime = self.ontime_sql(input_sql, ctx, batch, prev)
         needs_rows = self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
         scratch = quote_identifier(f"{self.prefix}_acc")
