@@ -802,3 +802,14 @@ def test_factory_refuses_other_operators() -> None:
     assert config is not None
     with pytest.raises(ValueError, match="not a stateful operator"):
         build_stateful("f", "Filter", config, INPUT, INPUT, StreamingRuntime())
+
+
+def test_event_conditions_without_key_fields(con: duckdb.DuckDBPyConnection) -> None:
+    basic = aggregate(keys=(), size=100)
+    basic["eventConditions"] = {"eventOnCondition": "n > 5", "eventOffCondition": "n < 0"}
+    driver = Driver(con, make_step("Aggregate", basic))
+    driver.batch([rec("a", 1, n=1), rec("b", 2, n=6), rec("c", 3, n=1)])
+    driver.batch([rec("a", 4, n=-1), rec("b", 5, n=2), rec("a", 6, n=9)])
+    out = driver.batch([], final=True)
+    assert [(r["windowStart"], r["c"]) for r in out] == [(naive(at(0)), 3)]
+    assert "device_id" not in out[0]

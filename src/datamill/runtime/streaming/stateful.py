@@ -3,10 +3,13 @@
 Each step keeps all of its state, counters included, in tables of the job's DuckDB
 database named after the operator id (``dm_<id>_<hash>_…``), so the engine's checkpoint
 transaction captures it and a rollback undoes it exactly. A micro-batch costs a handful of
-statements whatever its size: one GROUP BY of the batch into partial aggregates, one
-``MERGE INTO`` the state table, one ``CREATE TEMP TABLE … AS`` of the windows to emit and
-one ``DELETE`` of them. Nothing is computed row by row in Python, and nothing about the
-stream is remembered in Python between batches (only the compiled SQL).
+statements whatever its size. For tumbling and sliding windows: one GROUP BY of the batch
+into partial aggregates per key and window (left-joined to the windows in state), one
+``UPDATE`` merging them into the windows already in state, one ``INSERT`` of the new
+windows that stay open, one ``CREATE TEMP TABLE … AS`` of the windows to emit (from state,
+and straight from the batch for those that open and close within it) and one ``DELETE``.
+Nothing is computed row by row in Python, and nothing about the stream is remembered in
+Python between batches (only the compiled SQL).
 
 The input table's ``rowid`` is its arrival order (the engine loads each batch into a
 table, in the order the records arrived); together with a batch counter kept in the state
@@ -53,8 +56,9 @@ record with the same dedup key (for OR: any of them) arrived before it — in th
 an earlier one, whether that one was emitted or not — with a time later than its own
 time minus ``period``. Emitted records are unchanged, in arrival order. The state keeps
 the latest time of each dedup key; it is evicted once ``latest + period`` is behind the
-watermark (or the processing time), and after ``ttlTime`` seconds without a record. A
-record behind the watermark whose dedup key was evicted is emitted again.
+previous batch's watermark (or the processing time), and after ``ttlTime`` seconds
+without a record. Deduplicate drops no late records: one behind the watermark whose dedup
+key was already evicted is emitted.
 """
 
 from __future__ import annotations
