@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from datamill.domain.expressions import FieldType
 from datamill.domain.streaming import OPERATORS, Configs, Schema, StreamingRuntime
 from datamill.runtime.streaming.state import BatchContext, StatefulStep
-from datamill.runtime.streaming.stateful import build_stateful, state_prefix
+from datamill.runtime.streaming.stateful import build_stateful, duckdb_type, state_prefix
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -132,6 +132,7 @@ class Driver:
         self.max_time: dt.datetime | None = None
         self.epoch = 0
         self.clock = T0
+        self.columns: list[tuple[str, str]] = []
         step.create_state(con)
 
     def watermark(self) -> dt.datetime | None:
@@ -157,6 +158,9 @@ class Driver:
         self.epoch += 1
         ctx = BatchContext(self.epoch, self.clock, watermark or self.watermark(), final)
         out = self.step.process(self.con, "batch_in", ctx)
+        self.columns = self.con.execute(
+            f"SELECT column_name, column_type FROM (DESCRIBE {out})"
+        ).fetchall()
         result = self.con.execute(f"SELECT * FROM {out}")
         names = [d[0] for d in result.description]
         emitted = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
@@ -291,6 +295,12 @@ def test_every_aggregate_exact_across_batches(con: duckdb.DuckDBPyConnection) ->
     assert driver.metrics()["late_records"] == 0
     same_rows(out, reference_rows(rows))
     assert driver.metrics()["state_rows"] == 0
+    # the output schema's fields, in its order and with its types
+    kind = OPERATORS["Aggregate"]
+    config, _ = kind.parse_config(Configs(basicConfigs=aggregate(fields=AGGREGATES)))
+    assert config is not None
+    schema, _ = kind.output_schema([INPUT], config)
+    assert driver.columns == [(name, duckdb_type(t)) for name, t in schema.fields.items()]
 
 
 def windows_of(out: Sequence[dict[str, Any]], *names: str) -> list[tuple[Any, ...]]:
