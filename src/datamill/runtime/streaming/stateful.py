@@ -3,10 +3,13 @@
 Each step keeps all of its state, counters included, in tables of the job's DuckDB
 database named after the operator id (``dm_<id>_<hash>_…``), so the engine's checkpoint
 transaction captures it and a rollback undoes it exactly. A micro-batch costs a handful of
-statements whatever its size: one GROUP BY of the batch into partial aggregates, one
-``MERGE INTO`` the state table, one ``CREATE TEMP TABLE … AS`` of the windows to emit and
-one ``DELETE`` of them. Nothing is computed row by row in Python, and nothing about the
-stream is remembered in Python between batches (only the compiled SQL).
+statements whatever its size. For tumbling and sliding windows: one GROUP BY of the batch
+into partial aggregates per key and window (left-joined to the windows in state), one
+``UPDATE`` merging them into the windows already in state, one ``INSERT`` of the new
+windows that stay open, one ``CREATE TEMP TABLE … AS`` of the windows to emit (from state,
+and straight from the batch for those that open and close within it) and one ``DELETE``.
+Nothing is computed row by row in Python, and nothing about the stream is remembered in
+Python between batches (only the compiled SQL).
 
 The input table's ``rowid`` is its arrival order (the engine loads each batch into a
 table, in the order the records arrived); together with a batch counter kept in the state
@@ -53,8 +56,9 @@ record with the same dedup key (for OR: any of them) arrived before it — in th
 an earlier one, whether that one was emitted or not — with a time later than its own
 time minus ``period``. Emitted records are unchanged, in arrival order. The state keeps
 the latest time of each dedup key; it is evicted once ``latest + period`` is behind the
-watermark (or the processing time), and after ``ttlTime`` seconds without a record. A
-record behind the watermark whose dedup key was evicted is emitted again.
+previous batch's watermark (or the processing time), and after ``ttlTime`` seconds
+without a record. Deduplicate drops no late records: one behind the watermark whose dedup
+key was already evicted is emitted.
 """
 
 from __future__ import annotations
@@ -80,7 +84,9 @@ from datamill.domain.streaming import (
     WINDOW_START,
     AggregateConfig,
     AggregateType,
+    DeduplicateConfig,
     OperatorConfig,
+    Relationship,
     Schema,
     StreamingRuntime,
     TimeType,
@@ -210,6 +216,18 @@ def create_like(con: duckdb.DuckDBPyConnection, table: str, query: str) -> None:
     columns = con.execute(f"DESCRIBE {query}").fetchall()
     items = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind, *_ in columns)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({items})")
+
+
+def all_exist(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> bool:
+    """Whether every one of the (quoted) state tables exists: one catalog query, so a
+    batch does not re-run the creation statements."""
+    names = [t.strip('"').replace('""', '"') for t in tables]
+    found = scalar(
+        con,
+        "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND list_contains(?, table_name)",
+        [names],
+    )
+    return int(found or 0) == len(set(names))
 
 
 def count_of(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -493,6 +511,11 @@ class AggregateStep:
         column types are known for sure (an open schema leaves them to the data)."""
         self.meta.create(con)
 
+    def tables(self) -> list[str]:
+        """All of the step's state tables."""
+        tables = [self.meta.table, self.win, *(self.distinct_table(m) for m in self.distinct)]
+        return [*tables, self.gate] if self.gated else tables
+
     def _create_tables(self, con: duckdb.DuckDBPyConnection, input_sql: str) -> None:
         """Create the tables whose column types come from the data (``IF NOT EXISTS``:
         cheap once they exist). The gate first: the record query reads it."""
@@ -522,24 +545,28 @@ class AggregateStep:
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Fold one batch into the windows, emit the closed ones (see the module doc)."""
         input_sql = table_ref(input_table)
-        self.meta.create(con)
-        self._create_tables(con, input_sql)
+        if not all_exist(con, self.tables()):
+            self.meta.create(con)
+            self._create_tables(con, input_sql)
         meta = self.meta.read(con)
         batch = int(meta["batches"] or 0) + 1
         prev_wm = meta["watermark"]
         prev = us_of(prev_wm) if (self.event_time and prev_wm is not None) else None
         now = ts_literal(ctx.processing_time)
+        if self.ttl:
+            self._expire(con, ctx)
+        if not scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {input_sql} LIMIT 1)"):
+            return self._finish(con, ctx, batch, None)
         if self.event_time:
-            records = self.records_sql(input_sql, ctx, batch)
-            self.meta.add(
-                con, "null_time_records", f"SELECT count(*) FROM ({records}) WHERE _us IS NULL"
+            late = self.late_sql(prev) if prev is not None else "FALSE"
+            con.execute(
+                f"""UPDATE {self.meta.table} SET
+                    null_time_records = null_time_records + c.no_time,
+                    late_records = late_records + c.late
+                FROM (SELECT count(*) FILTER (WHERE _us IS NULL) AS no_time,
+                        count(*) FILTER (WHERE {late}) AS late
+                    FROM (SELECT epoch_us({self.time_sql}) AS _us FROM {input_sql})) c"""
             )
-            if prev is not None:
-                self.meta.add(
-                    con,
-                    "late_records",
-                    f"SELECT count(*) FROM ({records}) WHERE {self.late_sql(prev)}",
-                )
         ontime = self.ontime_sql(input_sql, ctx, batch, prev)
         needs_rows = self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
         scratch = quote_identifier(f"{self.prefix}_acc")
@@ -557,9 +584,13 @@ class AggregateStep:
             self._update_gate(con, ontime, now)
         if needs_rows:
             con.execute(f"DROP TABLE IF EXISTS {scratch}")
-        if self.ttl:
-            self._expire(con, ctx)
-        out = self._emit(con, closing, fresh)
+        return self._finish(con, ctx, batch, fresh)
+
+    def _finish(
+        self, con: duckdb.DuckDBPyConnection, ctx: BatchContext, batch: int, fresh: str | None
+    ) -> str:
+        """Emit what the batch closes, and note the batch in the meta table."""
+        out = self._emit(con, self.closing(ctx), fresh)
         if fresh is not None:
             con.execute(f"DROP TABLE {fresh}")
         watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
@@ -811,6 +842,171 @@ _NO_CONTEXT = BatchContext(
 )
 
 
+# =========================================================================== Deduplicate
+
+
+class DeduplicateStep:
+    """A Deduplicate operator instance (see the module docstring for its semantics).
+
+    Tables: ``<p>_meta`` and one ``<p>_seen<j>`` per dedup key kind (one under AND, one
+    per deduplicateFields field under OR): the dedup key's columns ``g<i>``, ``_last``
+    (the latest time seen) and ``_touched`` (processing time of the last record).
+    """
+
+    def __init__(self, operator_id: str, config: DeduplicateConfig, input_schema: Schema) -> None:
+        self.operator_id = operator_id
+        basic, advance = config.basicConfigs, config.advanceConfigs
+        if not basic.deduplicateFields:
+            raise ValueError(f"Deduplicate '{operator_id}': deduplicateFields is empty")
+        period = advance.deduplicatePeriod
+        if period is None or not period.period or period.period <= 0:
+            raise ValueError(f"Deduplicate '{operator_id}': deduplicatePeriod.period is not set")
+        self.period = period.period * US
+        self.event_time = bool(period.isUseEventTime)
+        if self.event_time and not input_schema.event_time:
+            raise ValueError(f"Deduplicate '{operator_id}': the input has no event time")
+        self.time_sql = quote_identifier(input_schema.event_time or "")
+        self.ttl = (advance.ttlTime or 0) * US
+        self.prefix = state_prefix(operator_id)
+        self.meta = Meta(self.prefix)
+        keys = list(dict.fromkeys(basic.keyFields))
+        self.any_of = basic.relationship == Relationship.OR
+        if self.any_of:
+            groups = [[*keys, name] for name in dict.fromkeys(basic.deduplicateFields)]
+        else:
+            groups = [list(dict.fromkeys([*keys, *basic.deduplicateFields]))]
+        self.groups = [[quote_identifier(name) for name in group] for group in groups]
+        self.tables = [quote_identifier(f"{self.prefix}_seen{j}") for j in range(len(groups))]
+
+    @staticmethod
+    def columns(group: Sequence[str]) -> list[str]:
+        return [f"g{i}" for i in range(len(group))]
+
+    def create_state(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The meta table now; the seen tables at the first batch (their column types are
+        the input's)."""
+        self.meta.create(con)
+
+    def _records_sql(self, input_sql: str, ctx: BatchContext) -> str:
+        time = self.time_sql if self.event_time else ts_literal(ctx.processing_time)
+        return f"SELECT *, CAST({time} AS TIMESTAMP) AS __dm_t, rowid AS __dm_r FROM {input_sql}"
+
+    def _key_sql(self, j: int) -> str:
+        """The records' dedup key ``j`` as ``g<i>`` (with ``__dm_t``), NULL-free under OR."""
+        group = self.groups[j]
+        items = [f"r.{src} AS g{i}" for i, src in enumerate(group)]
+        where = f" WHERE r.{group[-1]} IS NOT NULL" if self.any_of else ""
+        return f"SELECT {', '.join(items)}, r.__dm_t, r.__dm_r FROM __dm_records r{where}"
+
+    def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
+        """Emit the batch's records that are not repeats, then remember their keys."""
+        input_sql = table_ref(input_table)
+        records = self._records_sql(input_sql, ctx)
+        if not all_exist(con, [self.meta.table, *self.tables]):
+            self.meta.create(con)
+            for j, group in enumerate(self.groups):
+                items = ", ".join(f"{src} AS g{i}" for i, src in enumerate(group))
+                create_like(
+                    con,
+                    self.tables[j],
+                    f"SELECT {items}, CAST(NULL AS TIMESTAMP) AS _last, "
+                    f"CAST(NULL AS TIMESTAMP) AS _touched FROM {input_sql}",
+                )
+        self._evict(con, ctx)
+        p, period = self.prefix, f"to_microseconds({self.period})"
+        flagged = quote_identifier(f"{p}_flagged")
+        prev_items, joins, dups = [], [], []
+        for j, group in enumerate(self.groups):
+            cols = self.columns(group)
+            key = f"k{j}"
+            part = ", ".join(f"{key}.{c}" for c in cols)
+            prev_items.append(
+                f"""CASE WHEN {key}.__dm_r IS NOT NULL THEN greatest(
+                    max({key}.__dm_t) OVER (PARTITION BY {part} ORDER BY {key}.__dm_r
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    s{j}._last) END AS __dm_p{j}"""
+            )
+            joins.append(
+                f"LEFT JOIN ({self._key_sql(j)}) {key} ON {key}.__dm_r = r.__dm_r "
+                f"LEFT JOIN {self.tables[j]} s{j} ON {same(cols, key, f's{j}')}"
+            )
+            dups.append(f"coalesce(__dm_t < __dm_p{j} + {period}, FALSE)")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {flagged} AS
+            WITH __dm_records AS ({records})
+            SELECT * EXCLUDE ({", ".join(f"__dm_p{j}" for j in range(len(self.groups)))}),
+                {" OR ".join(dups)} AS __dm_dup
+            FROM (
+                SELECT r.*, {", ".join(prev_items)}
+                FROM __dm_records r {" ".join(joins)}
+            )"""
+        )
+        out = quote_identifier(f"{p}_out")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * EXCLUDE (__dm_t, __dm_r, __dm_dup) "
+            f"FROM {flagged} WHERE NOT __dm_dup ORDER BY __dm_r"
+        )
+        self.meta.add(con, "dropped_duplicates", f"SELECT count(*) FROM {flagged} WHERE __dm_dup")
+        now = ts_literal(ctx.processing_time)
+        for j, group in enumerate(self.groups):
+            cols = self.columns(group)
+            latest = (
+                f"SELECT {lead(cols)}max(__dm_t) AS _last, {now} AS _touched "
+                f"FROM ({self._key_sql(j).replace('__dm_records', flagged)}) "
+                f"WHERE __dm_t IS NOT NULL GROUP BY ALL"
+            )
+            columns = [*cols, "_last", "_touched"]
+            con.execute(
+                f"""MERGE INTO {self.tables[j]} s USING ({latest}) b ON {same(cols, "s", "b")}
+                WHEN MATCHED THEN UPDATE SET _last = greatest(s._last, b._last),
+                    _touched = b._touched
+                WHEN NOT MATCHED THEN INSERT ({", ".join(columns)})
+                    VALUES ({prefixed(columns, "b")})"""
+            )
+        con.execute(f"DROP TABLE {flagged}")
+        watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
+        self.meta.set(
+            con,
+            "batches = batches + 1, "
+            f"watermark = greatest(watermark, {watermark}), "
+            f"emitted_rows = emitted_rows + (SELECT count(*) FROM {out})",
+        )
+        return out
+
+    def _evict(self, con: duckdb.DuckDBPyConnection, ctx: BatchContext) -> None:
+        """Before the batch: keys whose period is over behind the previous batch's
+        watermark (records of this batch may be older than its own), or behind the
+        clock; and idle ones (ttl)."""
+        horizon = self.meta.read(con)["watermark"] if self.event_time else ctx.processing_time
+        conditions = []
+        if horizon is not None:
+            conditions.append(f"_last + to_microseconds({self.period}) <= {ts_literal(horizon)}")
+        if self.ttl:
+            limit = f"{ts_literal(ctx.processing_time)} - to_microseconds({self.ttl})"
+            conditions.append(f"_touched <= {limit}")
+            for table in self.tables:
+                self.meta.add(
+                    con,
+                    "expired_state_rows",
+                    f"SELECT count(*) FROM {table} WHERE _touched <= {limit}",
+                )
+        if conditions:
+            for table in self.tables:
+                con.execute(f"DELETE FROM {table} WHERE {' OR '.join(conditions)}")
+
+    def metrics(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        meta = self.meta.read(con) if count_of(con, self.meta.table) else {}
+        return {
+            "state_rows": sum(count_of(con, table) for table in self.tables),
+            "late_records": 0,
+            "dropped_duplicates": int(meta.get("dropped_duplicates") or 0),
+            "expired_state_rows": int(meta.get("expired_state_rows") or 0),
+            "emitted_rows": int(meta.get("emitted_rows") or 0),
+            "batches": int(meta.get("batches") or 0),
+            "watermark": meta.get("watermark"),
+        }
+
+
 # =========================================================================== the factory
 
 
@@ -826,4 +1022,6 @@ def build_stateful(
     del runtime  # the engine computes the watermark; steps only read it
     if class_name == "Aggregate" and isinstance(config, AggregateConfig):
         return AggregateStep(operator_id, config, input_schema, output_schema)
+    if class_name == "Deduplicate" and isinstance(config, DeduplicateConfig):
+        return DeduplicateStep(operator_id, config, input_schema)
     raise ValueError(f"operator '{operator_id}': {class_name} is not a stateful operator")
