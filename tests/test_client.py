@@ -331,6 +331,17 @@ def test_schema_inference(dm: DatamillClient, project: str, csv_file: Path) -> N
     assert nothing.value.error_code == "E18115"
 
 
+def test_stream_connection(dm: DatamillClient, project: str) -> None:
+    spec = {"bootstrapServers": "127.0.0.1:9092", "topic": "events"}
+    created = dm.datasources.create(project, "events", type="kafka", spec=spec)
+    assert created.type == "kafka"
+    assert created.schema_ == []
+    assert created.spec["securityProtocol"] == "PLAINTEXT"
+    with pytest.raises(BadRequest) as no_schema:
+        dm.schemas.infer(project, "kafka", spec)
+    assert no_schema.value.error_code == "E18120"
+
+
 # --------------------------------------------------------------------------- variables
 
 

@@ -194,6 +194,78 @@ def test_mqtt_login_with_a_secret_password(tmp_path: Path) -> None:
         server.stop()
 
 
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` (its own CA) and its key, as PEM files."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_mqtt_tls_verifies_the_host_name_on_the_checked_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from datamill.connectors.streams import mqtt as mqtt_connector
+    from tests.servers import start_mosquitto
+
+    cert, key = _self_signed(tmp_path / "tls", "localhost")
+    server = start_mosquitto(tmp_path / "broker", tls=(cert, key))
+    try:
+        spec = mqtt_spec(server, "tls/t", host="localhost", tls=True)
+        ctx = context(tmp_path, allow=["localhost", "127.0.0.1", "::1"])
+        # Unknown to the system's CAs: refused.
+        with pytest.raises(StreamError, match="certificate verify failed"):
+            SINKS["mqtt"](spec, {}, ctx)
+        # Trusted: the connection goes to the checked address and verifies 'localhost'.
+        trusted = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(mqtt_connector.ssl, "create_default_context", lambda: trusted)
+        sink = SINKS["mqtt"](spec, {}, ctx)
+        source = SOURCES["mqtt"](spec, {}, ctx)
+        source.seek(None)
+        sink.write(pa.table({"n": [5]}), 1)
+        sink.commit(1)
+        assert drain(source) == [{"n": 5}]
+        source.close()
+        sink.close()
+        # A name the certificate does not carry is refused even though the address is right.
+        wrong = mqtt_spec(server, "tls/t", host="127.0.0.1", tls=True)
+        with pytest.raises(StreamError, match="cannot connect"):
+            SINKS["mqtt"](wrong, {}, ctx)
+    finally:
+        server.stop()
+
+
 def test_mqtt_unreachable_broker_is_a_stream_error(tmp_path: Path) -> None:
     from tests.servers import free_port
 
@@ -249,7 +321,9 @@ def test_kafka_sink_keys_by_partitioner(kafka_server: RunningServer, tmp_path: P
     assert all(len(parts) == 1 for parts in partition_of.values())  # a key keeps its partition
 
     csv_topic = new_topic(kafka_server, partitions=1)
-    sink = SINKS["kafka"](kafka_spec(kafka_server, csv_topic), {"format": "CSV"}, ctx)
+    sink = SINKS["kafka"](
+        kafka_spec(kafka_server, csv_topic), {"advanceConfigs": {"format": "CSV"}}, ctx
+    )
     sink.write(pa.table({"a": [1, None], "b": ["x,y", "z"]}), 1)
     sink.commit(1)
     sink.close()
@@ -304,6 +378,24 @@ def test_kafka_source_positions_seek_and_group_commit(
     assert [r["i"] for r in drain(source)] == [30]
     source.close()
     sink.close()
+
+
+def test_kafka_brokers_advertised_by_the_cluster_pass_the_outbound_guard(
+    tmp_path: Path,
+) -> None:
+    from tests.servers import start_kafka
+
+    # The bootstrap address is allowed, but the cluster says its broker is at 10.255.0.7.
+    server = start_kafka(tmp_path / "kafka", advertised_host="10.255.0.7")
+    try:
+        spec = kafka_spec(server, "t")
+        error = refused(
+            lambda: SOURCES["kafka"](spec, {}, context(tmp_path)), "E18118", "10.255.0.7"
+        )
+        assert error.field == "spec.bootstrapServers"
+        refused(lambda: SINKS["kafka"](spec, {}, context(tmp_path)), "E18118", "10.255.0.7")
+    finally:
+        server.stop()
 
 
 def test_kafka_refusals(kafka_server: RunningServer, tmp_path: Path) -> None:
@@ -437,9 +529,9 @@ def test_webhook_notifications_are_templated_per_record(
     assert server.requests[0]["headers"]["Authorization"] == "Bearer hook-token-1"
 
     chat = http_server(ok)
-    sink = SINKS["notification"](
-        {"channel": "chat", "url": chat.url}, {"defaultMessage": "${n} events"}, ctx
-    )
+    # The operator's configs as saved (not merged) are accepted too.
+    configs = {"basicConfigs": {"defaultMessage": "${n} events"}, "advanceConfigs": {}}
+    sink = SINKS["notification"]({"channel": "chat", "url": chat.url}, configs, ctx)
     sink.write(pa.table({"n": [3]}), 1)
     sink.close()
     assert chat.requests[0]["body"] == {"text": "3 events"}
@@ -487,6 +579,16 @@ def test_undeliverable_notifications_are_counted_not_fatal(
     assert "answered 500" in log_of(ctx)
     assert len(broken.requests) == 3  # tried 3 times
 
+    # A destination that keeps failing is given up on for the rest of the batch.
+    sink = SINKS["notification"](
+        {"channel": "webhook", "url": broken.url + "/again"}, {"defaultMessage": "m"}, ctx
+    )
+    sink.write(pa.table({"n": list(range(6))}), 2)
+    sink.close()
+    assert sink.failed == 6  # type: ignore[attr-defined]
+    assert len(broken.requests) == 3 + 3 * 3  # 3 notifications tried 3 times each
+    assert "3 failures in a row; 3 more of this batch not sent" in log_of(ctx)
+
 
 def test_email_notifications_over_smtp(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
@@ -531,10 +633,69 @@ def test_email_notifications_over_smtp(tmp_path: Path) -> None:
     assert "Device d2 is at 81." in text
 
     # Nothing listens now: counted and logged, not raised.
+    ctx = context(tmp_path)
     sink = SINKS["notification"](spec, basic, ctx)
     sink.write(pa.table({"device": ["d3"], "temp": [1]}), 2)
     assert sink.failed == 1  # type: ignore[attr-defined]
     assert "mails not sent" in log_of(ctx)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_email_login_with_the_token_secret(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from tests.servers import free_port
+
+    received: list[Any] = []
+    logins: list[tuple[str, str]] = []
+
+    class Handler:
+        async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    def authenticator(_server: Any, _session: Any, _envelope: Any, _mech: str, data: Any) -> Any:
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=data.password == b"mail-pw-1", handled=False)
+
+    port = free_port()
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        spec = {
+            "channel": "email",
+            "smtpHost": "127.0.0.1",
+            "smtpPort": port,
+            "smtpSecurity": "none",
+            "from": "alerts@example.com",
+            "to": ["ops@example.com"],
+            "tokenSecret": "mail",
+        }
+        ctx = context(tmp_path, username="alerts", password="mail-pw-1")
+        sink = SINKS["notification"](spec, {"defaultMessage": "hello ${n}"}, ctx)
+        sink.write(pa.table({"n": [1]}), 1)
+        assert (sink.sent, sink.failed) == (1, 0)  # type: ignore[attr-defined]
+        bad = context(tmp_path, username="alerts", password="wrong")
+        sink = SINKS["notification"](spec, {"defaultMessage": "hello ${n}"}, bad)
+        sink.write(pa.table({"n": [2]}), 1)
+        assert (sink.sent, sink.failed) == (0, 1)  # type: ignore[attr-defined]
+        assert "mails not sent" in log_of(bad)
+        assert "wrong" not in log_of(bad)
+    finally:
+        controller.stop()
+    assert logins[0] == ("alerts", "mail-pw-1")
+    assert set(logins[1:]) == {("alerts", "wrong")}  # smtplib tries PLAIN, then LOGIN
+    assert len(received) == 1
+    assert "hello 1" in received[0].content.decode()
 
 
 def test_notification_outbound_guard_at_connect(tmp_path: Path) -> None:
@@ -704,3 +865,26 @@ def test_function_redirects_and_outbound_guard(
     transform = TRANSFORMS["function"]({"url": moved.url}, function_basic(), context(tmp_path))
     refused(lambda: transform.apply(pa.table({"a": [1]})), "E18760", "'b'")
     transform.close()
+
+
+def test_function_that_does_not_answer_is_given_up_for_the_batch(
+    http_server: Callable[..., Recorder], tmp_path: Path
+) -> None:
+    from datamill.connectors.streams.function import GIVE_UP_AFTER
+
+    def silent(_path: str, _body: Any) -> tuple[int, Any, dict[str, str]]:
+        time.sleep(0.6)
+        return 200, 1, {}
+
+    server = http_server(silent)
+    ctx = context(tmp_path)
+    spec = {"url": server.url, "timeoutSeconds": 0.2, "concurrency": 2}
+    transform = TRANSFORMS["function"](spec, function_basic("LONG"), ctx)
+    started = time.monotonic()
+    out = transform.apply(pa.table({"a": list(range(40)), "b": [0] * 40}))
+    took = time.monotonic() - started
+    transform.close()
+    assert out.column("status").to_pylist() == [0] * 40
+    assert out.column("answer").null_count == 40
+    assert GIVE_UP_AFTER <= len(server.requests) <= GIVE_UP_AFTER + 2
+    assert took < 3  # not 40 x 0.2 s / 2

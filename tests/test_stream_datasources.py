@@ -96,6 +96,8 @@ def test_schema_and_file_fields_are_refused(api: Api, project: str) -> None:
         ("mqtt", {**MQTT, "port": 0}, "spec.port"),
         ("mqtt", {"host": "127.0.0.1"}, "spec.topic"),
         ("kafka", {**KAFKA, "bootstrapServers": "nohostport"}, "spec.bootstrapServers"),
+        ("kafka", {**KAFKA, "bootstrapServers": 9092}, "spec.bootstrapServers"),
+        ("kafka", {**KAFKA, "bootstrapServers": [1]}, "spec.bootstrapServers"),
         ("kafka", {**KAFKA, "topic": "a b"}, "spec.topic"),
         ("kafka", {**KAFKA, "username": "u"}, "passwordSecret"),
         ("kafka", {**KAFKA, "securityProtocol": "SASL_SSL"}, "needs username"),

@@ -464,14 +464,15 @@ class TokensAPI(_Resource):
 
 
 class DataSourcesAPI(_Resource):
-    """Data sources of a project's batch catalog (``file``, ``s3`` or ``hdfs``)."""
+    """Data sources of a project's catalog: files (``file``, ``s3``, ``hdfs``) and stream
+    connections (``mqtt``, ``kafka``, ``notification``, ``function``; no schema)."""
 
     def create(
         self,
         project: str,
         name: str,
         *,
-        type: Literal["file", "s3", "hdfs"] | str,
+        type: Literal["file", "s3", "hdfs", "mqtt", "kafka", "notification", "function"] | str,
         spec: Mapping[str, Any],
         schema: SchemaInput | None = None,
         no_verify_schema: bool = False,

@@ -212,7 +212,6 @@ FILE_ONLY_FIELDS = frozenset(
     )
 )
 """Spec fields of file data sources, named in the error when given to a stream connection."""
-MQTT_TOPIC_RULE = re.compile(r"^[^\x00#+]*(/[^\x00#+]*)*$")
 
 
 def _check_host(value: str) -> str:
@@ -253,8 +252,12 @@ def _check_kafka_topic(value: str) -> str:
     return value
 
 
-def _check_servers(value: str | list[str]) -> str:
-    items = value if isinstance(value, list) else value.split(",")
+def _check_servers(value: Any) -> str:
+    items = (
+        value if isinstance(value, list) else value.split(",") if isinstance(value, str) else None
+    )
+    if items is None or not all(isinstance(item, str) for item in items):
+        raise PydanticCustomError("E18011", "give the servers as 'host:port,…' or a list of them")
     servers = [item.strip() for item in items if item.strip()]
     if not servers or len(servers) > 32:
         raise PydanticCustomError("E18011", "give 1-32 servers as host:port")

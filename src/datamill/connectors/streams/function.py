@@ -15,6 +15,9 @@ does not convert to the declared type gives a null output. Failures are counted
 (:attr:`FunctionTransform.failed`) and summarised in the job log once per batch.
 
 Up to ``concurrency`` requests are in flight at once, each limited to ``timeoutSeconds``.
+So that a function that does not answer cannot hold a batch for records times the timeout, once
+:data:`GIVE_UP_AFTER` calls in a row got no answer the rest of the batch is not called
+(status ``0``, counted as failed); the next batch tries again.
 The URL's host passes the outbound guard when the transform opens, requests go to the
 address it resolved to (TLS still verifies the name), redirects are not followed (a 3xx
 is a failed call) and proxies from the environment are ignored. The ``tokenSecret``'s
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,7 +38,7 @@ import pyarrow as pa
 
 from datamill.connectors.sinks.http import pin_url, plain, secret_value
 from datamill.connectors.streams.base import StreamContext, register_transform
-from datamill.connectors.streams.records import open_spec
+from datamill.connectors.streams.records import flat, open_spec
 from datamill.domain.datasources import FunctionSpec
 from datamill.domain.expressions import FieldType
 from datamill.errors import DatamillError, E
@@ -52,6 +56,9 @@ ARROW_TYPES: dict[FieldType, pa.DataType] = {
 }
 """The Arrow type of an added field: MAP and ARRAY values are JSON text (DuckDB JSON)."""
 _INT_RANGE = {FieldType.INTEGER: (-(2**31), 2**31 - 1), FieldType.LONG: (-(2**63), 2**63 - 1)}
+
+GIVE_UP_AFTER = 8
+"""Calls in a row without an answer (status 0) after which a batch stops calling."""
 
 Outcome = tuple[int, Any]
 """(HTTP status or 0, the answer's JSON value or None)."""
@@ -156,11 +163,22 @@ class FunctionTransform:
             limits=httpx.Limits(max_connections=spec.concurrency),
         )
         self._pool = ThreadPoolExecutor(spec.concurrency, thread_name_prefix="function-call")
+        self._lock = threading.Lock()
+        self._silent = 0
+        """Calls in a row without an answer, in the current batch."""
         self.calls = 0
         self.failed = 0
         self.statuses: Counter[int] = Counter()
 
     def _call(self, bodies: list[dict[str, Any]]) -> list[Outcome]:
+        if self._silent >= GIVE_UP_AFTER:
+            return [(0, _NO_ANSWER)] * len(bodies)
+        outcomes = self._request(bodies)
+        with self._lock:
+            self._silent = self._silent + 1 if outcomes[0][0] == 0 else 0
+        return outcomes
+
+    def _request(self, bodies: list[dict[str, Any]]) -> list[Outcome]:
         single = self.spec.batchSize == 1
         payload = json.dumps(bodies[0] if single else bodies, ensure_ascii=False)
         try:
@@ -198,6 +216,7 @@ class FunctionTransform:
             for row in table.select(self.params).to_pylist()
         ]
         size = self.spec.batchSize
+        self._silent = 0
         chunks = [bodies[i : i + size] for i in range(0, len(bodies), size)]
         outcomes = [o for chunk in self._pool.map(self._call, chunks) for o in chunk]
         name, kind = self.output
@@ -246,4 +265,4 @@ def _put(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
 def function_transform(
     spec: dict[str, Any], basic: dict[str, Any], ctx: StreamContext
 ) -> FunctionTransform:
-    return FunctionTransform(open_spec(FunctionSpec, spec, "function"), basic, ctx)
+    return FunctionTransform(open_spec(FunctionSpec, spec, "function"), flat(basic), ctx)

@@ -17,8 +17,9 @@ again (at-least-once).
 Outbound safety: the bootstrap servers pass the outbound guard at connect time (the client
 connects to the resolved addresses unless TLS needs the names), and so does every broker
 the cluster's metadata advertises, before any record is read or written. librdkafka opens
-those broker connections itself, so a broker advertised later (a cluster change while
-running) is only checked at the next start.
+the broker connections itself and has no hook to veto one: it may already be connecting
+to a refused advertised broker when the check closes the client, and a broker advertised
+later (a cluster change while running) is only checked at the next start.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ class _Connection:
         manual_ack: bool,
         on_message: Any = None,
         on_connected: Any = None,
+        on_subscribed: Any = None,
         max_inflight: int = 20,
     ) -> None:
         address = check_host(spec.host, spec.port, ctx.outbound_allow, "spec.host")
@@ -110,6 +111,7 @@ class _Connection:
         self.shown = f"mqtt://{spec.host}:{spec.port}"
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._closing = False
         self._on_connected = on_connected
         client = _PinnedClient(
             address,
@@ -142,6 +144,8 @@ class _Connection:
         client.on_disconnect = self._disconnected
         if on_message is not None:
             client.on_message = on_message
+        if on_subscribed is not None:
+            client.on_subscribe = on_subscribed
         self.client = client
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
@@ -177,11 +181,16 @@ class _Connection:
             self._on_connected(client)
         self._connected.set()
 
-    def _disconnected(self, *_args: Any) -> None:
+    def _disconnected(
+        self, _client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
         """paho reconnects by itself; the session (and unacknowledged messages) survive."""
+        if not self._closing:
+            self.ctx.log(f"{self.shown}: disconnected ({reason}); reconnecting")
 
     def close(self) -> None:
         """Disconnect once the packets already queued (acknowledgements) are written."""
+        self._closing = True
         deadline = time.monotonic() + 5.0
         while self.client.want_write() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -209,6 +218,8 @@ class MqttSource:
         """(sequence number, message id, qos) of messages read, not yet acknowledged."""
         self._read = 0
         self._conn: _Connection | None = None
+        self._subscribed = threading.Event()
+        self._refused: str | None = None
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._ready:
@@ -217,6 +228,13 @@ class MqttSource:
 
     def _subscribe(self, client: mqtt.Client) -> None:
         client.subscribe(self.spec.topic, qos=1)
+
+    def _subscribe_done(
+        self, _client: Any, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any
+    ) -> None:
+        failed = [str(reason) for reason in reasons if reason.is_failure]
+        self._refused = failed[0] if failed else None
+        self._subscribed.set()
 
     def seek(self, position: Position | None) -> None:
         if self._conn is None:
@@ -228,7 +246,16 @@ class MqttSource:
                 manual_ack=True,
                 on_message=self._on_message,
                 on_connected=self._subscribe,
+                on_subscribed=self._subscribe_done,
             )
+            # Records published from now on are the source's: wait for the broker's SUBACK.
+            if not self._subscribed.wait(CONNECT_TIMEOUT) or self._refused:
+                reason = self._refused or f"no answer within {CONNECT_TIMEOUT:g} s"
+                self.close()
+                raise StreamError(
+                    f"mqtt://{self.spec.host}:{self.spec.port}: subscribing to "
+                    f"'{self.spec.topic}' failed: {reason}"
+                )
             self.ctx.log(f"mqtt source: connected to {self._conn.shown}, topic '{self.spec.topic}'")
 
     def read(self, max_records: int, timeout_seconds: float) -> list[dict[str, Any]]:

@@ -20,8 +20,11 @@ Rate limit: a token bucket per connection and process holding ``rateLimitPerMinu
 notifications and refilled at that rate; records over the limit are not sent, only
 counted (:attr:`NotifySink.dropped`) and logged. A notification that cannot be delivered
 is counted (:attr:`NotifySink.failed`) and logged too: notifications are best-effort and
-never stop the pipeline. They are sent in :meth:`NotifySink.write`, so after a crash the
-records of the unfinished checkpoint notify again (at-least-once).
+never stop the pipeline; after :data:`GIVE_UP_AFTER` failures in a row the rest of the
+batch is counted as failed without trying (a destination that is down would otherwise
+hold the pipeline for its retries on every record). They are sent in
+:meth:`NotifySink.write`, so after a crash the records of the unfinished checkpoint notify
+again (at-least-once).
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ import pyarrow as pa
 from datamill.connectors.sinks.base import SinkError
 from datamill.connectors.sinks.http import OutboundHttp, plain, secret_value
 from datamill.connectors.streams.base import StreamContext, register_sink
-from datamill.connectors.streams.records import open_spec
+from datamill.connectors.streams.records import flat, open_spec
 from datamill.domain.datasources import NotificationChannel, NotificationSpec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 
 TEMPLATE_FIELD = r"\$\{([^}]*)\}"
+GIVE_UP_AFTER = 3
+"""Notifications in a row that failed after which the rest of a batch is not tried."""
 
 
 def render(template: str, record: dict[str, Any]) -> str:
@@ -190,7 +195,16 @@ class NotifySink:
     def _send_http(self, notes: list[tuple[str, str]]) -> None:
         assert self._http is not None
         params = dict(parse_qsl(urlsplit(self.spec.url or "").query, keep_blank_values=True))
-        for subject, message in notes:
+        in_a_row = 0
+        for index, (subject, message) in enumerate(notes):
+            if in_a_row >= GIVE_UP_AFTER:
+                skipped = len(notes) - index
+                self.failed += skipped
+                self.ctx.log(
+                    f"notification: {in_a_row} failures in a row; {skipped} more of this "
+                    "batch not sent"
+                )
+                return
             if self.spec.channel == NotificationChannel.chat:
                 body: dict[str, Any] = {"text": f"{subject}\n{message}" if subject else message}
             else:
@@ -200,8 +214,10 @@ class NotifySink:
                     "POST", "", content=json.dumps(body).encode(), params=params or None
                 )
                 self.sent += 1
+                in_a_row = 0
             except SinkError as exc:
                 self.failed += 1
+                in_a_row += 1
                 self.ctx.log(f"notification not delivered: {exc}")
 
     def _smtp(self) -> smtplib.SMTP:
@@ -212,13 +228,17 @@ class NotifySink:
             client = _PinnedSMTPSSL(address, timeout)
         else:
             client = _PinnedSMTP(address, timeout)
-        client.connect(spec.smtpHost or "", spec.smtpPort or 25)
-        if spec.smtpSecurity == "starttls":
-            client.starttls(context=ssl.create_default_context())
-        if spec.tokenSecret is not None:
-            username = secret_value(self.ctx, spec.tokenSecret, "username") or ""
-            password = secret_value(self.ctx, spec.tokenSecret, "password") or ""
-            client.login(username, password)
+        try:
+            client.connect(spec.smtpHost or "", spec.smtpPort or 25)
+            if spec.smtpSecurity == "starttls":
+                client.starttls(context=ssl.create_default_context())
+            if spec.tokenSecret is not None:
+                username = secret_value(self.ctx, spec.tokenSecret, "username") or ""
+                password = secret_value(self.ctx, spec.tokenSecret, "password") or ""
+                client.login(username, password)
+        except BaseException:
+            client.close()
+            raise
         return client
 
     def _send_mail(self, notes: list[tuple[str, str]]) -> None:
@@ -262,4 +282,4 @@ class NotifySink:
 def notification_sink(
     spec: dict[str, Any], configs: dict[str, Any], ctx: StreamContext
 ) -> NotifySink:
-    return NotifySink(open_spec(NotificationSpec, spec, "notification"), configs, ctx)
+    return NotifySink(open_spec(NotificationSpec, spec, "notification"), flat(configs), ctx)

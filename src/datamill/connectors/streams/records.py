@@ -37,6 +37,19 @@ def open_spec(model: type[SpecT], spec: dict[str, Any], what: str) -> SpecT:
         ) from None
 
 
+def flat(configs: dict[str, Any]) -> dict[str, Any]:
+    """An operator's settings as one dict: ``basicConfigs`` and ``advanceConfigs`` merged,
+    whether the caller merged them already or passed the operator's ``configs`` as is."""
+    if not any(key in configs for key in ("basicConfigs", "advanceConfigs")):
+        return configs
+    merged = {k: v for k, v in configs.items() if k not in ("basicConfigs", "advanceConfigs")}
+    for key in ("basicConfigs", "advanceConfigs"):
+        part = configs.get(key)
+        if isinstance(part, dict):
+            merged.update(part)
+    return merged
+
+
 def decode_payload(payload: bytes | bytearray) -> list[dict[str, Any]]:
     """The records in one message (module docstring)."""
     text = payload.decode("utf-8", errors="replace")
@@ -61,6 +74,7 @@ class SinkOptions:
 
     @classmethod
     def of(cls, configs: dict[str, Any]) -> SinkOptions:
+        configs = flat(configs)
         fmt = str(configs.get("format") or "JSON").upper()
         if fmt not in ("JSON", "CSV"):
             raise DatamillError(
