@@ -11,8 +11,9 @@ In one process and one run (the machines are noisy; only ratios within a run mea
    ``value * 1.8 + 32`` -> Aggregate, 10 s tumbling event-time windows per device: count,
    sum, avg, max -> DISSink Parquet) runs in datamill's engine, exactly as a job runs in
    its engine process (locked-down DuckDB on the job's state file, checkpoints every
-   10 s and every 2 M records, the file sink's staging and commit), fed in process through the engine's source
-   interface from the same Parquet files in micro-batches of ``R`` rows
+   10 s and every 2 M records, the file sink's staging and commit), fed in process
+   through the engine's source interface from the same Parquet files in micro-batches of
+   ``R`` rows
    (:class:`datamill.runtime.streaming.feed.ParquetFeed`). The run is bounded: the last
    batch is ``final`` and closes the open windows.
    Throughput = events / wall-clock seconds of each; the target is engine >= 35 % of
