@@ -169,10 +169,11 @@ def workers(settings: Settings, runtime: Runtime) -> Iterator[WorkerPool]:
     pool.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def streaming_engine(settings: Settings, runtime: Runtime) -> Iterator[BaseProcess]:
-    """The streaming supervisor process on the session's store (started only by tests that
-    run streaming jobs); it runs each started job in an engine process of its own."""
+    """The streaming supervisor process on the session's store, for the tests of one module
+    (it runs each started job in an engine process of its own). Module-scoped: tests
+    elsewhere play the engine's part themselves and must not meet a real one."""
     process = start_supervisor(settings)
     yield process
     stop_supervisor(process)

@@ -402,3 +402,36 @@ def test_one_job_runs_in_one_place_and_moves_when_its_runner_goes_silent(
         service.engine_transition(session, row_id, JobState.STOPPING)
         service.engine_transition(session, row_id, JobState.STOPPED)
     assert job(api, project, job_id)["job_state"] == "STOPPED"
+
+
+def test_processing_time_windows_close_on_the_wall_clock_while_idle(
+    api: Api, project: str, engine: BaseProcess
+) -> None:
+    body = {
+        "definition": {"jobName": "per_second"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"fields": [{"field": "k", "type": "STRING"}]}),
+            op(
+                "count",
+                "Aggregate",
+                ["src"],
+                {
+                    "keyFields": "k",
+                    "windowsType": "TumblingTimeWindows",
+                    "windowAssigner": {"timeType": "ProcessingTime", "size": 1},
+                    "aggregateFields": [{"field": "n", "type": "LONG", "aggregateType": "COUNT"}],
+                },
+            ),
+            op("out", "DISSink", ["count"], {"target": "per_second"}, {"format": "JSON"}),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1},
+    }
+    job_id = create_ready(api, project, body)
+    start(api, project, job_id)
+    post(api, project, job_id, [{"k": "a"}, {"k": "a"}, {"k": "b"}])
+    # no more records: the windows close on the wall clock and reach the sink
+    target = api.data_root / project / "per_second"
+    rows = wait_for("closed windows", lambda: len(sink_rows(target)) >= 2 and sink_rows(target))
+    assert sorted((r["k"], r["n"]) for r in rows) == [("a", 2), ("b", 1)]
+    assert all(r["windowEnd"] > r["windowStart"] for r in rows)
+    stop(api, project, job_id)

@@ -434,8 +434,8 @@ def claim_jobs(session: Session, runner: str, lease_seconds: float) -> list[Clai
     for row_id, holder, beat in session.execute(waiting).all():
         if holder == runner:
             continue
-        if holder is not None and beat is not None and beat >= stale:
-            continue
+        if holder is not None and (beat is None or beat >= stale):
+            continue  # held (a runner that never beat is not a supervisor: left alone)
         result = session.execute(
             update(StreamingJobRow)
             .where(
@@ -443,7 +443,6 @@ def claim_jobs(session: Session, runner: str, lease_seconds: float) -> list[Clai
                 StreamingJobRow.state.in_([s.value for s in ACTIVE]),
                 or_(
                     StreamingJobRow.runner.is_(None),
-                    StreamingJobRow.heartbeat_at.is_(None),
                     StreamingJobRow.heartbeat_at < stale,
                 ),
             )
