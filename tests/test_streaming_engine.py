@@ -223,6 +223,12 @@ def test_records_flow_through_a_running_pipeline(
         url, content='{"a":1}\nnot json\n', headers={"Content-Type": "application/x-ndjson"}
     )
     assert_error(bad, 400, "E18722", "line 2")
+    nan = api.post(url, content='[{"a": NaN}]', headers={"Content-Type": "application/json"})
+    assert_error(nan, 400, "E18722", "record 0", "NaN")
+    deep = api.post(
+        url, content="[" * 5000 + "]" * 5000, headers={"Content-Type": "application/json"}
+    )
+    assert_error(deep, 400, "E18722", "not valid JSON")
     assert_error(
         api.post(url, content="a,b", headers={"Content-Type": "text/csv"}),
         415,

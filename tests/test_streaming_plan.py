@@ -21,6 +21,7 @@ from datamill.connectors.streams.base import (
     StreamContext,
 )
 from datamill.runtime.streaming.engine import Engine, EngineConfig
+from datamill.runtime.streaming.ingest import JsonLines
 from datamill.runtime.streaming.plan import PlanError
 
 COLLECTED: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}
@@ -392,3 +393,32 @@ def test_sink_targets_stay_inside_the_project(tmp_path: Path) -> None:
     ]
     with pytest.raises(PlanError, match="leads outside"):
         run(tmp_path, operators, {"in": conn("in", "memory", {"records": []})})
+
+
+class LinesSource(MemorySource):
+    """Raw message texts, some of them not JSON (what a broker may carry)."""
+
+    def read_lines(self, max_records: int, timeout_seconds: float) -> JsonLines:
+        out = self.records[self.index : self.index + max_records]
+        self.index += len(out)
+        return JsonLines("".join(f"{line}\n" for line in out).encode(), len(out))
+
+
+def test_a_message_that_is_not_json_becomes_a_record_of_nulls(tmp_path: Path) -> None:
+    SOURCES["lines"] = lambda spec, basic, ctx: LinesSource(spec["records"])
+    try:
+        lines = ['{"k": "a", "v": 1}', "not json", '{"k": "b", "v": "2"}', "[1, 2]"]
+        fields = [{"field": "k", "type": "STRING"}, {"field": "v", "type": "LONG"}]
+        operators = [
+            op("src", "PipelineSource", [], {"dataSourceId": "raw", "fields": fields}),
+            op("out", "DISSink", ["src"], {"dataSourceId": "sink"}),
+        ]
+        connections = {
+            "raw": conn("raw", "lines", {"records": lines}),
+            "sink": conn("sink", "collect", {"name": "raw"}),
+        }
+        run(tmp_path, operators, connections)
+    finally:
+        SOURCES.pop("lines", None)
+    got = [(r["k"], r["v"]) for r in rows("raw")]
+    assert got == [("a", 1), (None, None), ("b", 2), (None, None)]

@@ -307,13 +307,13 @@ def parse_records(raw: bytes, content_type: str) -> bytes:
                 continue
             try:
                 records.append(json.loads(line))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise _records_error(f"line {number} is not valid JSON: {exc}") from None
         where = "line"
     elif media in ("application/json", ""):
         try:
             value = json.loads(text) if text.strip() else None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _records_error(f"the body is not valid JSON: {exc}") from None
         if not isinstance(value, list):
             raise _records_error(
@@ -335,7 +335,15 @@ def parse_records(raw: bytes, content_type: str) -> bytes:
             raise _records_error(
                 f"{where} {shown} is a {type(record).__name__}, not an object (a record)"
             )
-        lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        try:
+            lines.append(
+                json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            )
+        except ValueError:
+            shown = index + 1 if where == "line" else index
+            raise _records_error(
+                f"{where} {shown} holds NaN or Infinity, which JSON does not allow"
+            ) from None
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 

@@ -332,7 +332,9 @@ class Engine:
                 f"SELECT json_group_structure(TRY_CAST(line AS JSON)) FROM {raw}"
             ).fetchall()
             structure = describe_structure(found[0][0] if found else None)
-        sql = json_lines_sql(quote_identifier(raw), node.schema, structure)
+        # a line that is not JSON (a connector's odd message) gives a record of NULLs
+        parsed = f"(SELECT TRY_CAST(line AS JSON) AS line FROM {quote_identifier(raw)})"
+        sql = json_lines_sql(parsed, node.schema, structure)
         return self._temp_table(f"__src_{node.op_id}", sql)
 
     def _empty_table(self, op_id: str, schema: Schema) -> str:
