@@ -23,8 +23,9 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 
@@ -49,6 +50,10 @@ from datamill.store.projects import get_project
 
 log = structlog.get_logger("datamill.streaming")
 FAILURE_FILE = "failure.txt"
+STABLE_SECONDS = 30.0
+"""An engine that ran this long before it failed restarts at once; one that failed sooner
+waits 0.5 s, 1 s, 2 s … (at most :data:`MAX_BACKOFF_SECONDS`) before the next try."""
+MAX_BACKOFF_SECONDS = 10.0
 
 
 def engine_main(config: EngineConfig, parent_pid: int, ready: EventType) -> None:
@@ -85,6 +90,21 @@ class Child:
     config: EngineConfig
     stopping: bool = False
     running: bool = False
+    failures: int = 0
+    """Failures in a row of engines that ran less than :data:`STABLE_SECONDS`."""
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Waiting:
+    """A job to restart once its back-off has passed."""
+
+    row_id: int
+    job_id: str
+    project: str
+    config: EngineConfig
+    failures: int
+    due: float
 
 
 class Supervisor:
@@ -98,6 +118,7 @@ class Supervisor:
         self.shutdown = shutdown or threading.Event()
         self.settings = runtime.settings
         self.children: dict[int, Child] = {}
+        self.waiting: dict[int, Waiting] = {}
         self._context = multiprocessing.get_context("spawn")
 
     def run_forever(self, parent: int | None = None) -> None:
@@ -117,7 +138,9 @@ class Supervisor:
 
     def tick(self) -> None:
         with self.runtime.sessions() as session:
-            held = service.renew_jobs(session, self.name, list(self.children))
+            held = service.renew_jobs(session, self.name, [*self.children, *self.waiting])
+            for row_id in list(self.waiting):
+                self._wait(session, self.waiting[row_id], held.get(row_id))
             for row_id in list(self.children):
                 child = self.children[row_id]
                 if row_id not in held:
@@ -130,6 +153,18 @@ class Supervisor:
                 session, self.name, self.settings.streaming_lease_seconds
             ):
                 self._adopt(session, claimed)
+
+    def _wait(self, session: Session, waiting: Waiting, state: JobState | None) -> None:
+        if state is None:  # taken over or deleted meanwhile
+            del self.waiting[waiting.row_id]
+        elif state == JobState.STOPPING:
+            del self.waiting[waiting.row_id]
+            service.engine_transition(session, waiting.row_id, JobState.STOPPED, message="stopped")
+            self._job_log(waiting.config, "stopped")
+        elif time.monotonic() >= waiting.due:
+            del self.waiting[waiting.row_id]
+            self._spawn(waiting.row_id, waiting.job_id, waiting.project, waiting.config)
+            self.children[waiting.row_id].failures = waiting.failures
 
     def _watch(self, session: Session, child: Child, state: JobState) -> None:
         if state == JobState.STOPPING and not child.stopping:
@@ -182,8 +217,18 @@ class Supervisor:
                     runner=self.name,
                     message=f"restarting after: {reason}",
                 )
-            self._job_log(child.config, "restarting from the last checkpoint")
-            self._spawn(child.row_id, child.job_id, child.project, child.config)
+            lived = time.monotonic() - child.started
+            failures = 0 if lived >= STABLE_SECONDS else child.failures + 1
+            delay = min(MAX_BACKOFF_SECONDS, 0.25 * 2**failures) if failures else 0.0
+            self._job_log(child.config, f"restarting from the last checkpoint (in {delay:.1f} s)")
+            self.waiting[child.row_id] = Waiting(
+                child.row_id,
+                child.job_id,
+                child.project,
+                child.config,
+                failures,
+                time.monotonic() + delay,
+            )
             return
         if state in (JobState.STARTING, JobState.RUNNING, JobState.RESTARTING):
             service.engine_transition(session, child.row_id, JobState.FAILED, message=reason)
@@ -280,6 +325,7 @@ class Supervisor:
                 child.process.kill()
                 child.process.join()
         self.children.clear()
+        self.waiting.clear()
 
 
 def _resolve_connections(
