@@ -162,7 +162,13 @@ class StreamingRuntime(Model):
     model_config = ConfigDict(strict=True)
 
     parallelism: int | None = Field(None, ge=1, le=1024)
-    checkpointIntervalSeconds: int = Field(10, ge=1, le=86400)
+    checkpointIntervalSeconds: int | float = Field(
+        10,
+        ge=0.1,
+        le=86400,
+        description="seconds between checkpoints (fractions allowed); a file sink's output "
+        "becomes visible at each checkpoint",
+    )
     restartWhenException: bool = Field(False, description="restart the job when it fails")
     resumeMaxNum: int = Field(
         -1, ge=-1, le=1000, description="most restarts per hour; -1 = unlimited (not 0)"
