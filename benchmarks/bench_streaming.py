@@ -30,7 +30,8 @@ In one process and one run (the machines are noisy; only ratios within a run mea
    checkpoints every 0.25 s) on a real server gets 10 000 events/s through HTTP ingest
    for ``--latency-seconds``, each record carrying its send time; the ingest -> sink
    latency is the time the sink file holding the record became visible in the target
-   folder (a thread lists it every 5 ms) minus the send time; p50 / p99 are reported (target p99 <= 1 s).
+   folder (a thread lists it every 5 ms) minus the send time; p50 / p99 are reported
+   (target p99 <= 1 s).
 """
 
 from __future__ import annotations
