@@ -27,8 +27,9 @@ Aggregate semantics
   and then evicted. A record is late when every window it belongs to has ended at or
   before the watermark of the previous batch: it is counted in ``late_records`` and
   dropped (for a sliding window, only the already closed windows of a record are skipped;
-  for sessions, a record is late when ``time + gap <= watermark``). Records without an
-  event time are dropped and counted in ``null_time_records``.
+  for sessions, a record is late when ``time + gap <= watermark``, so a record on time may
+  start a session overlapping one already emitted). Records without an event time are
+  dropped and counted in ``null_time_records``.
 * ProcessingTime: every record of a batch has the batch's ``processing_time``; a window is
   emitted once ``processing_time`` reaches its end (the engine calls ``process`` at least
   once a second, with an empty input when idle).
