@@ -862,3 +862,12 @@ def test_event_conditions_without_key_fields(con: duckdb.DuckDBPyConnection) -> 
     out = driver.batch([], final=True)
     assert [(r["windowStart"], r["c"]) for r in out] == [(naive(at(0)), 3)]
     assert "device_id" not in out[0]
+
+
+def test_deduplicate_without_key_fields(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, dedup(["status"], keys=(), period=5))
+    out = driver.batch(
+        [rec("a", 0, 1.0, s="ok"), rec("b", 0, 2.0, s="ok"), rec("b", 0, 3.0, s="x")]
+    )
+    assert values(out) == [1.0, 3.0]  # 'ok' repeats whatever the device
+    assert values(driver.batch([rec("c", 0, 4.0, s="ok")], clock=at(6))) == [4.0]
