@@ -429,6 +429,23 @@ def test_processing_time_windows_follow_the_clock(con: duckdb.DuckDBPyConnection
     assert driver.metrics()["state_rows"] == 0
 
 
+def test_processing_time_first_last_follow_arrival(con: duckdb.DuckDBPyConnection) -> None:
+    fields = [
+        {"field": "f", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "FIRST"},
+        {"field": "l", "type": "DOUBLE", "aggregateField": "value", "aggregateType": "LAST"},
+    ]
+    basic = aggregate("SlidingTimeWindows", fields, timeType="ProcessingTime", size=10, slide=5)
+    driver = Driver(con, make_step("Aggregate", basic))
+    driver.batch([rec("a", 50, 1.0), rec("a", 0, None), rec("a", 9, 2.0)], clock=at(1))
+    out = driver.batch([rec("a", 0, 3.0), rec("a", 0, None)], clock=at(6))  # closes [-5, 5)
+    out += driver.batch([], final=True, clock=at(7))
+    assert windows_of(out, "f", "l") == [
+        ("a", -5, 5, 1.0, 2.0),
+        ("a", 0, 10, 1.0, 3.0),
+        ("a", 5, 15, 3.0, 3.0),
+    ]
+
+
 def test_processing_time_sessions(con: duckdb.DuckDBPyConnection) -> None:
     step = make_step("Aggregate", aggregate("SessionWindows", timeType="ProcessingTime", gap=3))
     driver = Driver(con, step)
