@@ -888,3 +888,32 @@ def test_deduplicate_without_key_fields(con: duckdb.DuckDBPyConnection) -> None:
     )
     assert values(out) == [1.0, 3.0]  # 'ok' repeats whatever the device
     assert values(driver.batch([rec("c", 0, 4.0, s="ok")], clock=at(6))) == [4.0]
+
+
+def test_first_batch_larger_than_a_row_group_in_a_transaction(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """The state tables are created by the first batch, inside the engine's transaction;
+    rows appended to them there must all be visible (DuckDB 2.0 loses them for tables
+    made by ``CREATE TABLE … AS … LIMIT 0``)."""
+    step = make_step("Aggregate", aggregate(fields=AGGREGATES))
+    con.execute("BEGIN TRANSACTION")
+    step.create_state(con)
+    con.execute(
+        "CREATE TABLE big AS SELECT 'd' || (i % 50000) AS device_id, "
+        "TIMESTAMP '2026-01-01' + to_microseconds(i * 100) AS event_time, "
+        "CAST(i % 7 AS DOUBLE) AS value, CAST(i % 3 AS INTEGER) AS n, 'ok' AS status "
+        "FROM range(300000) AS r(i)"
+    )
+    ctx = BatchContext(1, T0, at(25))  # everything but the last window [20, 30) closes
+    out = step.process(con, "big", ctx)
+    emitted = con.execute(f"SELECT count(*), sum(cnt), sum(dist_n) FROM {out}").fetchall()[0]
+    open_rows = step.metrics(con)["windows"]
+    con.execute("COMMIT")
+    expected = con.execute(
+        "SELECT count(*) FILTER (WHERE w < 20), sum(c) FILTER (WHERE w < 20), "
+        "sum(d) FILTER (WHERE w < 20), count(*) FILTER (WHERE w >= 20) FROM (SELECT device_id, "
+        "epoch(time_bucket(INTERVAL 10 seconds, event_time)) - epoch(TIMESTAMP '2026-01-01') AS w, "
+        "count(*) AS c, count(DISTINCT n) AS d FROM big GROUP BY ALL)"
+    ).fetchall()[0]
+    assert (*emitted, open_rows) == expected
