@@ -892,12 +892,13 @@ class DeduplicateStep:
         time = self.time_sql if self.event_time else ts_literal(ctx.processing_time)
         return f"SELECT *, CAST({time} AS TIMESTAMP) AS __dm_t, rowid AS __dm_r FROM {input_sql}"
 
-    def _key_sql(self, j: int) -> str:
-        """The records' dedup key ``j`` as ``g<i>`` (with ``__dm_t``), NULL-free under OR."""
+    def _key_sql(self, j: int, table: str) -> str:
+        """The dedup key ``j`` of the records of ``table`` as ``g<i>`` with ``__dm_t``
+        (under OR, only records whose value is not NULL)."""
         group = self.groups[j]
         items = [f"r.{src} AS g{i}" for i, src in enumerate(group)]
         where = f" WHERE r.{group[-1]} IS NOT NULL" if self.any_of else ""
-        return f"SELECT {', '.join(items)}, r.__dm_t, r.__dm_r FROM __dm_records r{where}"
+        return f"SELECT {', '.join(items)}, r.__dm_t FROM {table} r{where}"
 
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Emit the batch's records that are not repeats, then remember their keys."""
@@ -918,28 +919,27 @@ class DeduplicateStep:
         flagged = quote_identifier(f"{p}_flagged")
         prev_items, joins, dups = [], [], []
         for j, group in enumerate(self.groups):
-            cols = self.columns(group)
-            key = f"k{j}"
-            part = ", ".join(f"{key}.{c}" for c in cols)
+            seen = f"s{j}"
+            match = " AND ".join(
+                f"r.{src} IS NOT DISTINCT FROM {seen}.g{i}" for i, src in enumerate(group)
+            )
+            # under OR a NULL value has no dedup key: no predecessor, nothing in state
+            has_key = f"r.{group[-1]} IS NOT NULL" if self.any_of else "TRUE"
             prev_items.append(
-                f"""CASE WHEN {key}.__dm_r IS NOT NULL THEN greatest(
-                    max({key}.__dm_t) OVER (PARTITION BY {part} ORDER BY {key}.__dm_r
-                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                    s{j}._last) END AS __dm_p{j}"""
+                f"""CASE WHEN {has_key} THEN greatest(
+                    max(r.__dm_t) OVER (PARTITION BY {", ".join(f"r.{c}" for c in group)}
+                        ORDER BY r.__dm_r ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    {seen}._last) END AS __dm_p{j}"""
             )
-            joins.append(
-                f"LEFT JOIN ({self._key_sql(j)}) {key} ON {key}.__dm_r = r.__dm_r "
-                f"LEFT JOIN {self.tables[j]} s{j} ON {same(cols, key, f's{j}')}"
-            )
+            joins.append(f"LEFT JOIN {self.tables[j]} {seen} ON {match}")
             dups.append(f"coalesce(__dm_t < __dm_p{j} + {period}, FALSE)")
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {flagged} AS
-            WITH __dm_records AS ({records})
             SELECT * EXCLUDE ({", ".join(f"__dm_p{j}" for j in range(len(self.groups)))}),
                 {" OR ".join(dups)} AS __dm_dup
             FROM (
                 SELECT r.*, {", ".join(prev_items)}
-                FROM __dm_records r {" ".join(joins)}
+                FROM ({records}) r {" ".join(joins)}
             )"""
         )
         out = quote_identifier(f"{p}_out")
@@ -953,7 +953,7 @@ class DeduplicateStep:
             cols = self.columns(group)
             latest = (
                 f"SELECT {lead(cols)}max(__dm_t) AS _last, {now} AS _touched "
-                f"FROM ({self._key_sql(j).replace('__dm_records', flagged)}) "
+                f"FROM ({self._key_sql(j, flagged)}) "
                 f"WHERE __dm_t IS NOT NULL GROUP BY ALL"
             )
             columns = [*cols, "_last", "_touched"]
