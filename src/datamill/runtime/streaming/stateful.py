@@ -55,7 +55,8 @@ key with the key fields (a NULL value matches nothing). The time of a record is 
 time (``isUseEventTime``) or the batch's processing time. A record is dropped when a
 record with the same dedup key (for OR: any of them) arrived before it — in this batch or
 an earlier one, whether that one was emitted or not — with a time later than its own
-time minus ``period``. Emitted records are unchanged, in arrival order. The state keeps
+time minus ``period`` (a record without an event time is always emitted, and remembered
+by nothing). Emitted records are unchanged, in arrival order. The state keeps
 the latest time of each dedup key; it is evicted once ``latest + period`` is behind the
 previous batch's watermark (or the processing time), and after ``ttlTime`` seconds
 without a record. Deduplicate drops no late records: one behind the watermark whose dedup
