@@ -917,3 +917,12 @@ def test_first_batch_larger_than_a_row_group_in_a_transaction(
         "count(*) AS c, count(DISTINCT n) AS d FROM big GROUP BY ALL)"
     ).fetchall()[0]
     assert (*emitted, open_rows) == expected
+
+
+def test_deduplicate_keeps_records_without_event_time(con: duckdb.DuckDBPyConnection) -> None:
+    driver = Driver(con, dedup(["status"], event_time=True), lag=100)
+    out = driver.batch(
+        [rec("a", None, 1.0), rec("a", None, 2.0), rec("a", 1, 3.0), rec("a", 2, 4.0)]
+    )
+    assert values(out) == [1.0, 2.0, 3.0]
+    assert driver.metrics()["dropped_duplicates"] == 1
