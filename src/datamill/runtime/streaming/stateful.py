@@ -480,7 +480,9 @@ class AggregateStep:
             LEFT JOIN {self.gate} g ON {same(keys, "r", "g")}"""
 
     def windowed_sql(self, accepted: str, prev: int | None) -> str:
-        """Tumbling / sliding: accepted records with ``_ws``/``_we`` (µs) of each window."""
+        """Tumbling / sliding: the accepted records with ``_wsu``, the start (µs) of each of
+        their windows (one row per record and window; closed windows of sliding ones
+        left out)."""
         if self.window == WindowType.TumblingTimeWindows:
             size, off = self.size, self.offset
             start = f"_us - (((_us - {off}) % {size} + {size}) % {size})"
@@ -498,6 +500,7 @@ class AggregateStep:
             ) WHERE {keep}"""
 
     def partial_select(self, windowed: str, touched: str) -> str:
+        """The partial aggregates of ``windowed`` per key and window: a state row."""
         raw = [c for m in self.measures for c in m.raw()]
         return f"""
             SELECT {lead(self.keys)}make_timestamp(_wsu) AS _ws,
