@@ -499,9 +499,12 @@ class AggregateStep:
                 FROM ({accepted}) r CROSS JOIN range({count}) AS j(j)
             ) WHERE {keep}"""
 
-    def partial_select(self, windowed: str, touched: str) -> str:
-        """The partial aggregates of ``windowed`` per key and window: a state row."""
+    def partial_select(self, windowed: str, touched: str, counted: bool = False) -> str:
+        """The partial aggregates of ``windowed`` per key and window: a state row (and,
+        ``counted``, ``_n`` the records of the group)."""
         raw = [c for m in self.measures for c in m.raw()]
+        if counted:
+            raw.append("count(*) AS _n")
         return f"""
             SELECT {lead(self.keys)}make_timestamp(_wsu) AS _ws,
                 make_timestamp(_wsu + {self.size}) AS _we,
@@ -562,7 +565,15 @@ class AggregateStep:
             self._expire(con, ctx)
         if not scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {input_sql} LIMIT 1)"):
             return self._finish(con, ctx, batch, None)
-        if self.event_time:
+        # tumbling windows without gate or distinct values count late and time-less
+        # records from the batch's groups instead of in a scan of their own
+        fused = (
+            self.event_time
+            and self.window == WindowType.TumblingTimeWindows
+            and not self.gated
+            and not self.distinct
+        )
+        if self.event_time and not fused:
             late = self.late_sql(prev) if prev is not None else "FALSE"
             con.execute(
                 f"""UPDATE {self.meta.table} SET
@@ -572,7 +583,10 @@ class AggregateStep:
                         count(*) FILTER (WHERE {late}) AS late
                     FROM (SELECT epoch_us({self.time_sql}) AS _us FROM {input_sql})) c"""
             )
-        ontime = self.ontime_sql(input_sql, ctx, batch, prev)
+        if fused:
+            ontime = self.records_sql(input_sql, ctx, batch)
+        else:
+            ontime = self.ontime_sql(input_sql, ctx, batch, prev)
         needs_rows = self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
         scratch = quote_identifier(f"{self.prefix}_acc")
         if needs_rows:
@@ -584,7 +598,7 @@ class AggregateStep:
         if self.window == WindowType.SessionWindows:
             self._fold_sessions(con, accepted, now)
         else:
-            fresh = self._fold_windows(con, accepted, prev, now, closing)
+            fresh = self._fold_windows(con, accepted, prev, now, closing, fused)
         if self.gated:
             self._update_gate(con, ontime, now)
         if needs_rows:
@@ -621,31 +635,47 @@ class AggregateStep:
         prev: int | None,
         now: str,
         closing: str,
+        fused: bool = False,
     ) -> str:
         """Tumbling / sliding: the batch's partial aggregates per key and window are
         merged into the windows already in state; the others are inserted when they stay
         open, and otherwise emitted straight from the batch (most windows of a large batch
         open and close within it: they never touch the state table). Returns the table of
-        the batch's partials, ``_old`` telling those merged into state."""
-        windowed = self.windowed_sql(accepted, prev)
+        the batch's partials, ``_old`` telling those merged into state and ``_drop`` those
+        to ignore. ``fused``: ``accepted`` holds every record, late and time-less ones
+        included; their groups are counted into the meta table and dropped."""
+        windowed = self.windowed_sql(accepted, None if fused else prev)
         fresh = quote_identifier(f"{self.prefix}_batch")
+        drop = "FALSE"
+        if fused:
+            late = f"b._we <= make_timestamp({prev})" if prev is not None else "FALSE"
+            drop = f"b._ws IS NULL OR {late}"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {fresh} AS
-            SELECT b.*, w._ws IS NOT NULL AS _old
-            FROM ({self.partial_select(windowed, now)}) b
+            SELECT b.*, w._ws IS NOT NULL AS _old, {drop} AS _drop
+            FROM ({self.partial_select(windowed, now, fused)}) b
             LEFT JOIN (SELECT {lead(self.keys)}_ws FROM {self.win}) w
                 ON {same(self.keys, "w", "b")} AND w._ws = b._ws"""
         )
+        if fused:
+            con.execute(
+                f"""UPDATE {self.meta.table} SET
+                    null_time_records = null_time_records + c.no_time,
+                    late_records = late_records + c.late
+                FROM (SELECT coalesce(sum(_n) FILTER (WHERE _ws IS NULL), 0) AS no_time,
+                        coalesce(sum(_n) FILTER (WHERE _ws IS NOT NULL AND _drop), 0) AS late
+                    FROM {fresh}) c"""
+            )
         sets = [item for m in self.measures for item in m.merge()]
         sets.append("_touched = b._touched")
         con.execute(
             f"""UPDATE {self.win} AS s SET {", ".join(sets)} FROM {fresh} AS b
-            WHERE b._old AND {same(self.keys, "s", "b")} AND s._ws = b._ws"""
+            WHERE b._old AND NOT b._drop AND {same(self.keys, "s", "b")} AND s._ws = b._ws"""
         )
         columns = ", ".join([*self.keys, "_ws", "_we", *self.partials, "_touched"])
         con.execute(
             f"INSERT INTO {self.win} ({columns}) SELECT {columns} FROM {fresh} AS s "
-            f"WHERE NOT s._old AND NOT ({closing})"
+            f"WHERE NOT s._old AND NOT s._drop AND NOT ({closing})"
         )
         for m in self.distinct:
             table = self.distinct_table(m)
@@ -808,7 +838,8 @@ class AggregateStep:
         query = f"SELECT {items} FROM {self.win} s{joins} WHERE {closing}"
         if fresh is not None:
             query += (
-                f" UNION ALL SELECT {items} FROM {fresh} s{joins} WHERE NOT s._old AND {closing}"
+                f" UNION ALL SELECT {items} FROM {fresh} s{joins} "
+                f"WHERE NOT s._old AND NOT s._drop AND {closing}"
             )
         con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {query}")
         self._drop_windows(con, closing)
