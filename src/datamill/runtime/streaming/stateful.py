@@ -27,8 +27,9 @@ Aggregate semantics
   and then evicted. A record is late when every window it belongs to has ended at or
   before the watermark of the previous batch: it is counted in ``late_records`` and
   dropped (for a sliding window, only the already closed windows of a record are skipped;
-  for sessions, a record is late when ``time + gap <= watermark``). Records without an
-  event time are dropped and counted in ``null_time_records``.
+  for sessions, a record is late when ``time + gap <= watermark``, so a record on time may
+  start a session overlapping one already emitted). Records without an event time are
+  dropped and counted in ``null_time_records``.
 * ProcessingTime: every record of a batch has the batch's ``processing_time``; a window is
   emitted once ``processing_time`` reaches its end (the engine calls ``process`` at least
   once a second, with an empty input when idle).
@@ -54,7 +55,8 @@ key with the key fields (a NULL value matches nothing). The time of a record is 
 time (``isUseEventTime``) or the batch's processing time. A record is dropped when a
 record with the same dedup key (for OR: any of them) arrived before it — in this batch or
 an earlier one, whether that one was emitted or not — with a time later than its own
-time minus ``period``. Emitted records are unchanged, in arrival order. The state keeps
+time minus ``period`` (a record without an event time is always emitted, and remembered
+by nothing). Emitted records are unchanged, in arrival order. The state keeps
 the latest time of each dedup key; it is evicted once ``latest + period`` is behind the
 previous batch's watermark (or the processing time), and after ``ttlTime`` seconds
 without a record. Deduplicate drops no late records: one behind the watermark whose dedup
@@ -478,7 +480,9 @@ class AggregateStep:
             LEFT JOIN {self.gate} g ON {same(keys, "r", "g")}"""
 
     def windowed_sql(self, accepted: str, prev: int | None) -> str:
-        """Tumbling / sliding: accepted records with ``_ws``/``_we`` (µs) of each window."""
+        """Tumbling / sliding: the accepted records with ``_wsu``, the start (µs) of each of
+        their windows (one row per record and window; closed windows of sliding ones
+        left out)."""
         if self.window == WindowType.TumblingTimeWindows:
             size, off = self.size, self.offset
             start = f"_us - (((_us - {off}) % {size} + {size}) % {size})"
@@ -495,8 +499,12 @@ class AggregateStep:
                 FROM ({accepted}) r CROSS JOIN range({count}) AS j(j)
             ) WHERE {keep}"""
 
-    def partial_select(self, windowed: str, touched: str) -> str:
+    def partial_select(self, windowed: str, touched: str, counted: bool = False) -> str:
+        """The partial aggregates of ``windowed`` per key and window: a state row (and,
+        ``counted``, ``_n`` the records of the group)."""
         raw = [c for m in self.measures for c in m.raw()]
+        if counted:
+            raw.append("count(*) AS _n")
         return f"""
             SELECT {lead(self.keys)}make_timestamp(_wsu) AS _ws,
                 make_timestamp(_wsu + {self.size}) AS _we,
@@ -557,7 +565,15 @@ class AggregateStep:
             self._expire(con, ctx)
         if not scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {input_sql} LIMIT 1)"):
             return self._finish(con, ctx, batch, None)
-        if self.event_time:
+        # tumbling windows without gate or distinct values count late and time-less
+        # records from the batch's groups instead of in a scan of their own
+        fused = (
+            self.event_time
+            and self.window == WindowType.TumblingTimeWindows
+            and not self.gated
+            and not self.distinct
+        )
+        if self.event_time and not fused:
             late = self.late_sql(prev) if prev is not None else "FALSE"
             con.execute(
                 f"""UPDATE {self.meta.table} SET
@@ -567,7 +583,10 @@ class AggregateStep:
                         count(*) FILTER (WHERE {late}) AS late
                     FROM (SELECT epoch_us({self.time_sql}) AS _us FROM {input_sql})) c"""
             )
-        ontime = self.ontime_sql(input_sql, ctx, batch, prev)
+        if fused:
+            ontime = self.records_sql(input_sql, ctx, batch)
+        else:
+            ontime = self.ontime_sql(input_sql, ctx, batch, prev)
         needs_rows = self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
         scratch = quote_identifier(f"{self.prefix}_acc")
         if needs_rows:
@@ -579,7 +598,7 @@ class AggregateStep:
         if self.window == WindowType.SessionWindows:
             self._fold_sessions(con, accepted, now)
         else:
-            fresh = self._fold_windows(con, accepted, prev, now, closing)
+            fresh = self._fold_windows(con, accepted, prev, now, closing, fused)
         if self.gated:
             self._update_gate(con, ontime, now)
         if needs_rows:
@@ -616,31 +635,47 @@ class AggregateStep:
         prev: int | None,
         now: str,
         closing: str,
+        fused: bool = False,
     ) -> str:
         """Tumbling / sliding: the batch's partial aggregates per key and window are
         merged into the windows already in state; the others are inserted when they stay
         open, and otherwise emitted straight from the batch (most windows of a large batch
         open and close within it: they never touch the state table). Returns the table of
-        the batch's partials, ``_old`` telling those merged into state."""
-        windowed = self.windowed_sql(accepted, prev)
+        the batch's partials, ``_old`` telling those merged into state and ``_drop`` those
+        to ignore. ``fused``: ``accepted`` holds every record, late and time-less ones
+        included; their groups are counted into the meta table and dropped."""
+        windowed = self.windowed_sql(accepted, None if fused else prev)
         fresh = quote_identifier(f"{self.prefix}_batch")
+        drop = "FALSE"
+        if fused:
+            late = f"b._we <= make_timestamp({prev})" if prev is not None else "FALSE"
+            drop = f"b._ws IS NULL OR {late}"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {fresh} AS
-            SELECT b.*, w._ws IS NOT NULL AS _old
-            FROM ({self.partial_select(windowed, now)}) b
+            SELECT b.*, w._ws IS NOT NULL AS _old, {drop} AS _drop
+            FROM ({self.partial_select(windowed, now, fused)}) b
             LEFT JOIN (SELECT {lead(self.keys)}_ws FROM {self.win}) w
                 ON {same(self.keys, "w", "b")} AND w._ws = b._ws"""
         )
+        if fused:
+            con.execute(
+                f"""UPDATE {self.meta.table} SET
+                    null_time_records = null_time_records + c.no_time,
+                    late_records = late_records + c.late
+                FROM (SELECT coalesce(sum(_n) FILTER (WHERE _ws IS NULL), 0) AS no_time,
+                        coalesce(sum(_n) FILTER (WHERE _ws IS NOT NULL AND _drop), 0) AS late
+                    FROM {fresh}) c"""
+            )
         sets = [item for m in self.measures for item in m.merge()]
         sets.append("_touched = b._touched")
         con.execute(
             f"""UPDATE {self.win} AS s SET {", ".join(sets)} FROM {fresh} AS b
-            WHERE b._old AND {same(self.keys, "s", "b")} AND s._ws = b._ws"""
+            WHERE b._old AND NOT b._drop AND {same(self.keys, "s", "b")} AND s._ws = b._ws"""
         )
         columns = ", ".join([*self.keys, "_ws", "_we", *self.partials, "_touched"])
         con.execute(
             f"INSERT INTO {self.win} ({columns}) SELECT {columns} FROM {fresh} AS s "
-            f"WHERE NOT s._old AND NOT ({closing})"
+            f"WHERE NOT s._old AND NOT s._drop AND NOT ({closing})"
         )
         for m in self.distinct:
             table = self.distinct_table(m)
@@ -803,7 +838,8 @@ class AggregateStep:
         query = f"SELECT {items} FROM {self.win} s{joins} WHERE {closing}"
         if fresh is not None:
             query += (
-                f" UNION ALL SELECT {items} FROM {fresh} s{joins} WHERE NOT s._old AND {closing}"
+                f" UNION ALL SELECT {items} FROM {fresh} s{joins} "
+                f"WHERE NOT s._old AND NOT s._drop AND {closing}"
             )
         con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {query}")
         self._drop_windows(con, closing)
@@ -891,12 +927,13 @@ class DeduplicateStep:
         time = self.time_sql if self.event_time else ts_literal(ctx.processing_time)
         return f"SELECT *, CAST({time} AS TIMESTAMP) AS __dm_t, rowid AS __dm_r FROM {input_sql}"
 
-    def _key_sql(self, j: int) -> str:
-        """The records' dedup key ``j`` as ``g<i>`` (with ``__dm_t``), NULL-free under OR."""
+    def _key_sql(self, j: int, table: str) -> str:
+        """The dedup key ``j`` of the records of ``table`` as ``g<i>`` with ``__dm_t``
+        (under OR, only records whose value is not NULL)."""
         group = self.groups[j]
         items = [f"r.{src} AS g{i}" for i, src in enumerate(group)]
         where = f" WHERE r.{group[-1]} IS NOT NULL" if self.any_of else ""
-        return f"SELECT {', '.join(items)}, r.__dm_t, r.__dm_r FROM __dm_records r{where}"
+        return f"SELECT {', '.join(items)}, r.__dm_t FROM {table} r{where}"
 
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Emit the batch's records that are not repeats, then remember their keys."""
@@ -917,28 +954,27 @@ class DeduplicateStep:
         flagged = quote_identifier(f"{p}_flagged")
         prev_items, joins, dups = [], [], []
         for j, group in enumerate(self.groups):
-            cols = self.columns(group)
-            key = f"k{j}"
-            part = ", ".join(f"{key}.{c}" for c in cols)
+            seen = f"s{j}"
+            match = " AND ".join(
+                f"r.{src} IS NOT DISTINCT FROM {seen}.g{i}" for i, src in enumerate(group)
+            )
+            # under OR a NULL value has no dedup key: no predecessor, nothing in state
+            has_key = f"r.{group[-1]} IS NOT NULL" if self.any_of else "TRUE"
             prev_items.append(
-                f"""CASE WHEN {key}.__dm_r IS NOT NULL THEN greatest(
-                    max({key}.__dm_t) OVER (PARTITION BY {part} ORDER BY {key}.__dm_r
-                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                    s{j}._last) END AS __dm_p{j}"""
+                f"""CASE WHEN {has_key} THEN greatest(
+                    max(r.__dm_t) OVER (PARTITION BY {", ".join(f"r.{c}" for c in group)}
+                        ORDER BY r.__dm_r ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    {seen}._last) END AS __dm_p{j}"""
             )
-            joins.append(
-                f"LEFT JOIN ({self._key_sql(j)}) {key} ON {key}.__dm_r = r.__dm_r "
-                f"LEFT JOIN {self.tables[j]} s{j} ON {same(cols, key, f's{j}')}"
-            )
+            joins.append(f"LEFT JOIN {self.tables[j]} {seen} ON {match}")
             dups.append(f"coalesce(__dm_t < __dm_p{j} + {period}, FALSE)")
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {flagged} AS
-            WITH __dm_records AS ({records})
             SELECT * EXCLUDE ({", ".join(f"__dm_p{j}" for j in range(len(self.groups)))}),
                 {" OR ".join(dups)} AS __dm_dup
             FROM (
                 SELECT r.*, {", ".join(prev_items)}
-                FROM __dm_records r {" ".join(joins)}
+                FROM ({records}) r {" ".join(joins)}
             )"""
         )
         out = quote_identifier(f"{p}_out")
@@ -952,7 +988,7 @@ class DeduplicateStep:
             cols = self.columns(group)
             latest = (
                 f"SELECT {lead(cols)}max(__dm_t) AS _last, {now} AS _touched "
-                f"FROM ({self._key_sql(j).replace('__dm_records', flagged)}) "
+                f"FROM ({self._key_sql(j, flagged)}) "
                 f"WHERE __dm_t IS NOT NULL GROUP BY ALL"
             )
             columns = [*cols, "_last", "_touched"]
