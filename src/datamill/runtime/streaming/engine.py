@@ -162,6 +162,7 @@ class Engine:
         self._last_metrics = 0.0
         self._positions: dict[str, Any] = {}
         self._epoch_records = 0
+        self._dirty = False
         self.finished = False
 
     # ------------------------------------------------------------------ open / recover
@@ -276,8 +277,11 @@ class Engine:
             self.finished = True
             return processed
         self._epoch_records += total
+        self._dirty = self._dirty or processed
         due = time.monotonic() - self._last_checkpoint_at >= self.runtime.checkpointIntervalSeconds
-        if due or self._epoch_records >= self.config.epoch_records:
+        if due and not self._dirty:
+            self._last_checkpoint_at = time.monotonic()  # nothing happened: nothing to commit
+        elif due or self._epoch_records >= self.config.epoch_records:
             self.checkpoint()
         self.write_metrics()
         return bool(total)
@@ -560,6 +564,7 @@ class Engine:
         self.epoch += 1
         self._last_checkpoint_at = time.monotonic()
         self._epoch_records = 0
+        self._dirty = False
         for sink_node in plan.sinks():
             sink_node.sink.commit(committed)
         for node in plan.sources():
