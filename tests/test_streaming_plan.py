@@ -126,6 +126,7 @@ def run(
     operators: list[dict[str, Any]],
     connections: dict[str, StreamConnection],
     runtime: dict[str, Any] | None = None,
+    batch_records: int = 100_000,
 ) -> Engine:
     root = tmp_path / "files" / "p"
     root.mkdir(parents=True, exist_ok=True)
@@ -142,6 +143,7 @@ def run(
         connections=connections,
         stop_when_exhausted=True,
         threads=1,
+        batch_records=batch_records,
     )
     engine = Engine(config, log=lambda _line: None)
     engine.run(threading.Event())
@@ -422,3 +424,43 @@ def test_a_message_that_is_not_json_becomes_a_record_of_nulls(tmp_path: Path) ->
         SOURCES.pop("lines", None)
     got = [(r["k"], r["v"]) for r in rows("raw")]
     assert got == [("a", 1), (None, None), ("b", 2), (None, None)]
+
+
+def test_watermark_and_late_records(tmp_path: Path) -> None:
+    """Batches of two: the watermark (max event time - 2 s) closes the window [0, 10) once
+    an event at 12 s is seen; an event at 5 s after that is late: counted and dropped."""
+    at = [1, 3, 12, 13, 5, 14, 25]
+    records = [{"k": "a", "ts": f"2026-01-01T00:00:{s:02d}Z"} for s in at]
+    fields = [{"field": "k", "type": "STRING"}, {"field": "ts", "type": "TIMESTAMP"}]
+    operators = [
+        op(
+            "src",
+            "PipelineSource",
+            [],
+            {"dataSourceId": "in", "fields": fields, "eventTimeField": "ts"},
+        ),
+        op(
+            "count",
+            "Aggregate",
+            ["src"],
+            {
+                "keyFields": ["k"],
+                "windowsType": "TumblingTimeWindows",
+                "windowAssigner": {"timeType": "EventTime", "size": 10},
+                "aggregateFields": [{"field": "n", "type": "LONG", "aggregateType": "COUNT"}],
+            },
+        ),
+        op("out", "DISSink", ["count"], {"dataSourceId": "sink"}),
+    ]
+    connections = {
+        "in": conn("in", "memory", {"records": records}),
+        "sink": conn("sink", "collect", {"name": "late"}),
+    }
+    engine = run(tmp_path, operators, connections, batch_records=2)
+    windows = sorted((str(r["windowStart"])[-8:], r["n"]) for r in rows("late"))
+    assert windows == [("00:00:00", 2), ("00:00:10", 3), ("00:00:20", 1)]
+    figures = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    assert figures["lateRecords"] == 1
+    assert figures["operators"]["count"]["lateRecords"] == 1
+    assert figures["watermark"].startswith("2026-01-01T00:00:23")
+    assert engine.counters["src"]["recordsOut"] == len(at)
