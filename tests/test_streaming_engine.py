@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from datamill.config import Settings
 from datamill.domain.streaming import JobState
+from datamill.runtime.streaming.supervisor import SupervisorHolder
 from datamill.services import streaming as service
 from datamill.store.base import utcnow
 from datamill.store.streaming import StreamingJobRow
@@ -441,3 +443,18 @@ def test_processing_time_windows_close_on_the_wall_clock_while_idle(
     assert sorted((r["k"], r["n"]) for r in rows) == [("a", 2), ("b", 1)]
     assert all(r["windowEnd"] > r["windowStart"] for r in rows)
     stop(api, project, job_id)
+
+
+def test_the_server_starts_a_new_supervisor_when_one_dies(settings: Settings) -> None:
+    holder = SupervisorHolder(settings)
+    try:
+        first = holder.process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            "a new supervisor",
+            lambda: holder.process.pid != first and holder.process.is_alive(),
+        )
+    finally:
+        holder.stop()
+    assert not holder.process.is_alive()
