@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
 from datamill.config import Settings
+from datamill.runtime.streaming.supervisor import start_supervisor, stop_supervisor
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from tests.servers import (
@@ -145,6 +147,8 @@ def settings(backend: str, workdir: Path, request: pytest.FixtureRequest) -> Set
         max_body_bytes=65536,
         log_json=True,
         heartbeat_seconds=0.2,
+        streaming_poll_seconds=0.2,
+        streaming_lease_seconds=3,
         run_lost_after_seconds=3,
     )
 
@@ -163,6 +167,16 @@ def workers(settings: Settings, runtime: Runtime) -> Iterator[WorkerPool]:
     pool.start()
     yield pool
     pool.stop()
+
+
+@pytest.fixture(scope="module")
+def streaming_engine(settings: Settings, runtime: Runtime) -> Iterator[BaseProcess]:
+    """The streaming supervisor process on the session's store, for the tests of one module
+    (it runs each started job in an engine process of its own). Module-scoped: tests
+    elsewhere play the engine's part themselves and must not meet a real one."""
+    process = start_supervisor(settings)
+    yield process
+    stop_supervisor(process)
 
 
 @pytest.fixture(scope="session")

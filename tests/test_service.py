@@ -69,6 +69,23 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
         )
         assert preview.status_code == 200
         assert len(preview.json()["rows"]) == 5
+        listed = httpx.get(base + "/projects/demo/streaming/jobs", headers=headers).json()
+        [pipeline] = listed["jobs"]
+        assert pipeline["jobName"] == "device_alerts"
+        job_url = f"{base}/projects/demo/streaming/jobs/{pipeline['job_id']}"
+        figures: dict[str, object] = {}
+        while time.monotonic() < deadline + 30:
+            figures = httpx.get(job_url + "/metrics", headers=headers).json()
+            operators = figures.get("operators") or {}
+            if figures["job_state"] == "RUNNING" and operators.get("alerts", {}).get("recordsIn"):
+                break
+            time.sleep(0.2)
+        assert figures["job_state"] == "RUNNING", figures
+        assert figures["operators"]["events"]["recordsOut"] == 200, figures
+        alerts = tmp_path / "data" / "files" / "demo" / "stream" / "alerts"
+        while time.monotonic() < deadline + 40 and not list(alerts.glob("*.json")):
+            time.sleep(0.2)  # published at the next checkpoint (every 5 s)
+        assert list(alerts.glob("*.json"))
         assert raw_request(port, "POST /api/v1/projects HTTP/1.1").startswith("HTTP/1.1 411")
         docs = httpx.get(f"http://127.0.0.1:{port}/docs")
         assert docs.status_code == 200

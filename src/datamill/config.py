@@ -61,6 +61,25 @@ class Settings(BaseSettings):
     scheduler_idle_seconds: float = Field(
         default=0.5, gt=0, description="longest sleep between scheduler ticks"
     )
+    streaming_engine: bool = Field(
+        default=True, description="run a streaming supervisor (and its jobs) in this server"
+    )
+    streaming_poll_seconds: float = Field(
+        default=0.5, gt=0, le=10, description="how often the streaming supervisor looks"
+    )
+    streaming_lease_seconds: float = Field(
+        default=10, gt=0, description="a streaming job whose runner is silent this long moves"
+    )
+    streaming_batch_records: int = Field(
+        default=100_000, ge=1, description="most records a micro-batch reads from a source"
+    )
+    streaming_epoch_records: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="a checkpoint also comes after this many records (bounds an epoch's memory)",
+    )
+    streaming_memory_limit: str = Field(default="1GB", description="DuckDB memory per job")
+    streaming_threads: int = Field(default=2, ge=1, le=64, description="DuckDB threads per job")
     preview_max_rows: int = Field(default=1000, ge=1)
     inference_sample_files: int = Field(default=10, ge=1)
 

@@ -7,15 +7,18 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from datamill.domain.datasources import DataSourceCreate
 from datamill.domain.projects import ProjectCreate, Role
+from datamill.domain.streaming import StreamingJobBody
 from datamill.domain.users import Principal
 from datamill.domain.variables import VariableIn
-from datamill.services import datasources, projects, variables
-from datamill.services.access import open_project
+from datamill.services import datasources, projects, streaming, variables
+from datamill.services.access import ProjectAccess, open_project
 from datamill.services.runtime import Runtime
 from datamill.store.projects import get_project
 from datamill.store.users import UserRow
@@ -110,4 +113,100 @@ def install_demo(runtime: Runtime) -> bool:
                 }
             ),
         )
+        install_demo_pipeline(runtime, session, access, folder)
     return True
+
+
+def demo_pipeline() -> dict[str, Any]:
+    """A small pipeline: device events -> readings that are not OK, in Fahrenheit (JSON
+    files), and the count of such readings per device and minute (event time)."""
+
+    def op(
+        op_id: str,
+        class_name: str,
+        inputs: list[str],
+        basic: dict[str, Any],
+        advance: dict[str, Any] | None = None,
+    ) -> Any:
+        return {
+            "id": op_id,
+            "className": class_name,
+            "fromOperators": [{"id": i} for i in inputs],
+            "configs": {"basicConfigs": basic, "advanceConfigs": advance or {}},
+        }
+
+    json_files = {"format": "JSON"}
+    return {
+        "definition": {
+            "jobName": "device_alerts",
+            "jobDescription": "readings that are not OK, and their count per device and minute",
+        },
+        "operatorInstances": [
+            op(
+                "events",
+                "PipelineSource",
+                [],
+                {
+                    "fields": [
+                        {"field": "device_id", "type": "STRING"},
+                        {"field": "event_time", "type": "TIMESTAMP"},
+                        {"field": "value", "type": "DOUBLE"},
+                        {"field": "status", "type": "STRING"},
+                    ],
+                    "eventTimeField": "event_time",
+                },
+            ),
+            op(
+                "not_ok",
+                "Filter",
+                ["events"],
+                {
+                    "conditions": [
+                        {"leftValue": "status", "symbol": "NOT_EQUAL", "rightValue": "'ok'"}
+                    ]
+                },
+            ),
+            op(
+                "fahrenheit",
+                "Map",
+                ["not_ok"],
+                {
+                    "mapFieldConfig": [
+                        {"field": "temp_f", "type": "DOUBLE", "expression": "value * 1.8 + 32"}
+                    ]
+                },
+            ),
+            op("alerts", "DISSink", ["fahrenheit"], {"target": "stream/alerts"}, json_files),
+            op(
+                "per_minute",
+                "Aggregate",
+                ["not_ok"],
+                {
+                    "keyFields": ["device_id"],
+                    "windowsType": "TumblingTimeWindows",
+                    "windowAssigner": {"timeType": "EventTime", "size": 60},
+                    "aggregateFields": [
+                        {"field": "readings", "type": "LONG", "aggregateType": "COUNT"}
+                    ],
+                },
+            ),
+            op("counts", "DISSink", ["per_minute"], {"target": "stream/per_minute"}, json_files),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 5, "restartWhenException": True},
+    }
+
+
+def install_demo_pipeline(
+    runtime: Runtime, session: Session, access: ProjectAccess, folder: Path
+) -> str:
+    """Create and start the demo pipeline, and post the first day's events to it (they
+    wait in its ingest log until the engine runs it)."""
+    body = StreamingJobBody.model_validate(demo_pipeline())
+    job_id = streaming.create_job(session, access, body, check=True).job_id
+    streaming.start_job(session, access, job_id)
+    first_day = sorted(folder.glob("events-*.csv"))[0]
+    with first_day.open(newline="") as handle:
+        records = [{**row, "value": float(row["value"])} for row in csv.DictReader(handle)]
+    raw = json.dumps(records).encode()
+    streaming.ingest_records(runtime, session, access, job_id, raw, "application/json")
+    return job_id

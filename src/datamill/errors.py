@@ -105,6 +105,13 @@ class E(Enum):
         "E18702", 409, "the streaming job's state does not allow this action"
     )
     INVALID_STREAMING_JOB = ErrorSpec("E18703", 400, "invalid streaming job")
+    STREAMING_NOT_ACCEPTING = ErrorSpec(
+        "E18720", 409, "the streaming job does not accept records in its state"
+    )
+    STREAMING_NO_INGEST = ErrorSpec(
+        "E18721", 409, "the streaming job has no source fed by its ingest endpoint"
+    )
+    INVALID_RECORDS = ErrorSpec("E18722", 400, "the posted records are not JSON objects")
     STREAM_SETTINGS_INVALID = ErrorSpec(
         "E18760", 400, "an operator's settings do not fit the connection it names"
     )

@@ -9,6 +9,7 @@ from datamill.config import Settings
 from datamill.demo import install_demo
 from datamill.logs import configure_logging
 from datamill.runtime.scheduler import start_scheduler, stop_scheduler
+from datamill.runtime.streaming.supervisor import SupervisorHolder
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
@@ -26,7 +27,11 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     print(f"metadata: {runtime.engine.url.render_as_string(hide_password=True)}", flush=True)
     print(f"admin token file: {settings.admin_token_file}", flush=True)
     if demo:
-        print("demo project: 'demo' (data sources 'events' and 'devices')", flush=True)
+        print(
+            "demo project: 'demo' (data sources 'events' and 'devices', running streaming "
+            "job 'device_alerts')",
+            flush=True,
+        )
         print(
             f'try: curl -H "Authorization: Bearer $(cat {settings.admin_token_file})" '
             f"{url}/api/v1/projects/demo/datasources/events/preview",
@@ -36,7 +41,12 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     pool.start()
     supervisor = pool.supervise(interval=2.0)
     scheduler = start_scheduler(settings) if settings.scheduler else None
-    print(f"workers: {settings.workers} processes; scheduler: {bool(scheduler)}", flush=True)
+    streaming = SupervisorHolder(settings) if settings.streaming_engine else None
+    print(
+        f"workers: {settings.workers} processes; scheduler: {bool(scheduler)}; "
+        f"streaming engine: {bool(streaming)}",
+        flush=True,
+    )
     try:
         uvicorn.run(
             create_app(runtime=runtime),
@@ -49,5 +59,7 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
         supervisor.set()
         if scheduler is not None:
             stop_scheduler(scheduler)
+        if streaming is not None:
+            streaming.stop()
         pool.stop()
         runtime.close()

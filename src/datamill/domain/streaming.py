@@ -162,7 +162,13 @@ class StreamingRuntime(Model):
     model_config = ConfigDict(strict=True)
 
     parallelism: int | None = Field(None, ge=1, le=1024)
-    checkpointIntervalSeconds: int = Field(10, ge=1, le=86400)
+    checkpointIntervalSeconds: int | float = Field(
+        10,
+        ge=0.1,
+        le=86400,
+        description="seconds between checkpoints (fractions allowed); a file sink's output "
+        "becomes visible at each checkpoint",
+    )
     restartWhenException: bool = Field(False, description="restart the job when it fails")
     resumeMaxNum: int = Field(
         -1, ge=-1, le=1000, description="most restarts per hour; -1 = unlimited (not 0)"
@@ -305,6 +311,47 @@ class StreamingJob(Model):
     stateChangedAt: datetime
     startedAt: datetime | None
     stoppedAt: datetime | None
+
+
+class IngestResult(Model):
+    job_id: str
+    accepted: int = Field(description="the records appended to the job's ingest log")
+
+
+class CheckpointInfo(Model):
+    epoch: int
+    time: datetime | None
+
+
+class OperatorMetrics(Model):
+    className: str
+    recordsIn: int
+    recordsOut: int
+    stateRows: int | None = None
+    lateRecords: int | None = None
+
+
+class SourceMetrics(Model):
+    lag: int | None = Field(description="records available but not yet read (estimate)")
+    position: dict[str, Any] | None = None
+
+
+class StreamingMetrics(Model):
+    """What the engine last reported (about once a second and at every checkpoint)."""
+
+    job_id: str
+    job_state: JobState
+    epoch: int | None = Field(None, description="the checkpoint epoch being processed")
+    batches: int = Field(0, description="micro-batches since the engine process started")
+    watermark: datetime | None = None
+    maxEventTime: datetime | None = None
+    lateRecords: int = 0
+    stateRows: int = 0
+    stateBytes: int = Field(0, description="size of the job's state database")
+    lastCheckpoint: CheckpointInfo | None = None
+    operators: dict[str, OperatorMetrics] = Field(default_factory=dict)
+    sources: dict[str, SourceMetrics] = Field(default_factory=dict)
+    updatedAt: datetime | None = Field(None, description="when the engine wrote these figures")
 
 
 class JobSort(StrEnum):
@@ -1270,6 +1317,7 @@ class SelectFields(Operator[SelectFieldsConfig]):
 class SinkFormat(StrEnum):
     JSON = "JSON"
     CSV = "CSV"
+    PARQUET = "PARQUET"
 
 
 class DISSinkBasic(Basic):
@@ -1297,7 +1345,8 @@ def _check_each_input(problems: Problems, path: str, inputs: Sequence[Schema], n
 
 @register
 class DISSink(Operator[DISSinkConfig]):
-    """Writes every input's records, as JSON lines or CSV, to a data source or a folder."""
+    """Writes every input's records, as JSON lines, CSV or Parquet, to a data source or a
+    folder of the project's data root."""
 
     class_name = "DISSink"
     role = Role.SINK
@@ -1318,7 +1367,7 @@ class DISSink(Operator[DISSinkConfig]):
         elif target and (target.startswith("/") or ".." in target.split("/")):
             problems.add(f"{BASIC}.target", "a folder relative to the project's data root")
         if advance.format is None:
-            problems.empty(f"{ADVANCE}.format", "JSON or CSV")
+            problems.empty(f"{ADVANCE}.format", "JSON, CSV or PARQUET")
         separator = advance.csvSeparator
         if advance.format == SinkFormat.CSV and separator is not None and len(separator) != 1:
             problems.add(f"{ADVANCE}.csvSeparator", "one character")

@@ -61,14 +61,17 @@ def _dir_literal(path: Path) -> str:
     return sql_string(str(path).rstrip("/") + "/")
 
 
-def connect_locked(sandbox: Sandbox, *, profiling: bool = False) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory connection, locked down in the order DuckDB requires.
+def connect_locked(
+    sandbox: Sandbox, *, profiling: bool = False, database: str = ":memory:"
+) -> duckdb.DuckDBPyConnection:
+    """A fresh connection (in memory, or to the ``database`` file), locked down in the
+    order DuckDB requires.
 
     With ``profiling`` the connection records operator statistics (rows scanned, bytes
     read and written) that :meth:`get_profiling_information` returns after a query.
     """
     sandbox.temp_dir.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(database)
     try:
         for fs in sandbox.filesystems:
             con.register_filesystem(fs)

@@ -8,21 +8,30 @@ A stop of a job no engine has picked up yet ends in STOPPED at once.
 
 from __future__ import annotations
 
+import json
 import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from datamill.config import Settings
 from datamill.domain.common import Page, PageOf
 from datamill.domain.streaming import (
+    ACTIVE,
     ActionResult,
+    IngestResult,
     JobSort,
     JobState,
     SaveResult,
     StreamingJob,
     StreamingJobBody,
     StreamingJobSummary,
+    StreamingMetrics,
     StreamingRuntime,
     check_pipeline,
     check_transition,
@@ -32,8 +41,11 @@ from datamill.domain.streaming import (
 )
 from datamill.domain.streaming import check_delete as check_deletable
 from datamill.errors import DatamillError, E
+from datamill.runtime.streaming.engine import ingest_log, job_dir
 from datamill.services.access import ProjectAccess
+from datamill.services.runtime import Runtime
 from datamill.store.base import fetch_page, utcnow
+from datamill.store.projects import ProjectRow
 from datamill.store.streaming import StreamingJobRow
 
 SUCCESS = "success"
@@ -181,11 +193,17 @@ def list_jobs(
     )
 
 
-def delete_job(session: Session, access: ProjectAccess, job_id: str) -> None:
+def delete_job(
+    session: Session, access: ProjectAccess, job_id: str, settings: Settings | None = None
+) -> None:
+    """Delete a job that is not running, and (given the settings) its engine folder:
+    ingest log, state, logs and metrics. Sink output stays where it was written."""
     row = get_row(session, access, job_id, lock=True)
     check_deletable(job_id, JobState(row.state))
     session.delete(row)
     session.commit()
+    if settings is not None:
+        shutil.rmtree(job_dir(settings.projects_dir, access.project.name, job_id), True)
 
 
 def start_job(session: Session, access: ProjectAccess, job_id: str) -> ActionResult:
@@ -193,7 +211,7 @@ def start_job(session: Session, access: ProjectAccess, job_id: str) -> ActionRes
     row = get_row(session, access, job_id, lock=True)
     state = state_after_start(job_id, JobState(row.state))
     now = utcnow()
-    row.started_at, row.stopped_at, row.runner = now, None, None
+    row.started_at, row.stopped_at, row.runner, row.heartbeat_at = now, None, None, None
     _set_state(row, state, f"start requested by {access.principal.name}; waiting for the engine")
     session.commit()
     return ActionResult(job_id=job_id, job_state=state, status=SUCCESS)
@@ -239,3 +257,262 @@ def engine_transition(
     _set_state(row, after, message)
     session.commit()
     return row
+
+
+# =========================================================================== running jobs
+
+ACCEPTING = frozenset({JobState.STARTING, JobState.RUNNING, JobState.RESTARTING})
+"""States in which the ingest endpoint takes records (they wait in the log while the
+engine starts or restarts)."""
+NDJSON_TYPES = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines"}
+)
+
+
+def project_root(settings: Settings, project: str) -> Path:
+    """The project's folder in the default data root (DISSink targets live under it)."""
+    roots = settings.resolved_data_roots
+    root = roots.get("default") or next(iter(roots.values()))
+    return root / project
+
+
+def _has_ingest_source(body: dict[str, Any]) -> bool:
+    for op in body.get("operatorInstances", []):
+        basic = (op.get("configs") or {}).get("basicConfigs") or {}
+        if (
+            op.get("className") == "PipelineSource"
+            and not str(basic.get("dataSourceId") or "").strip()
+        ):
+            return True
+    return False
+
+
+def _records_error(message: str) -> DatamillError:
+    return DatamillError(E.INVALID_RECORDS, message)
+
+
+def parse_records(raw: bytes, content_type: str) -> bytes:
+    """The posted records as JSON lines: a JSON array of objects, or (by Content-Type)
+    newline-delimited JSON objects. Refuses anything else, naming the record."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _records_error(f"the body is not UTF-8 (byte {exc.start})") from None
+    records: list[Any]
+    if media in NDJSON_TYPES:
+        records = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except (ValueError, RecursionError) as exc:
+                raise _records_error(f"line {number} is not valid JSON: {exc}") from None
+        where = "line"
+    elif media in ("application/json", ""):
+        try:
+            value = json.loads(text) if text.strip() else None
+        except (ValueError, RecursionError) as exc:
+            raise _records_error(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(value, list):
+            raise _records_error(
+                "the body must be a JSON array of records (objects), or send "
+                "Content-Type: application/x-ndjson with one object per line"
+            )
+        records = value
+        where = "record"
+    else:
+        raise DatamillError(
+            E.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type '{media[:80]}' is not accepted; use application/json (an array "
+            "of records) or application/x-ndjson (one record per line)",
+        )
+    lines = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            shown = index + 1 if where == "line" else index
+            raise _records_error(
+                f"{where} {shown} is a {type(record).__name__}, not an object (a record)"
+            )
+        try:
+            lines.append(
+                json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            )
+        except ValueError:
+            shown = index + 1 if where == "line" else index
+            raise _records_error(
+                f"{where} {shown} holds NaN or Infinity, which JSON does not allow"
+            ) from None
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def ingest_records(
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job_id: str,
+    raw: bytes,
+    content_type: str,
+) -> IngestResult:
+    """Append posted records durably to the job's ingest log (202: the engine reads them
+    from there). Refused (409) unless the job is STARTING, RUNNING or RESTARTING."""
+    row = get_row(session, access, job_id)
+    state = JobState(row.state)
+    if state not in ACCEPTING:
+        raise DatamillError(
+            E.STREAMING_NOT_ACCEPTING,
+            f"streaming job '{job_id}' is {state.value}; records are accepted while it is "
+            "STARTING, RUNNING or RESTARTING (start it first)",
+        )
+    if not _has_ingest_source(row.body):
+        raise DatamillError(
+            E.STREAMING_NO_INGEST,
+            f"streaming job '{job_id}' reads its records from data sources; it has no "
+            "PipelineSource without dataSourceId to post records to",
+        )
+    lines = parse_records(raw, content_type)
+    count = lines.count(b"\n")
+    session.rollback()  # no database work is held while the log is written
+    ingest_log(runtime.settings.projects_dir, access.project.name, job_id).append(lines)
+    return IngestResult(job_id=job_id, accepted=count)
+
+
+def _read_metrics(settings: Settings, project: str, job_id: str) -> dict[str, Any]:
+    path = job_dir(settings.projects_dir, project, job_id) / "metrics.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def job_metrics(
+    runtime: Runtime, session: Session, access: ProjectAccess, job_id: str
+) -> StreamingMetrics:
+    row = get_row(session, access, job_id)
+    data = _read_metrics(runtime.settings, access.project.name, job_id)
+    data.pop("pid", None)
+    data.pop("lag", None)
+    return StreamingMetrics.model_validate({**data, "job_id": job_id, "job_state": row.state})
+
+
+def job_logs(
+    runtime: Runtime, session: Session, access: ProjectAccess, job_id: str, page: Page
+) -> PageOf[str]:
+    """The engine's log lines for the job, oldest first, one page of them."""
+    get_row(session, access, job_id)
+    path = job_dir(runtime.settings.projects_dir, access.project.name, job_id) / "engine.log"
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    return PageOf[str](
+        total=len(lines),
+        page=page.page,
+        size=page.size,
+        items=lines[page.offset : page.offset + page.size],
+    )
+
+
+# --------------------------------------------------------------------------- the supervisor's side
+
+
+@dataclass
+class Claimed:
+    """A job a supervisor now owns, as it was when claimed."""
+
+    row_id: int
+    job_id: str
+    project: str
+    state: JobState
+    body: dict[str, Any]
+
+
+def claim_jobs(session: Session, runner: str, lease_seconds: float) -> list[Claimed]:
+    """Take the jobs that need an engine: STARTING ones nobody holds, and active ones whose
+    runner stopped renewing its lease. Compare-and-set per job, so of several supervisors
+    on one database exactly one wins each job."""
+    now = utcnow()
+    stale = now - timedelta(seconds=lease_seconds)
+    waiting = select(
+        StreamingJobRow.id, StreamingJobRow.runner, StreamingJobRow.heartbeat_at
+    ).where(StreamingJobRow.state.in_([s.value for s in ACTIVE]))
+    claimed: list[Claimed] = []
+    for row_id, holder, beat in session.execute(waiting).all():
+        if holder == runner:
+            continue
+        if holder is not None and (beat is None or beat >= stale):
+            continue  # held (a runner that never beat is not a supervisor: left alone)
+        result = session.execute(
+            update(StreamingJobRow)
+            .where(
+                StreamingJobRow.id == row_id,
+                StreamingJobRow.state.in_([s.value for s in ACTIVE]),
+                or_(
+                    StreamingJobRow.runner.is_(None),
+                    StreamingJobRow.heartbeat_at < stale,
+                ),
+            )
+            .values(runner=runner, heartbeat_at=now)
+        )
+        session.commit()
+        if getattr(result, "rowcount", 0) != 1:
+            continue
+        row = session.get(StreamingJobRow, row_id)
+        if row is None:
+            continue
+        session.refresh(row)
+        project = session.get(ProjectRow, row.project_id)
+        claimed.append(
+            Claimed(
+                row.id, row.job_id, project.name if project else "", JobState(row.state), row.body
+            )
+        )
+    return claimed
+
+
+def renew_jobs(session: Session, runner: str, row_ids: list[int]) -> dict[int, JobState]:
+    """Renew the lease on the jobs this runner holds; returns the states of those it still
+    holds (a job taken over or deleted is missing)."""
+    if not row_ids:
+        return {}
+    session.execute(
+        update(StreamingJobRow)
+        .where(StreamingJobRow.id.in_(row_ids), StreamingJobRow.runner == runner)
+        .values(heartbeat_at=utcnow())
+    )
+    session.commit()
+    rows = session.execute(
+        select(StreamingJobRow.id, StreamingJobRow.state).where(
+            StreamingJobRow.id.in_(row_ids), StreamingJobRow.runner == runner
+        )
+    ).all()
+    return {row_id: JobState(state) for row_id, state in rows}
+
+
+def allow_restart(session: Session, row_id: int, message: str) -> bool:
+    """Whether the job may restart after a failure (``runtime.restartWhenException``, at
+    most ``resumeMaxNum`` restarts in the last hour); records the restart when it may."""
+    row = session.get(StreamingJobRow, row_id, with_for_update=True)
+    if row is None:
+        return False
+    runtime = StreamingJobBody.model_validate(row.body).runtime or StreamingRuntime()
+    if not runtime.restartWhenException:
+        session.rollback()
+        return False
+    now = utcnow()
+    hour_ago = now - timedelta(hours=1)
+    recent = [t for t in row.restarts or [] if datetime.fromisoformat(t) > hour_ago]
+    if runtime.resumeMaxNum != -1 and len(recent) >= runtime.resumeMaxNum:
+        session.rollback()
+        return False
+    row.restarts = [*recent, now.isoformat()]
+    row.state_message = message[:1024]
+    session.commit()
+    return True
+
+
+def restarts_in_last_hour(row: StreamingJobRow) -> int:
+    hour_ago = utcnow() - timedelta(hours=1)
+    return len([t for t in row.restarts or [] if datetime.fromisoformat(t) > hour_ago])

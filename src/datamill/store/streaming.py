@@ -30,5 +30,9 @@ class StreamingJobRow(Base, Timestamps):
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     runner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     """The engine instance running the job; None until an engine picks it up."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """Renewed by the runner while it holds the job; a stale one lets another take over."""
+    restarts: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """When the engine restarted the job after a failure (ISO times, the last hour's)."""
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
-from datamill.api.deps import PageDep, ProjectEditor, ProjectReader, SessionDep
+from datamill.api.deps import PageDep, ProjectEditor, ProjectReader, RuntimeDep, SessionDep
 from datamill.domain.common import Model
 from datamill.domain.streaming import (
     ActionResult,
+    IngestResult,
     JobSort,
     JobState,
     SaveResult,
     StreamingJob,
     StreamingJobBody,
     StreamingJobSummary,
+    StreamingMetrics,
 )
 from datamill.services import streaming as service
 
@@ -93,8 +96,10 @@ def list_jobs(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a streaming job that is not running (409 while it runs)",
 )
-def delete_job(job_id: JobId, session: SessionDep, access: ProjectEditor) -> None:
-    service.delete_job(session, access, job_id)
+def delete_job(
+    job_id: JobId, session: SessionDep, access: ProjectEditor, runtime: RuntimeDep
+) -> None:
+    service.delete_job(session, access, job_id, runtime.settings)
 
 
 @router.post(
@@ -112,3 +117,65 @@ def start_job(job_id: JobId, session: SessionDep, access: ProjectEditor) -> Acti
 )
 def stop_job(job_id: JobId, session: SessionDep, access: ProjectEditor) -> ActionResult:
     return service.stop_job(session, access, job_id)
+
+
+class StreamingLogs(Model):
+    total: int
+    page: int
+    size: int
+    lines: list[str]
+
+
+RECORDS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"type": "object"}},
+                "example": [{"device_id": "d1", "value": 21.5, "event_time": 1767225600000}],
+            },
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post(
+    BASE + "/{job_id}/records",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Post records to a job's PipelineSource (a JSON array, or NDJSON by Content-Type)",
+    description="Records are appended durably to the job's ingest log and processed by the "
+    "engine. Accepted while the job is STARTING, RUNNING or RESTARTING (409 otherwise); the "
+    "request body limit of the server applies.",
+    openapi_extra=RECORDS_BODY,
+)
+async def post_records(
+    job_id: JobId,
+    request: Request,
+    session: SessionDep,
+    access: ProjectEditor,
+    runtime: RuntimeDep,
+) -> IngestResult:
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "application/json")
+    return await run_in_threadpool(
+        service.ingest_records, runtime, session, access, job_id, raw, content_type
+    )
+
+
+@router.get(
+    BASE + "/{job_id}/metrics",
+    summary="A running job's figures: records per operator, watermark, state, checkpoints, lag",
+)
+def get_metrics(
+    job_id: JobId, session: SessionDep, access: ProjectReader, runtime: RuntimeDep
+) -> StreamingMetrics:
+    return service.job_metrics(runtime, session, access, job_id)
+
+
+@router.get(BASE + "/{job_id}/logs", summary="The engine's log lines for a job, oldest first")
+def get_logs(
+    job_id: JobId, session: SessionDep, access: ProjectReader, runtime: RuntimeDep, page: PageDep
+) -> StreamingLogs:
+    result = service.job_logs(runtime, session, access, job_id, page)
+    return StreamingLogs(total=result.total, page=result.page, size=result.size, lines=result.items)

@@ -1,0 +1,208 @@
+"""The durable per-job ingest log, and the source that reads it.
+
+Records posted to a job's ingest endpoint are appended, as JSON lines, to numbered segment
+files under the job's folder (``ingest/00000000000000000001.ndjson`` …). An append holds an
+exclusive ``fcntl`` lock on the log's lock file, writes whole lines in one call and fsyncs
+before the endpoint answers, so an accepted record survives a crash of either process. A
+segment is closed once it passes :data:`SEGMENT_BYTES`; the next append opens a new one.
+
+A reader's position is ``{"segment": n, "offset": bytes}``: the byte just after the last
+line it returned. Only complete lines (ending in a newline) are read, so a reader never
+sees half of an append in progress. Segments wholly before a committed checkpoint's
+position are deleted (:meth:`IngestSource.committed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datamill.connectors.streams.base import Position
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+"""A segment is closed once it is this large."""
+READ_CHUNK = 8 * 1024 * 1024
+"""The most bytes one read takes from a segment."""
+_SUFFIX = ".ndjson"
+
+
+def segment_name(number: int) -> str:
+    return f"{number:020d}{_SUFFIX}"
+
+
+@dataclass
+class JsonLines:
+    """Records as JSON lines: ``data`` ends with a newline and holds ``count`` lines."""
+
+    data: bytes
+    count: int
+
+
+class IngestLog:
+    """The segment files of one job's ingest log (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def segments(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        numbers = []
+        for path in self.folder.iterdir():
+            if path.name.endswith(_SUFFIX) and path.name[: -len(_SUFFIX)].isdigit():
+                numbers.append(int(path.name[: -len(_SUFFIX)]))
+        return sorted(numbers)
+
+    def path(self, number: int) -> Path:
+        return self.folder / segment_name(number)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def append(self, lines: bytes) -> None:
+        """Append whole JSON lines (``lines`` ends with a newline) durably."""
+        if not lines:
+            return
+        with self._locked():
+            numbers = self.segments()
+            number = numbers[-1] if numbers else 1
+            path = self.path(number)
+            if path.exists() and path.stat().st_size >= SEGMENT_BYTES:
+                number += 1
+                path = self.path(number)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(lines)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def size_after(self, segment: int, offset: int) -> int:
+        """Bytes held after a position (for the lag estimate)."""
+        total = 0
+        for number in self.segments():
+            if number < segment:
+                continue
+            try:
+                size = self.path(number).stat().st_size
+            except FileNotFoundError:
+                continue
+            total += size - offset if number == segment else size
+        return max(0, total)
+
+    def drop_before(self, segment: int) -> int:
+        """Delete the segments before ``segment``; returns how many."""
+        dropped = 0
+        for number in self.segments():
+            if number >= segment:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                self.path(number).unlink()
+                dropped += 1
+        return dropped
+
+
+def encode_records(records: list[dict[str, Any]]) -> bytes:
+    """Records as JSON lines."""
+    return "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records).encode()
+
+
+def _cut(data: bytes, max_lines: int) -> tuple[bytes, int]:
+    """The first ``max_lines`` complete lines of ``data`` and how many there are."""
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return b"", 0
+    data = data[:end]
+    count = data.count(b"\n")
+    if count <= max_lines:
+        return data, count
+    index = -1
+    for _ in range(max_lines):
+        index = data.index(b"\n", index + 1)
+    return data[: index + 1], max_lines
+
+
+class IngestSource:
+    """A :class:`~datamill.connectors.streams.base.StreamSource` over one job's ingest log.
+
+    Besides ``read`` (records as dicts) it offers :meth:`read_lines`, which the engine
+    prefers: the raw JSON lines, parsed by DuckDB instead of Python.
+    """
+
+    def __init__(self, log: IngestLog, poll_seconds: float = 0.02) -> None:
+        self.log = log
+        self.poll = poll_seconds
+        self.segment = 0
+        self.offset = 0
+        self._avg_line = 100.0
+
+    def seek(self, position: Position | None) -> None:
+        if position is None:
+            numbers = self.log.segments()
+            self.segment, self.offset = (numbers[0] if numbers else 1), 0
+        else:
+            self.segment, self.offset = int(position["segment"]), int(position["offset"])
+
+    def position(self) -> Position:
+        return {"segment": self.segment, "offset": self.offset}
+
+    def _read_once(self, max_records: int) -> JsonLines:
+        while True:
+            path = self.log.path(self.segment)
+            data = b""
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(self.offset)
+                    data = handle.read(READ_CHUNK)
+            except FileNotFoundError:
+                pass
+            chunk, count = _cut(data, max_records)
+            if count:
+                self.offset += len(chunk)
+                self._avg_line = 0.9 * self._avg_line + 0.1 * (len(chunk) / count)
+                return JsonLines(chunk, count)
+            later = [n for n in self.log.segments() if n > self.segment]
+            if not later:
+                return JsonLines(b"", 0)
+            # a later segment exists: this one was complete before it was started
+            self.segment, self.offset = later[0], 0
+
+    def read_lines(self, max_records: int, timeout_seconds: float) -> JsonLines:
+        """Up to ``max_records`` JSON lines, waiting at most ``timeout_seconds``."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            lines = self._read_once(max_records)
+            if lines.count or time.monotonic() >= deadline:
+                return lines
+            time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())))
+
+    def read(self, max_records: int, timeout_seconds: float) -> list[dict[str, Any]]:
+        lines = self.read_lines(max_records, timeout_seconds)
+        return [json.loads(line) for line in lines.data.splitlines() if line]
+
+    def committed(self, position: Position) -> None:
+        self.log.drop_before(int(position["segment"]))
+
+    def lag(self) -> int | None:
+        remaining = self.log.size_after(self.segment, self.offset)
+        return int(remaining / self._avg_line) if remaining else 0
+
+    def close(self) -> None:
+        return None
