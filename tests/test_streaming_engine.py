@@ -365,7 +365,16 @@ def test_a_source_naming_a_missing_connection_fails_the_start(
 ) -> None:
     body = with_seq(pipeline("never"))
     body["operatorInstances"][0]["configs"]["basicConfigs"]["dataSourceId"] = "no_such_topic"
-    job_id = create_ready(api, project, body)
+    saved = api.post(jobs(project) + "?check=true", json=body).json()
+    assert saved["job_state"] == "DRAFT"
+    assert "data source 'no_such_topic' does not exist" in saved["check_info"]["src"][0]
+    # a job checked before its connection went away (an older check) is READY: the
+    # engine refuses to run it
+    job_id = saved["job_id"]
+    with api.runtime.sessions() as session:
+        row = session.query(StreamingJobRow).filter_by(job_id=job_id).one()
+        row.state = "READY"
+        session.commit()
     assert_error(
         api.post(f"{jobs(project)}/{job_id}/records", json=records(1)), 409, "E18720", "READY"
     )

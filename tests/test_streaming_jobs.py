@@ -322,7 +322,23 @@ def test_a_complete_pipeline_checks_to_ready(api: Api, project: str) -> None:
     assert create(api, project, valid_pipeline(), check=True)["job_state"] == "READY"
 
 
+def connection(api: Api, project: str, name: str, type_: str) -> None:
+    """A stream connection in the catalog (nothing needs to listen: the check only reads it)."""
+    spec = {
+        "kafka": {"bootstrapServers": "127.0.0.1:9092", "topic": name},
+        "mqtt": {"host": "127.0.0.1", "port": 1883, "topic": name},
+        "function": {"url": "http://127.0.0.1:8080/fn"},
+        "notification": {"channel": "webhook", "url": "http://127.0.0.1:8080/hook"},
+    }[type_]
+    response = api.post(
+        f"/projects/{project}/datasources/{name}", json={"type": type_, "spec": spec}
+    )
+    assert response.status_code == 201, response.text
+
+
 def test_more_operators_check_to_ready(api: Api, project: str) -> None:
+    connection(api, project, "classifier", "function")
+    connection(api, project, "archive", "kafka")
     body = valid_pipeline()
     body["operatorInstances"][1:1] = [
         op(
@@ -388,6 +404,92 @@ def test_more_operators_check_to_ready(api: Api, project: str) -> None:
         op("archive", "DISSink", ["select", "call"], {"dataSourceId": "archive"}),
     ]
     assert check_info(api, project, body) == {}
+
+
+# --------------------------------------------------------------------------- connections
+
+DS = f"{BASIC}.dataSourceId"
+
+
+def test_a_missing_connection_keeps_the_job_a_draft(api: Api, project: str) -> None:
+    body = valid_pipeline()
+    find(body, "source")["configs"]["basicConfigs"]["dataSourceId"] = "readings"
+    find(body, "sink")["configs"]["basicConfigs"] = {"dataSourceId": "w2_out"}
+    # a draft save does not look the connections up
+    draft = create(api, project, body)
+    assert (draft["job_state"], draft["check_info"]) == ("DRAFT", {})
+    url = f"{jobs_url(project)}/{draft['job_id']}"
+    checked = api.put(url, json=body, params={"check": "true"})
+    assert checked.status_code == 200, checked.text
+    assert checked.json() == {
+        "job_id": draft["job_id"],
+        "job_state": "DRAFT",
+        "status": "failed",
+        "check_info": {
+            "source": [f"{DS}: data source 'readings' does not exist"],
+            "sink": [f"{DS}: data source 'w2_out' does not exist"],
+        },
+    }
+    stored = api.get(url).json()
+    assert (stored["job_state"], stored["check_info"]) == ("DRAFT", checked.json()["check_info"])
+    # once both exist (of a type the operators use) the same body checks to READY
+    connection(api, project, "readings", "mqtt")
+    connection(api, project, "w2_out", "kafka")
+    again = api.put(url, json=body, params={"check": "true"}).json()
+    assert (again["job_state"], again["check_info"]) == ("READY", {})
+
+
+def test_a_connection_of_the_wrong_type_is_named(api: Api, project: str) -> None:
+    connection(api, project, "fn", "function")
+    connection(api, project, "topic", "kafka")
+    (api.data_root / project / "a.json").write_text('{"n": 1}\n')
+    spec = {"root": "default", "paths": [f"{project}/a.json"], "fileType": "json"}
+    made = api.post(f"/projects/{project}/datasources/files", json={"type": "file", "spec": spec})
+    assert made.status_code == 201, made.text
+    body = valid_pipeline()
+    find(body, "source")["configs"]["basicConfigs"]["dataSourceId"] = "fn"
+    find(body, "sink")["configs"]["basicConfigs"] = {"dataSourceId": "files"}
+    body["operatorInstances"].append(
+        op(
+            "call",
+            "CallFunctionGraph",
+            ["map"],
+            {
+                "dataSourceId": "topic",
+                "apiParamFields": ["device_id"],
+                "apiOutputField": {"field": "label", "type": "STRING"},
+            },
+        )
+    )
+    info = check_info(api, project, body)
+    assert "its output is not read by any operator (add a sink)" in info["call"]
+    info["call"].remove("its output is not read by any operator (add a sink)")
+    assert info == {
+        "source": [
+            f"{DS}: 'fn' is a function data source; PipelineSource uses mqtt or kafka "
+            "connections"
+        ],
+        "sink": [
+            f"{DS}: 'files' is a file data source; DISSink uses mqtt or kafka connections"
+        ],
+        "call": [
+            f"{DS}: 'topic' is a kafka data source; CallFunctionGraph uses function connections"
+        ],
+    }
+    assert list(info) == ["source", "sink", "call"]  # in the pipeline's order
+
+
+def test_connection_problems_join_the_operators_other_problems(
+    api: Api, project: str
+) -> None:
+    body = valid_pipeline()
+    basic = find(body, "source")["configs"]["basicConfigs"]
+    basic["dataSourceId"] = "nowhere"
+    basic["eventTimeField"] = "no_such_field"
+    info = check_info(api, project, body)
+    assert f"{DS}: data source 'nowhere' does not exist" in info["source"]
+    assert len(info["source"]) >= 2, info  # the event time problem is kept as well
+    assert list(info)[0] == "source"
 
 
 # --------------------------------------------------------------------------- graph rules

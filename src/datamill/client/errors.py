@@ -8,6 +8,7 @@ import httpx
 
 if TYPE_CHECKING:
     from datamill.domain.runs import ExportRunEntry, HistoryEntry
+    from datamill.domain.streaming import StreamingJob
 
 __all__ = [
     "BadRequest",
@@ -21,6 +22,7 @@ __all__ = [
     "NotFound",
     "RunWaitTimeout",
     "ServerError",
+    "StateWaitTimeout",
     "Unauthorized",
     "error_from_response",
 ]
@@ -109,6 +111,17 @@ class RunWaitTimeout(DatamillClientError, TimeoutError):
     def __init__(self, message: str, entry: HistoryEntry | ExportRunEntry | None = None) -> None:
         super().__init__(message)
         self.entry = entry
+
+
+class StateWaitTimeout(DatamillClientError, TimeoutError):
+    """A streaming job did not reach the state :meth:`StreamingAPI.wait` waited for in time.
+
+    ``job`` is the job as last read (``None`` if none was read); the job itself goes on.
+    """
+
+    def __init__(self, message: str, job: StreamingJob | None = None) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 _BY_STATUS: dict[int, type[DatamillAPIError]] = {

@@ -37,6 +37,17 @@ from datamill.domain.runs import (
     StopResult,
 )
 from datamill.domain.secrets import Secret
+from datamill.domain.streaming import ActionResult as StreamingActionResult
+from datamill.domain.streaming import IngestResult as StreamingIngestResult
+from datamill.domain.streaming import JobState as StreamingJobState
+from datamill.domain.streaming import (
+    OperatorMetrics,
+    StreamingJob,
+    StreamingJobBody,
+    StreamingJobSummary,
+    StreamingMetrics,
+)
+from datamill.domain.streaming import SaveResult as StreamingSaveResult
 from datamill.domain.users import IssuedToken, Principal, Token, User
 from datamill.domain.variables import ResolvedVariable, Variable, VariableType
 
@@ -58,6 +69,7 @@ __all__ = [
     "JobStopResult",
     "Member",
     "MisfirePolicy",
+    "OperatorMetrics",
     "OverlapPolicy",
     "Page",
     "Param",
@@ -78,6 +90,14 @@ __all__ = [
     "Src",
     "SrcType",
     "StopResult",
+    "StreamingActionResult",
+    "StreamingIngestResult",
+    "StreamingJob",
+    "StreamingJobBody",
+    "StreamingJobState",
+    "StreamingJobSummary",
+    "StreamingMetrics",
+    "StreamingSaveResult",
     "Token",
     "User",
     "Variable",

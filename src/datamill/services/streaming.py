@@ -23,6 +23,8 @@ from datamill.config import Settings
 from datamill.domain.common import Page, PageOf
 from datamill.domain.streaming import (
     ACTIVE,
+    DEFINITION,
+    GRAPH,
     ActionResult,
     IngestResult,
     JobSort,
@@ -43,6 +45,7 @@ from datamill.domain.streaming import check_delete as check_deletable
 from datamill.errors import DatamillError, E
 from datamill.runtime.streaming.engine import ingest_log, job_dir
 from datamill.services.access import ProjectAccess
+from datamill.services.datasources import stream_connection_problems
 from datamill.services.runtime import Runtime
 from datamill.store.base import fetch_page, utcnow
 from datamill.store.projects import ProjectRow
@@ -96,9 +99,25 @@ def stored(body: StreamingJobBody) -> dict[str, Any]:
     }
 
 
-def _save(row: StreamingJobRow, body: StreamingJobBody, check: bool) -> SaveResult:
+def _check(session: Session, project_id: int, body: StreamingJobBody) -> dict[str, list[str]]:
+    """The whole check: the pipeline itself, then the connections its operators name in
+    ``dataSourceId`` (they must exist in the project and be of a type the operator uses).
+    Problems stay grouped per operator, in the pipeline's order."""
+    info = {key: list(problems) for key, problems in check_pipeline(body).info.items()}
+    operators = stored(body)["operatorInstances"]
+    for op_id, problems in stream_connection_problems(session, project_id, operators).items():
+        known = info.setdefault(op_id, [])
+        known.extend(p for p in problems if p not in known)
+    order = [DEFINITION, GRAPH, *(op.id for op in body.operatorInstances)]
+    rank = {key: i for i, key in enumerate(order)}
+    return dict(sorted(info.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
+def _save(
+    session: Session, project_id: int, row: StreamingJobRow, body: StreamingJobBody, check: bool
+) -> SaveResult:
     """Store ``body`` in ``row`` with the state and check_info the save leads to."""
-    info = check_pipeline(body).info if check else {}
+    info = _check(session, project_id, body) if check else {}
     state = state_after_save(row.job_id, JobState(row.state), check and not info)
     row.name = body.definition.jobName
     row.body = stored(body)
@@ -123,7 +142,7 @@ def create_job(
         state=JobState.DRAFT.value,
         state_changed_at=utcnow(),
     )
-    result = _save(row, body, check)
+    result = _save(session, access.project_id, row, body, check)
     session.add(row)
     session.commit()
     return result
@@ -134,7 +153,7 @@ def update_job(
 ) -> SaveResult:
     """Replace the whole job; refused (409) while an engine owns it."""
     row = get_row(session, access, job_id, lock=True)
-    result = _save(row, body, check)
+    result = _save(session, access.project_id, row, body, check)
     session.commit()
     return result
 
