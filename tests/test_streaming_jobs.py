@@ -489,7 +489,7 @@ def test_connection_problems_join_the_operators_other_problems(
     info = check_info(api, project, body)
     assert f"{DS}: data source 'nowhere' does not exist" in info["source"]
     assert len(info["source"]) >= 2, info  # the event time problem is kept as well
-    assert list(info)[0] == "source"
+    assert next(iter(info)) == "source"
 
 
 # --------------------------------------------------------------------------- graph rules
