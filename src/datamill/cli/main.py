@@ -24,6 +24,7 @@ from datamill.cli.context import (
 from datamill.cli.exports import EXPORT_GROUPS
 from datamill.cli.jobs import JOB_GROUPS
 from datamill.cli.render import console, fields_table, print_json, to_json
+from datamill.cli.streaming import STREAMING_GROUPS
 from datamill.client import DEFAULT_URL
 from datamill.config import Settings
 
@@ -103,7 +104,7 @@ def version(ctx: typer.Context) -> None:
     console().print(fields_table(rows))
 
 
-for _name, _group in [*GROUPS, *JOB_GROUPS, *EXPORT_GROUPS]:
+for _name, _group in [*GROUPS, *JOB_GROUPS, *EXPORT_GROUPS, *STREAMING_GROUPS]:
     app.add_typer(_group, name=_name)
 
 
