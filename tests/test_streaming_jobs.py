@@ -466,12 +466,9 @@ def test_a_connection_of_the_wrong_type_is_named(api: Api, project: str) -> None
     info["call"].remove("its output is not read by any operator (add a sink)")
     assert info == {
         "source": [
-            f"{DS}: 'fn' is a function data source; PipelineSource uses mqtt or kafka "
-            "connections"
+            f"{DS}: 'fn' is a function data source; PipelineSource uses mqtt or kafka connections"
         ],
-        "sink": [
-            f"{DS}: 'files' is a file data source; DISSink uses mqtt or kafka connections"
-        ],
+        "sink": [f"{DS}: 'files' is a file data source; DISSink uses mqtt or kafka connections"],
         "call": [
             f"{DS}: 'topic' is a kafka data source; CallFunctionGraph uses function connections"
         ],
@@ -479,9 +476,7 @@ def test_a_connection_of_the_wrong_type_is_named(api: Api, project: str) -> None
     assert list(info) == ["source", "sink", "call"]  # in the pipeline's order
 
 
-def test_connection_problems_join_the_operators_other_problems(
-    api: Api, project: str
-) -> None:
+def test_connection_problems_join_the_operators_other_problems(api: Api, project: str) -> None:
     body = valid_pipeline()
     basic = find(body, "source")["configs"]["basicConfigs"]
     basic["dataSourceId"] = "nowhere"
