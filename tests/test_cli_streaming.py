@@ -88,6 +88,9 @@ def test_a_pipeline_end_to_end(
     )
     assert fed_json == {"job_id": job_id, "accepted": 40}
 
+    bad = run("streaming", "ingest", project, job_id, "-f", "-", input='{"a": 1}\n{"a": \n')
+    api_error(bad, "E18722", "line 2 is not valid JSON")
+
     target = api.data_root / project / "cli_out"
     rows = wait_for("80 sink rows", lambda: len(sink_rows(target)) >= 80 and sink_rows(target))
     assert sorted(r["seq"] for r in rows) == [i for i in range(100) if i % 5 != 0]

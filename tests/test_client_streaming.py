@@ -261,6 +261,9 @@ def test_ingest_splits_an_iterable_into_ndjson_requests() -> None:
         assert seen == []
         with pytest.raises(ValueError):
             dm.streaming.ingest("p", "j1", iter([{"a": 1}]), chunk_records=0)
+        with pytest.raises(TypeError, match="single record"):
+            dm.streaming.ingest("p", "j1", {"a": 1})
+        assert seen == []
 
         seen.clear()
         assert list(dm.streaming.iter_logs("p", "j1")) == [f"line {i}" for i in range(7)]

@@ -1293,6 +1293,8 @@ class StreamingAPI(_Resource):
         accepted in all. When a chunk is refused its error is raised; the chunks sent
         before it stay accepted.
         """
+        if isinstance(records, Mapping | str | bytes):
+            raise TypeError("records must be an iterable of records, not a single record")
         path = self._job(project, job_id, "records")
         if isinstance(records, builtins.list | tuple) and all(
             isinstance(r, Mapping) for r in records
