@@ -608,7 +608,7 @@ def _timestamp_texts(column: pa.Array) -> pa.Array:
 
 def _plain_texts(kind: pa.DataType) -> bool:
     """Whether the texts of this type are never empty and hold no quote or line break."""
-    return (
+    return bool(
         pa.types.is_integer(kind)
         or pa.types.is_boolean(kind)
         or pa.types.is_floating(kind)
@@ -857,9 +857,78 @@ _Writer = Callable[[Any], None]
 
 
 def _bytes_of(writer: _Writer) -> bytes:
+    if isinstance(writer, _ParquetCopy):
+        return writer.to_bytes()
     sink = pa.BufferOutputStream()
     writer(sink)
     return bytes(sink.getvalue())
+
+
+@dataclass
+class _ParquetCopy:
+    """A Parquet output that is the whole result: DuckDB copies the result files into it.
+
+    The job's result is Parquet already, so with one output file and no partitions there
+    is nothing for Arrow to do: DuckDB reads and writes the row groups in parallel, in
+    their order, with the asked codec (twice as fast as pyarrow's single-threaded writer
+    on two cores). Only datamill's own statement runs on this connection, over the run's
+    result files and a path the sink chose.
+    """
+
+    files: list[Path]
+    compression: str
+    temp_dir: Path
+
+    def to_path(self, path: str) -> None:
+        import duckdb
+
+        from datamill.engines.duckdb import sql_string
+
+        sources = ", ".join(sql_string(str(f)) for f in self.files)
+        codec = "uncompressed" if self.compression == "none" else self.compression
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET enable_progress_bar=false")
+            con.execute(
+                f"COPY (SELECT * FROM read_parquet([{sources}], hive_partitioning=false)) "
+                f"TO {sql_string(path)} (FORMAT parquet, COMPRESSION {codec})"
+            )
+        except duckdb.Error as exc:
+            raise SinkError(f"cannot write the result as parquet: {_first_line(exc)}") from exc
+        finally:
+            con.close()
+
+    def to_bytes(self) -> bytes:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.temp_dir / f"copy-{secrets.token_hex(6)}.parquet"
+        try:
+            self.to_path(str(path))
+            return path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+
+    def __call__(self, sink: Any) -> None:
+        sink.write(self.to_bytes())
+
+
+def _outputs(
+    batch: ExportBatch, spec: FileExportOptions, prefix: str, temp_dir: Path
+) -> tuple[int, Iterator[tuple[str, _Writer]]]:
+    """(rows, the output files) of a batch: a :class:`_ParquetCopy` when the output is one
+    Parquet file of the whole result, else :func:`_plan` over the result read by Arrow."""
+    if (
+        spec.format == "parquet"
+        and spec.fileCount == 1
+        and not spec.partitionBy
+        and batch.parquet_files
+    ):
+        import pyarrow.parquet as pq
+
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in batch.parquet_files)
+        copy = _ParquetCopy(list(batch.parquet_files), spec.compression, temp_dir)
+        return rows, iter([(f"{prefix}00000{spec.capability.extension}", copy)])
+    table = batch.read()
+    return table.num_rows, _plan(table, spec, prefix)
 
 
 def _plan(table: pa.Table, spec: FileExportOptions, prefix: str) -> Iterator[tuple[str, _Writer]]:
@@ -1214,6 +1283,9 @@ class _LocalStore:
     def write(self, path: str, writer: _Writer) -> int:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            if isinstance(writer, _ParquetCopy):
+                writer.to_path(path)
+                return os.path.getsize(path)
             with pa.OSFile(path, "wb") as stream:
                 writer(stream)
                 return int(stream.tell())
@@ -1634,9 +1706,8 @@ def _folder_export(
     if spec.saveMode == "append":
         top = [name for name, is_dir, _ in store.listdir(location) if not is_dir]
         append = (batch.run_id, _append_seq(ctx, top, batch.run_id))
-    table = batch.read()
-    ctx.log(f"writing {table.num_rows} rows to {store.show(location)} (saveMode {spec.saveMode})")
-    files = _plan(table, spec, _part_prefix(append))
+    rows, files = _outputs(batch, spec, _part_prefix(append), ctx.temp_dir)
+    ctx.log(f"writing {rows} rows to {store.show(location)} (saveMode {spec.saveMode})")
     written = _write_folder(store, location, files, spec.saveMode, append)
     cutoff = _cutoff(spec)
     if cutoff is not None:
@@ -1646,7 +1717,7 @@ def _folder_export(
             _retention_note(ctx, deleted, spec)
         except (SinkError, DatamillError) as exc:
             ctx.log(f"retention: could not delete old outputs: {exc}")
-    return _outcome(written, table.num_rows, store.show(location), spec)
+    return _outcome(written, rows, store.show(location), spec)
 
 
 class FileSink:
@@ -1742,10 +1813,9 @@ class S3Sink:
                 batch.run_id,
                 _append_seq(ctx, [t for t in top if "/" not in t], batch.run_id),
             )
-        table = batch.read()
+        rows, files = _outputs(batch, spec, _part_prefix(append), ctx.temp_dir)
         where = store.show(location + "/")
-        ctx.log(f"writing {table.num_rows} rows to {where} (saveMode {spec.saveMode})")
-        files = _plan(table, spec, _part_prefix(append))
+        ctx.log(f"writing {rows} rows to {where} (saveMode {spec.saveMode})")
         written = _write_s3(store, location, files, spec.saveMode, append, existing)
         cutoff = _cutoff(spec)
         if cutoff is not None:
@@ -1754,7 +1824,7 @@ class S3Sink:
                 _retention_note(ctx, deleted, spec)
             except (SinkError, DatamillError) as exc:
                 ctx.log(f"retention: could not delete old outputs: {exc}")
-        return _outcome(written, table.num_rows, where, spec)
+        return _outcome(written, rows, where, spec)
 
     @staticmethod
     def _expire(store: _S3, template: str, cutoff: float, current: str) -> int:
