@@ -22,7 +22,8 @@ from datamill.engines.duckdb import json_safe
 FLOATS = [
     1.0, 0.1, 1e16, 1e15, 123456789012345.6, 1e-4, 1e-5, 1.5e-7, 1e20, 1e22, -0.0, 0.0,
     float("nan"), float("inf"), float("-inf"), 5e-324, 1.7976931348623157e308, 123.0,
-    2.5e-5, 62.296682000000004, -3.25, None,
+    2.5e-5, 62.296682000000004, -3.25, 9999999999.5, 1e10, 2e10, -1e9, 123456789.0, 1e-4,
+    9.9999e-5, None,
 ]  # fmt: skip
 STRINGS = ["", None, "a,b", 'q"uote', "line\nbreak", "cr\rx", "tab\tx", "back\\slash", "x=y",
            "é中", "a||b", "1.5", "plain"]  # fmt: skip
@@ -183,3 +184,16 @@ def test_an_empty_table(fmt: str) -> None:
     table = rich_table().slice(0, 0)
     spec = spec_of(fmt, "gzip")
     assert decompress(encode_file(table, spec), "gzip") == reference(table, spec)
+
+
+def test_float_texts_equal_repr_over_many_magnitudes() -> None:
+    import random
+
+    rng = random.Random(7)
+    values = []
+    for _ in range(20_000):
+        value = 10 ** rng.uniform(-7, 18) * rng.choice([1, -1])
+        digits = rng.randint(1, 17)
+        values.append(float(f"{value:.{digits}g}") if rng.random() < 0.7 else value)
+    texts = files._texts(pa.array(values, pa.float64())).to_pylist()
+    assert texts == [repr(v) for v in values]

@@ -571,21 +571,23 @@ def _python_texts(column: pa.Array) -> pa.Array:
 
 
 def _float_texts(column: pa.Array) -> pa.Array:
-    """Floats as ``repr`` writes them; Arrow's shortest form differs only outside
-    [1e-4, 1e15), for whole numbers (no ``.0``) and in rare exponent cases, which get
-    Python's text."""
+    """Floats as ``repr`` writes them.
+
+    Arrow's shortest text is Python's for finite values in [1e-4, 1e10) and zero, except
+    that whole numbers lack the ``.0`` (Arrow writes an exponent from 1e10 up, Python from
+    1e16, and below 1e-4 both do, differently); other finite values get Python's text.
+    """
     import pyarrow.compute as pc
 
     values = column.cast(pa.float64())
     text = pc.cast(values, pa.string())
     size = pc.abs(values)
-    plain = pc.or_(pc.and_(pc.greater_equal(size, 1e-4), pc.less(size, 1e15)), pc.equal(size, 0.0))
-    plain = pc.and_(plain, pc.invert(pc.match_substring(text, "e")))
-    whole = pc.and_(plain, pc.invert(pc.match_substring(text, ".")))
-    text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
-    odd = pc.and_(pc.invert(plain), pc.is_finite(values))
-    odd_count = pc.sum(pc.cast(odd, pa.int64())).as_py() or 0
-    if odd_count:
+    fast = pc.or_(pc.and_(pc.greater_equal(size, 1e-4), pc.less(size, 1e10)), pc.equal(size, 0.0))
+    whole = pc.and_(fast, pc.equal(pc.floor(values), values))
+    if pc.any(whole).as_py():
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    odd = pc.and_(pc.invert(fast), pc.is_finite(values))
+    if pc.any(odd).as_py():
         picked = pc.filter(values, odd).to_pylist()
         text = pc.replace_with_mask(text, odd, pa.array([repr(v) for v in picked], pa.string()))
     return text
@@ -598,12 +600,14 @@ def _timestamp_texts(column: pa.Array) -> pa.Array:
     kind = column.type
     # Arrow's cast writes "2026-01-01 00:00:40.000000" (and "Z" with a zone): much faster
     # than strftime, and only these three details differ from isoformat
-    text = pc.cast(column.cast(pa.timestamp("us", tz=kind.tz)), pa.string())
+    text = pc.cast(column.cast(pa.timestamp("us")), pa.string())
     text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    zero = pc.ends_with(text, ".000000")
+    if pc.any(zero).as_py():
+        text = pc.if_else(zero, pc.utf8_slice_codeunits(text, 0, -7), text)
     if kind.tz is not None:
-        text = pc.replace_substring_regex(text, "Z$", "+00:00")
-        return pc.replace_substring_regex(text, r"\.000000\+", "+")
-    return pc.replace_substring_regex(text, r"\.000000$", "")
+        text = pc.binary_join_element_wise(text, "+00:00", "")
+    return text
 
 
 def _plain_texts(kind: pa.DataType) -> bool:
