@@ -45,11 +45,11 @@ codec other than the one asked for.
 json, csv and text (extension ``.json`` ``.csv`` ``.txt`` plus the compression's):
 
 * ``none``: plain UTF-8 text.
-* ``gzip`` (``.gz``): the ``gzip`` module, one RFC 1952 member with mtime 0.
+* ``gzip`` (``.gz``): one RFC 1952 member with mtime 0, deflate level 6 (zlib's and
+  the ``gzip`` tool's default).
 * ``bzip2`` (``.bz2``): the ``bz2`` module.
-* ``deflate`` (``.deflate``): the ``zlib`` module, a *zlib stream* (RFC 1950: 2-byte
-  header, deflate data, Adler-32), which is what Hadoop's DefaultCodec writes; not raw
-  deflate.
+* ``deflate`` (``.deflate``): a *zlib stream* (RFC 1950: 2-byte header, deflate data,
+  Adler-32), which is what Hadoop's DefaultCodec writes; not raw deflate. Level 6.
 * ``lz4`` (``.lz4``): pyarrow ``Codec('lz4')``, the LZ4 *frame* format (magic
   ``04 22 4D 18``, what the ``lz4`` command line tool reads); not Hadoop's Lz4Codec
   block framing.
@@ -60,11 +60,25 @@ json, csv and text (extension ``.json`` ``.csv`` ``.txt`` plus the compression's
 orc (``.orc``, ``pyarrow.orc``): ``none``, ``snappy``, ``zlib``; ``lzo`` is refused
 (pyarrow's ORC writer has no LZO codec).
 
-parquet (``.parquet``, ``pyarrow.parquet``): ``none``, ``snappy``, ``gzip``; ``lzo`` is
-refused (Arrow's Parquet writer does not implement LZO).
+parquet (``.parquet``, ``pyarrow.parquet`` or DuckDB, see below): ``none``, ``snappy``,
+``gzip``; ``lzo`` is refused (neither Parquet writer implements LZO).
 
 lz4 and snappy need pyarrow built with those codecs, which :data:`CAPABILITIES` checks
 when the module is imported.
+
+How the row formats are written: the rows are cut into pieces of :data:`ROWS_PER_CHUNK`;
+each piece is rendered with Arrow compute kernels column by column (values that Arrow
+renders differently from the rules above, such as floats outside [1e-4, 1e10), zoned
+timestamps other than UTC and nested values, go through Python one by one) and, for
+gzip and deflate, compressed on its own in a small thread pool, as ``pigz`` does: each
+piece ends with a sync flush, so the pieces form one deflate stream, and the checksum
+runs over them in order. The file is written piece by piece as the pieces are done.
+The piece size is fixed, so the same result gives the same bytes.
+
+A parquet output that is the whole result (``fileCount`` 1, no ``partitionBy``) is
+copied from the job's result files by DuckDB (its writer works on all cores; the types
+are the result's own, which DuckDB wrote); other parquet outputs are written by
+``pyarrow.parquet``.
 
 Save modes and exactly-once
 ---------------------------
@@ -233,9 +247,9 @@ def _capabilities() -> dict[tuple[str, str], Capability]:
     table: dict[tuple[str, str], Capability] = {}
     row_writers = {
         "none": ("Python", True, ""),
-        "gzip": ("gzip module (RFC 1952, mtime 0)", True, ""),
+        "gzip": ("zlib level 6 in parallel pieces: one RFC 1952 member, mtime 0", True, ""),
         "bzip2": ("bz2 module", True, ""),
-        "deflate": ("zlib module: zlib stream (RFC 1950), as Hadoop's DefaultCodec", True, ""),
+        "deflate": ("zlib level 6: zlib stream (RFC 1950), as Hadoop's DefaultCodec", True, ""),
         "lz4": (
             "pyarrow Codec('lz4'): LZ4 frame format",
             _arrow_codec("lz4"),
@@ -258,13 +272,17 @@ def _capabilities() -> dict[tuple[str, str], Capability]:
         ("orc", "snappy"): ("pyarrow.orc SNAPPY", _arrow_codec("snappy"), "no snappy codec"),
         ("orc", "zlib"): ("pyarrow.orc ZLIB", True, ""),
         ("orc", "lzo"): ("", False, "pyarrow's ORC writer has no LZO codec"),
-        ("parquet", "none"): ("pyarrow.parquet NONE", True, ""),
+        ("parquet", "none"): ("DuckDB or pyarrow.parquet UNCOMPRESSED", True, ""),
         ("parquet", "snappy"): (
-            "pyarrow.parquet SNAPPY",
+            "DuckDB or pyarrow.parquet SNAPPY",
             _arrow_codec("snappy"),
             "no snappy codec",
         ),
-        ("parquet", "gzip"): ("pyarrow.parquet GZIP", _arrow_codec("gzip"), "no gzip codec"),
+        ("parquet", "gzip"): (
+            "DuckDB or pyarrow.parquet GZIP",
+            _arrow_codec("gzip"),
+            "no gzip codec",
+        ),
         ("parquet", "lzo"): ("", False, "Arrow's Parquet writer does not implement LZO"),
     }
     for (fmt, compression), (writer, ok, why) in columnar.items():
