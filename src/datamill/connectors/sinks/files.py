@@ -725,7 +725,7 @@ def _row_lines(table: pa.Table, spec: FileExportOptions, first: bool) -> bytes:
 
 
 def _compress(data: bytes, compression: str) -> bytes:
-    """Whole-file codecs (the rest are streamed by :class:`_RowWriter`)."""
+    """Whole-file codecs (none, gzip and deflate are streamed by :func:`_write_rows`)."""
     if compression == "bzip2":
         return bz2.compress(data)
     if compression in ("lz4", "snappy"):
