@@ -886,6 +886,12 @@ def _bytes_of(writer: _Writer) -> bytes:
     return bytes(sink.getvalue())
 
 
+_TRANSIENT_TEXT = re.compile(
+    r"connect|timed? ?out|temporar|unavailable|slow ?down|internal ?error|\b50[0-4]\b", re.I
+)
+"""What a store's error passed through DuckDB says when it is worth retrying."""
+
+
 @dataclass
 class _ParquetCopy:
     """A Parquet output that is the whole result: DuckDB copies the result files into it.
@@ -894,14 +900,17 @@ class _ParquetCopy:
     is nothing for Arrow to do: DuckDB reads and writes the row groups in parallel, in
     their order, with the asked codec (twice as fast as pyarrow's single-threaded writer
     on two cores). Only datamill's own statement runs on this connection, over the run's
-    result files and a path the sink chose.
+    result files and a path the sink chose. To S3 the copy goes through the sink's own
+    ``s3fs`` file system registered with the connection, so the upload runs while DuckDB
+    still writes (``s3fs`` sends parts as its buffer fills).
     """
 
     files: list[Path]
     compression: str
     temp_dir: Path
 
-    def to_path(self, path: str) -> None:
+    def to_path(self, path: str, filesystem: Any = None) -> None:
+        """Write to a local ``path``, or to ``s3://bucket/key`` through ``filesystem``."""
         import duckdb
 
         from datamill.engines.duckdb import sql_string
@@ -911,12 +920,17 @@ class _ParquetCopy:
         con = duckdb.connect(":memory:")
         try:
             con.execute("SET enable_progress_bar=false")
+            if filesystem is not None:
+                con.register_filesystem(filesystem)
             con.execute(
                 f"COPY (SELECT * FROM read_parquet([{sources}], hive_partitioning=false)) "
                 f"TO {sql_string(path)} (FORMAT parquet, COMPRESSION {codec})"
             )
         except duckdb.Error as exc:
-            raise SinkError(f"cannot write the result as parquet: {_first_line(exc)}") from exc
+            text = _first_line(exc)
+            if filesystem is not None and _TRANSIENT_TEXT.search(text):
+                raise TransientSinkError(f"cannot write {path}: {text}") from exc
+            raise SinkError(f"cannot write the result as parquet to {path}: {text}") from exc
         finally:
             con.close()
 
@@ -1633,6 +1647,13 @@ class _S3:
             lambda: self.fs.pipe_file(f"{self.bucket}/{key}", data),
         )
 
+    def put_copy(self, key: str, copy: _ParquetCopy) -> int:
+        """Let DuckDB write ``key`` through this store's file system; returns its size."""
+        path = f"{self.bucket}/{key}"
+        copy.to_path(f"s3://{path}", self.fs)
+        size = self._do(f"cannot read back {self.show(key)}", lambda: self.fs.size(path))
+        return int(size)
+
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             chunk = [f"{self.bucket}/{k}" for k in keys[start : start + 1000]]
@@ -1664,6 +1685,11 @@ def _write_s3(
         store.delete([prefix + SUCCESS])
     names: set[str] = set()
     for rel, writer in files:
+        if isinstance(writer, _ParquetCopy):
+            written.files += 1
+            written.bytes += store.put_copy(prefix + rel, writer)
+            names.add(rel)
+            continue
         data = _bytes_of(writer)
         store.put(prefix + rel, data)
         names.add(rel)
