@@ -61,7 +61,6 @@ import httpx
 from benchmarks.bench_batch import (
     BASELINE_THREADS,
     PROJECT_PREFIX,
-    QUIET_SHARE,
     W1_JOB,
     W1_POLL_SECONDS,
     BenchError,
@@ -81,6 +80,7 @@ from benchmarks.bench_batch import (
 from benchmarks.w1_data import W1Data, generate
 
 TARGET_RATIO = 1.2
+QUIET_EXTRA_LOAD = 1.0
 BUCKET = "bench"
 SECRET_NAME = "s3keys"  # noqa: S105 - the name of a stored secret, not a value
 EXPORT_ROOT = "exports"
@@ -579,14 +579,14 @@ def run(options: Options) -> dict[str, Any]:
 
 
 def verdict(figures: dict[str, Any]) -> dict[str, Any]:
-    cores = min(BASELINE_THREADS, figures["machine"]["cpus"] or 1)
+    cpus = figures["machine"]["cpus"] or 1
     cases = figures["cases"]
+    loads = figures["loadavg_start"][:1] + figures["loadavg_end"][:1]
     return {
-        "machine_quiet": all(
-            c["baseline_cores_used"] >= QUIET_SHARE * cores
-            for c in cases.values()
-            if c["case"]["format"] == "csv"  # the parquet writes are too short to tell
-        ),
+        # No baseline here keeps 2 cores busy (pyarrow's CSV path and both gzip writers are
+        # mostly single-threaded, the parquet writes too short to tell), so other work is
+        # judged by the load average: the benchmark itself adds about one
+        "machine_quiet": bool(loads) and max(loads) < cpus + QUIET_EXTRA_LOAD,
         "data_equal": all(c["check"]["equal"] for c in cases.values()),
         "ratio_met": {name: c["ratio"] <= TARGET_RATIO for name, c in cases.items()},
     }
@@ -663,10 +663,12 @@ def report(figures: dict[str, Any]) -> str:
     ]
     lines += [f"{a:{width}}  {b:>26}  {c:>7}  {d}" for a, b, c, d in rows]
     if not ok["machine_quiet"]:
+        peak = max(figures["loadavg_start"][:1] + figures["loadavg_end"][:1])
         lines.append(
-            "warning: a CSV baseline used less than "
-            f"{QUIET_SHARE * BASELINE_THREADS:.1f} cores: other work was running, so "
-            "wall-clock figures and their ratios are distorted; run again when it is quieter"
+            f"warning: the load average reached {peak:.1f} "
+            f"on {figures['machine']['cpus']} cpus: other work was running, so wall-clock "
+            "figures and their ratios are distorted (the CPU ratios much less); run again "
+            "when it is quieter"
         )
     return "\n".join(lines)
 
