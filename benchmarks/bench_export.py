@@ -36,8 +36,11 @@ run mean much):
    read from the files the servers wrote (for S3, the object under rclone's root folder).
 
 CPU seconds are read from /proc as in ``bench_batch``: the baseline's (this process), and
-datamill's workers' and API's during each export. The figures are printed as a table and,
-with ``--json-out``, written as JSON. Both servers are stopped even on errors.
+during each export the worker's (the server's child that used the most), the other
+children's and the API's. A run is flagged "busy machine" when the load average at its
+start or end exceeds the cores plus one (the benchmark's own share). The figures are
+printed as a table and, with ``--json-out``, written as JSON. Both servers are stopped
+even on errors.
 """
 
 from __future__ import annotations
