@@ -159,6 +159,7 @@ class Server:
     workers: int
     log_path: Path
     database_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # more DATAMILL_* settings
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     token: str = ""
@@ -177,6 +178,7 @@ class Server:
         )
         if self.database_url:
             env["DATAMILL_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         handle = self.log_path.open("ab")
         command = [sys.executable, "-m", "datamill.cli.main", "server", "--port", str(self.port)]
@@ -652,9 +654,25 @@ def create_project(client: httpx.Client, name: str) -> None:
     expect(client.post("/projects", json={"name": name, "description": "benchmarks"}), 201)
 
 
-def create_sources_and_jobs(
-    client: httpx.Client, project: str, w1_paths: list[str], csv_path: str
-) -> dict[str, Any]:
+def create_job(
+    client: httpx.Client, project: str, name: str, source: str, table: str, code: str
+) -> None:
+    expect(
+        client.post(
+            f"/projects/{project}/jobs/{name}",
+            json={
+                "srcs": [{"name": source, "type": "DataSource", "tableName": table}],
+                "computation": {"type": "SQL", "code": code},
+                "container": CONTAINER,
+                "scheduler": {"type": "manual"},
+            },
+        ),
+        201,
+    )
+
+
+def create_w1(client: httpx.Client, project: str, w1_paths: list[str]) -> dict[str, Any]:
+    """W1's data source (root ``default``, schema inferred) and job; returns the source."""
     w1 = expect(
         client.post(
             f"/projects/{project}/datasources/{W1_SOURCE}",
@@ -666,6 +684,14 @@ def create_sources_and_jobs(
         ),
         201,
     )
+    create_job(client, project, W1_JOB, W1_SOURCE, W1_TABLE, W1_SQL.format(table=W1_TABLE))
+    return w1
+
+
+def create_sources_and_jobs(
+    client: httpx.Client, project: str, w1_paths: list[str], csv_path: str
+) -> dict[str, Any]:
+    w1 = create_w1(client, project, w1_paths)
     expect(
         client.post(
             f"/projects/{project}/datasources/{TRIVIAL_SOURCE}",
@@ -683,22 +709,7 @@ def create_sources_and_jobs(
         ),
         201,
     )
-    for name, source, table, code in [
-        (W1_JOB, W1_SOURCE, W1_TABLE, W1_SQL.format(table=W1_TABLE)),
-        (TRIVIAL_JOB, TRIVIAL_SOURCE, "t", "SELECT * FROM t"),
-    ]:
-        expect(
-            client.post(
-                f"/projects/{project}/jobs/{name}",
-                json={
-                    "srcs": [{"name": source, "type": "DataSource", "tableName": table}],
-                    "computation": {"type": "SQL", "code": code},
-                    "container": CONTAINER,
-                    "scheduler": {"type": "manual"},
-                },
-            ),
-            201,
-        )
+    create_job(client, project, TRIVIAL_JOB, TRIVIAL_SOURCE, "t", "SELECT * FROM t")
     return w1
 
 

@@ -474,6 +474,7 @@ def start_s3(
     workdir: Path,
     access_key: str = "datamill-test",
     secret_key: str = "datamill-test-secret",  # noqa: S107 - throwaway test credential
+    extra_args: list[str] | None = None,
 ) -> RunningServer:
     """Start an S3-compatible server (``rclone serve s3``) on a free port of 127.0.0.1.
 
@@ -481,6 +482,9 @@ def start_s3(
     ``url`` is the endpoint, ``http://127.0.0.1:PORT``; ``extra`` has ``access_key``,
     ``secret_key``, ``region`` (``us-east-1``) and ``root``. Clients must use
     path-style addressing. rclone rejects very short access keys (one character).
+    ``extra_args`` are more ``rclone serve s3`` options (the export benchmark passes
+    ``--etag-hash ""``: by default rclone reads every object whole to compute its MD5 ETag
+    each time it is listed, which S3 itself never does).
     """
     rclone = find_rclone()
     workdir = workdir.resolve()  # absolute, so rclone never reads "a:b" as a remote
@@ -499,6 +503,7 @@ def start_s3(
         "--config", "/dev/null",
         # Files put into s3root directly (not through S3) show up in listings at once.
         "--dir-cache-time", "1ms",
+        *(extra_args or []),
     ]  # fmt: skip
     log_offset = log_file.stat().st_size if log_file.exists() else 0
     with log_file.open("ab") as log:

@@ -886,6 +886,14 @@ def test_s3_export(
         "s3",
         {**common, "keyPrefix": "parts/run-", "format": "parquet", "partitionBy": ["kind"]},
     )
+    add_export(  # one parquet file of the whole result: DuckDB writes it through s3fs
+        api,
+        project,
+        rich_job,
+        "whole",
+        "s3",
+        {**common, "keyPrefix": "whole/", "format": "parquet", "compression": "snappy"},
+    )
     add_export(
         api,
         project,
@@ -929,9 +937,19 @@ def test_s3_export(
 
     run_id, batch_time = run_job(api, project, rich_job)
     rows = result_rows(api, project, rich_job, run_id)
-    for name in ("daily", "parts", "more", "errorIfExists", "ignore"):
+    for name in ("daily", "parts", "whole", "more", "errorIfExists", "ignore"):
         entry = wait_export(api, project, rich_job, name, run_id)
         assert entry["status"] == "Successful", entry
+
+    whole = wait_export(api, project, rich_job, "whole", run_id)
+    stamp = batch_time.strftime("%Y-%m-%d-%H-%M-%S")
+    whole_key = f"whole/{stamp}/part-00000.parquet"
+    assert s3_keys(s3, bucket, "whole/") == [f"whole/{stamp}/_SUCCESS", whole_key]
+    body = s3_body(s3, bucket, whole_key)
+    assert read_rows(body, "parquet") == rows
+    assert pq.ParquetFile(io.BytesIO(body)).metadata.row_group(0).column(0).compression == "SNAPPY"
+    assert whole["rowsWritten"] == len(rows)
+    assert whole["bytesWritten"] == len(body)
 
     day = batch_time.strftime("%Y-%m-%d")
     assert s3_keys(s3, bucket, "daily/") == [
