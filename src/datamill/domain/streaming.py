@@ -664,9 +664,15 @@ def _one(inputs: Sequence[Schema]) -> Schema:
 # =========================================================================== operators
 
 
-class SourceField(Model):
+class TypedField(Model):
+    """A field an operator adds: its name and type (the base of the ``*Field`` models)."""
+
     field: ShortText = None
     type: FieldType | None = None
+
+
+class SourceField(TypedField):
+    """A field the records pushed into the pipeline carry."""
 
 
 class PipelineSourceBasic(Basic):
@@ -795,9 +801,7 @@ class Filter(Operator[FilterConfig]):
         return compiled
 
 
-class FlatField(Model):
-    field: ShortText = None
-    type: FieldType | None = None
+class FlatField(TypedField):
     path: Text = None
 
 
@@ -956,9 +960,7 @@ class Nest(Operator[NestConfig]):
         keys.append(key)
 
 
-class MapField(Model):
-    field: ShortText = None
-    type: FieldType | None = None
+class MapField(TypedField):
     expression: Text = None
 
 
@@ -1425,11 +1427,6 @@ class SMNSink(Operator[SMNSinkConfig]):
             for name in TEMPLATE_FIELD.findall(text):
                 _check_each_input(problems, f"{BASIC}.{key}", inputs, name.strip())
         return Schema(), problems
-
-
-class TypedField(Model):
-    field: ShortText = None
-    type: FieldType | None = None
 
 
 class CallFunctionGraphBasic(Basic):
