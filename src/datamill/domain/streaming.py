@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
@@ -615,16 +615,29 @@ def check_field_list(
     return found
 
 
-def check_path(problems: Problems, path: str, schema: Schema, text: str | None) -> FieldRef | None:
-    """A path into an input field (``payload.items[0]``): the field must exist and hold
-    JSON (MAP, ARRAY or STRING) when keys follow it."""
+Parsed = TypeVar("Parsed")
+
+
+def parse_or_report(
+    problems: Problems, path: str, text: str | None, parse: Callable[[str], Parsed]
+) -> Parsed | None:
+    """``parse(text)``; None, with a problem at ``path``, when ``text`` is empty or
+    ``parse`` raises :class:`ExpressionError`."""
     if text is None or not text.strip():
         problems.empty(path)
         return None
     try:
-        ref = parse_path(text)
+        return parse(text)
     except ExpressionError as exc:
         problems.add(path, str(exc))
+        return None
+
+
+def check_path(problems: Problems, path: str, schema: Schema, text: str | None) -> FieldRef | None:
+    """A path into an input field (``payload.items[0]``): the field must exist and hold
+    JSON (MAP, ARRAY or STRING) when keys follow it."""
+    ref = parse_or_report(problems, path, text, parse_path)
+    if ref is None:
         return None
     kind = check_input_field(problems, path, schema, ref.name)
     if kind is not None and ref.keys and kind not in JSON_HOLDERS and not is_loose(kind):
@@ -645,16 +658,8 @@ def check_parallelism(problems: Problems, advance: Advance) -> None:
 def compile_or_report(
     problems: Problems, path: str, text: str | None, schema: Schema, *, predicate: bool = False
 ) -> Compiled | None:
-    if text is None or not text.strip():
-        problems.empty(path)
-        return None
-    try:
-        if predicate:
-            return compile_predicate(text, schema.scope)
-        return compile_expression(text, schema.scope)
-    except ExpressionError as exc:
-        problems.add(path, str(exc))
-        return None
+    compile_text = compile_predicate if predicate else compile_expression
+    return parse_or_report(problems, path, text, lambda text: compile_text(text, schema.scope))
 
 
 def _one(inputs: Sequence[Schema]) -> Schema:
@@ -847,7 +852,7 @@ class Flat(Operator[FlatConfig]):
             if flat.type is None:
                 problems.empty(f"{path}.type")
             if per_element:
-                self.element_path(problems, f"{path}.path", flat.path)
+                parse_or_report(problems, f"{path}.path", flat.path, parse_path)
             else:
                 check_path(problems, f"{path}.path", schema, flat.path)
             if name is not None:
@@ -855,16 +860,6 @@ class Flat(Operator[FlatConfig]):
                     problems.add(f"{path}.field", f"field '{name}' is flattened twice")
                 added[name] = flat.type or Loose.ANY
         return schema.with_fields(added), problems
-
-    @staticmethod
-    def element_path(problems: Problems, path: str, text: str | None) -> None:
-        if text is None or not text.strip():
-            problems.empty(path)
-            return
-        try:
-            parse_path(text)
-        except ExpressionError as exc:
-            problems.add(path, str(exc))
 
 
 class NestValueType(StrEnum):
