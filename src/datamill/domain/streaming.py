@@ -676,6 +676,32 @@ class TypedField(Model):
     type: FieldType | None = None
 
 
+def check_typed_field(problems: Problems, path: str, declared: TypedField) -> str | None:
+    """Checks a field an operator adds (``path`` is the entry's): a valid new name and a
+    type. Returns the name when it is valid."""
+    name = check_new_name(problems, f"{path}.field", declared.field)
+    if declared.type is None:
+        problems.empty(f"{path}.type")
+    return name
+
+
+def add_field(
+    problems: Problems,
+    path: str,
+    fields: dict[str, ValueType],
+    name: str | None,
+    kind: ValueType,
+    twice: str,
+) -> None:
+    """Adds field ``name`` (unless None) to ``fields``; when it is there already, the
+    entry at ``path`` gets the problem "field 'name' is <twice> twice" (and wins)."""
+    if name is None:
+        return
+    if name in fields:
+        problems.add(f"{path}.field", f"field '{name}' is {twice} twice")
+    fields[name] = kind
+
+
 class SourceField(TypedField):
     """A field the records pushed into the pipeline carry."""
 
@@ -709,14 +735,8 @@ class PipelineSource(Operator[PipelineSourceConfig]):
         schema = Schema(open=not basic.fields)
         for i, declared in enumerate(basic.fields or []):
             path = f"{BASIC}.fields[{i}]"
-            name = check_new_name(problems, f"{path}.field", declared.field)
-            if declared.type is None:
-                problems.empty(f"{path}.type")
-            if name is None:
-                continue
-            if name in schema.fields:
-                problems.add(f"{path}.field", f"field '{name}' is declared twice")
-            schema.fields[name] = declared.type or Loose.ANY
+            name = check_typed_field(problems, path, declared)
+            add_field(problems, path, schema.fields, name, declared.type or Loose.ANY, "declared")
         if basic.eventTimeField:
             path = f"{BASIC}.eventTimeField"
             kind = schema.type_of(basic.eventTimeField)
@@ -848,17 +868,12 @@ class Flat(Operator[FlatConfig]):
         added: dict[str, ValueType] = {}
         for i, flat in enumerate(basic.flatFieldConfig or []):
             path = f"{BASIC}.flatFieldConfig[{i}]"
-            name = check_new_name(problems, f"{path}.field", flat.field)
-            if flat.type is None:
-                problems.empty(f"{path}.type")
+            name = check_typed_field(problems, path, flat)
             if per_element:
                 parse_or_report(problems, f"{path}.path", flat.path, parse_path)
             else:
                 check_path(problems, f"{path}.path", schema, flat.path)
-            if name is not None:
-                if name in added:
-                    problems.add(f"{path}.field", f"field '{name}' is flattened twice")
-                added[name] = flat.type or Loose.ANY
+            add_field(problems, path, added, name, flat.type or Loose.ANY, "flattened")
         return schema.with_fields(added), problems
 
 
@@ -987,9 +1002,7 @@ class Map(Operator[MapConfig]):
         added: dict[str, ValueType] = {}
         for i, mapped in enumerate(fields or []):
             path = f"{BASIC}.mapFieldConfig[{i}]"
-            name = check_new_name(problems, f"{path}.field", mapped.field)
-            if mapped.type is None:
-                problems.empty(f"{path}.type")
+            name = check_typed_field(problems, path, mapped)
             compiled = compile_or_report(problems, f"{path}.expression", mapped.expression, schema)
             if (
                 compiled is not None
@@ -1000,10 +1013,8 @@ class Map(Operator[MapConfig]):
                     f"{path}.type",
                     f"the expression gives {compiled.type}, which does not fit {mapped.type}",
                 )
-            if name is not None:
-                if name in added:
-                    problems.add(f"{path}.field", f"field '{name}' is computed twice")
-                added[name] = mapped.type or (compiled.type if compiled else Loose.ANY)
+            kind = mapped.type or (compiled.type if compiled else Loose.ANY)
+            add_field(problems, path, added, name, kind, "computed")
         return schema.with_fields(added), problems
 
 
@@ -1459,9 +1470,7 @@ class CallFunctionGraph(Operator[CallFunctionGraphConfig]):
         if output is None:
             problems.empty(path, "the field receiving the answer")
         else:
-            name = check_new_name(problems, f"{path}.field", output.field)
-            if output.type is None:
-                problems.empty(f"{path}.type")
+            name = check_typed_field(problems, path, output)
             if name:
                 added[name] = output.type or Loose.ANY
         code, path = basic.apiResponseCode, f"{BASIC}.apiResponseCode"
