@@ -34,9 +34,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 __all__ = [
@@ -55,11 +56,13 @@ STOP_TIMEOUT = 15.0
 """Seconds a server gets to exit after being asked to stop, before it is killed."""
 LOG_TAIL_LINES = 40
 _PORT_ATTEMPTS = 3
-"""PostgreSQL start attempts, each on a new port, when the chosen one was taken meanwhile."""
+"""Start attempts, each on a new port, when the chosen one was taken before the server bound it."""
 _ADDRESS_IN_USE = re.compile(r"address already in use|could not bind", re.IGNORECASE)
 _PG_USER = "postgres"
 
 _running: list[RunningServer] = []
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -143,21 +146,20 @@ def wait_for_port(
     ``process`` (if given) exits; the message includes the tail of ``log_file`` (if
     given). Does not stop anything itself.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def connects() -> bool | None:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):
-            return
-        if process is not None and process.poll() is not None:
-            problem = f"exited with status {process.returncode}"
-            break
-        if time.monotonic() >= deadline:
-            problem = f"did not answer within {timeout:g}s"
-            break
-        time.sleep(0.05)
-    message = f"server on {host}:{port} {problem}"
-    if log_file is not None:
-        message += f"; last lines of {log_file}:\n{_tail(log_file)}"
-    raise RuntimeError(message)
+            return True
+        return None
+
+    _poll(
+        connects,
+        what=f"server on {host}:{port}",
+        waiting_for="answer",
+        timeout=timeout,
+        process=process,
+        log_file=log_file,
+    )
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -222,7 +224,8 @@ def start_postgres(workdir: Path) -> RunningServer:
             cwd=workdir,
             what="initdb",
         )  # fmt: skip
-        for _attempt in range(_PORT_ATTEMPTS):
+
+        def attempt() -> int:
             port = free_port()
             extra["port"] = str(port)
             options = (
@@ -244,21 +247,17 @@ def start_postgres(workdir: Path) -> RunningServer:
                 what="pg_ctl start",
                 check=False,
             )  # fmt: skip
-            if started.returncode == 0:
-                wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file)
-                break
-            _stop_postgres(extra)
-            if not _ADDRESS_IN_USE.search(_tail(log_file, 10)):
+            if started.returncode != 0:
+                _stop_postgres(extra)
                 raise RuntimeError(
                     f"pg_ctl start failed (exit {started.returncode}):\n"
                     f"{started.stdout.decode(errors='replace')}\n"
                     f"last lines of {log_file}:\n{_tail(log_file)}"
                 )
-        else:
-            raise RuntimeError(
-                f"PostgreSQL found no free port in {_PORT_ATTEMPTS} attempts; "
-                f"last lines of {log_file}:\n{_tail(log_file)}"
-            )
+            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file)
+            return port
+
+        port = _retry_taken_port("PostgreSQL", log_file, attempt)
     except BaseException:
         _stop_postgres(extra)
         # Directories made here outside the caller's workdir go too (the error message
@@ -275,8 +274,7 @@ def start_postgres(workdir: Path) -> RunningServer:
         extra=extra,
         _cleanup_dirs=cleanup,
     )
-    _running.append(server)
-    return server
+    return _register(server)
 
 
 def create_database(server: RunningServer, name: str) -> str:
@@ -505,17 +503,10 @@ def start_s3(
         "--dir-cache-time", "1ms",
         *(extra_args or []),
     ]  # fmt: skip
-    log_offset = log_file.stat().st_size if log_file.exists() else 0
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        port = _wait_for_rclone_port(process, log_file, log_offset, START_TIMEOUT)
-        wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
-    except BaseException:
-        _stop_process(process)
-        raise
+    address = re.compile(rb"Starting s3 server on \[http://127\.0\.0\.1:(\d+)/")
+    process, port = _launch(
+        "rclone serve s3", cmd, log_file, lambda launch: launch.port_from_log(address), env=env
+    )
     server = RunningServer(
         name="s3",
         url=f"http://{LOOPBACK}:{port}",
@@ -531,34 +522,7 @@ def start_s3(
             "rclone": str(rclone),
         },
     )
-    _running.append(server)
-    return server
-
-
-def _wait_for_rclone_port(
-    process: subprocess.Popen[bytes], log_file: Path, log_offset: int, timeout: float
-) -> int:
-    """The port from rclone's "Starting s3 server on [http://127.0.0.1:PORT/]" line.
-
-    Reads ``log_file`` from ``log_offset`` (where this run's output starts). Raises
-    :class:`RuntimeError` with the log tail if rclone exits or ``timeout`` passes first.
-    """
-    pattern = re.compile(rb"Starting s3 server on \[http://127\.0\.0\.1:(\d+)/")
-    deadline = time.monotonic() + timeout
-    while True:
-        with log_file.open("rb") as log:
-            log.seek(log_offset)
-            match = pattern.search(log.read())
-        if match is not None:
-            return int(match.group(1))
-        if process.poll() is not None:
-            problem = f"exited with status {process.returncode}"
-            break
-        if time.monotonic() >= deadline:
-            problem = f"did not report its address within {timeout:g}s"
-            break
-        time.sleep(0.02)
-    raise RuntimeError(f"rclone serve s3 {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+    return _register(server)
 
 
 def find_rclone() -> Path:
@@ -591,6 +555,152 @@ def find_rclone() -> Path:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class _Launch:
+    """A server process :func:`_launch` has just started, while it is getting ready.
+
+    Its stdout and stderr go to ``log_file``, this run's from byte ``log_offset`` on.
+    The ``wait*`` methods raise :class:`RuntimeError` naming ``what``, with the log
+    tail, as soon as the process exits or after ``START_TIMEOUT`` seconds.
+    """
+
+    what: str
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    log_offset: int
+
+    def log(self) -> bytes:
+        """What this run has written to the log so far."""
+        return _read_log(self.log_file, self.log_offset)
+
+    def wait(self, check: Callable[[], _T | None], waiting_for: str, interval: float) -> _T:
+        """Poll ``check`` until it returns something other than ``None``; return that."""
+        return _poll(
+            check,
+            what=self.what,
+            waiting_for=waiting_for,
+            process=self.process,
+            log_file=self.log_file,
+            interval=interval,
+        )
+
+    def wait_for_log(self, pattern: re.Pattern[bytes], waiting_for: str) -> re.Match[bytes]:
+        """Wait until this run's log matches ``pattern``; return the match."""
+        return self.wait(lambda: pattern.search(self.log()), waiting_for, interval=0.02)
+
+    def wait_for_port(self, port: int) -> None:
+        """Wait until the server accepts TCP connections on ``port`` of 127.0.0.1."""
+        wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=self.log_file, process=self.process)
+
+    def port_from_log(self, address: re.Pattern[bytes]) -> int:
+        """The port a server that binds port 0 reports in its log (``address``'s first
+        group), once it accepts connections on it."""
+        port = int(self.wait_for_log(address, "report its address").group(1))
+        self.wait_for_port(port)
+        return port
+
+
+def _launch(
+    what: str,
+    cmd: list[str],
+    log_file: Path,
+    ready: Callable[[_Launch], _T],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], _T]:
+    """Start ``cmd`` (no stdin, output appended to ``log_file``) and wait until it is ready.
+
+    ``ready`` waits for the server to be usable and returns what the caller needs to
+    know from it (usually its port); this returns the process and that. If ``ready``
+    raises, the process is stopped before the error propagates.
+    """
+    log_offset = _log_size(log_file)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env
+        )
+    try:
+        return process, ready(_Launch(what, process, log_file, log_offset))
+    except BaseException:
+        _stop_process(process)
+        raise
+
+
+def _retry_taken_port(what: str, log_file: Path, attempt: Callable[[], _T]) -> _T:
+    """Run ``attempt`` (which picks a port and starts a server on it) until it succeeds.
+
+    ``attempt`` must raise :class:`RuntimeError` and leave nothing running when the
+    server did not come up. It is tried again, at most ``_PORT_ATTEMPTS`` times in all,
+    when what it appended to ``log_file`` says the port was taken between choosing and
+    binding it; any other failure propagates at once.
+    """
+    for _attempt in range(_PORT_ATTEMPTS):
+        log_offset = _log_size(log_file)
+        try:
+            return attempt()
+        except RuntimeError:
+            if not _ADDRESS_IN_USE.search(_read_log(log_file, log_offset).decode(errors="replace")):
+                raise
+    raise RuntimeError(
+        f"{what} found no free port in {_PORT_ATTEMPTS} attempts; "
+        f"last lines of {log_file}:\n{_tail(log_file)}"
+    )
+
+
+def _poll(
+    check: Callable[[], _T | None],
+    *,
+    what: str,
+    waiting_for: str,
+    timeout: float = START_TIMEOUT,
+    process: subprocess.Popen[bytes] | None = None,
+    log_file: Path | None = None,
+    interval: float = 0.05,
+) -> _T:
+    """Call ``check`` every ``interval`` seconds until it returns something but ``None``.
+
+    Raises :class:`RuntimeError` ("<what> exited with status N") as soon as ``process``
+    (if given) exits, or ("<what> did not <waiting_for> within Ns") when ``timeout``
+    passes; the message ends with the tail of ``log_file`` if given.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if process is not None and process.poll() is not None:
+            problem = f"exited with status {process.returncode}"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"did not {waiting_for} within {timeout:g}s"
+            break
+        time.sleep(interval)
+    message = f"{what} {problem}"
+    if log_file is not None:
+        message += f"; last lines of {log_file}:\n{_tail(log_file)}"
+    raise RuntimeError(message)
+
+
+def _register(server: RunningServer) -> RunningServer:
+    """Remember ``server`` so that it is stopped at exit if nobody stops it before."""
+    _running.append(server)
+    return server
+
+
+def _log_size(log_file: Path) -> int:
+    return log_file.stat().st_size if log_file.exists() else 0
+
+
+def _read_log(log_file: Path, offset: int) -> bytes:
+    try:
+        with log_file.open("rb") as log:
+            log.seek(offset)
+            return log.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -651,23 +761,10 @@ def start_opensearch(workdir: Path) -> RunningServer:
         "-no-ja",  # no Japanese analysis: faster start, not needed here
         "-parent-pid", str(os.getpid()),
     ]  # fmt: skip
-    log_offset = log_file.stat().st_size if log_file.exists() else 0
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        port = _wait_for_log_port(
-            process,
-            log_file,
-            log_offset,
-            re.compile(rb'"url":\s*"http://127\.0\.0\.1:(\d+)"'),
-            "osmem-server",
-        )
-        wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
-    except BaseException:
-        _stop_process(process)
-        raise
+    address = re.compile(rb'"url":\s*"http://127\.0\.0\.1:(\d+)"')
+    process, port = _launch(
+        "osmem-server", cmd, log_file, lambda launch: launch.port_from_log(address)
+    )
     server = RunningServer(
         name="opensearch",
         url=f"http://{LOOPBACK}:{port}",
@@ -675,8 +772,7 @@ def start_opensearch(workdir: Path) -> RunningServer:
         workdir=workdir,
         extra={"port": str(port), "log": str(log_file), "binary": str(binary)},
     )
-    _running.append(server)
-    return server
+    return _register(server)
 
 
 def find_osmem() -> Path:
@@ -692,32 +788,6 @@ def find_osmem() -> Path:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise RuntimeError("osmem-server not found: install the test extras (pip install osmem-server)")
-
-
-def _wait_for_log_port(
-    process: subprocess.Popen[bytes],
-    log_file: Path,
-    log_offset: int,
-    pattern: re.Pattern[bytes],
-    what: str,
-) -> int:
-    """The port a server wrote to its log (``pattern``'s first group), read from
-    ``log_offset``; RuntimeError with the log tail if it exits or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        with log_file.open("rb") as log:
-            log.seek(log_offset)
-            match = pattern.search(log.read())
-        if match is not None:
-            return int(match.group(1))
-        if process.poll() is not None:
-            problem = f"exited with status {process.returncode}"
-            break
-        if time.monotonic() >= deadline:
-            problem = f"did not report its address within {START_TIMEOUT:g}s"
-            break
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} {problem}; last lines of {log_file}:\n{_tail(log_file)}")
 
 
 # ---------------------------------------------------------------------- InfluxDB 1.x
@@ -772,7 +842,8 @@ def start_influxdb(workdir: Path) -> RunningServer:
     root = workdir / "influxdb"
     config = workdir / "influxdb.conf"
     log_file = workdir / "influxdb.log"
-    for _attempt in range(_PORT_ATTEMPTS):
+
+    def attempt() -> tuple[subprocess.Popen[bytes], int, int]:
         http_port, rpc_port = free_port(), free_port()
         while rpc_port == http_port:
             rpc_port = free_port()
@@ -781,34 +852,13 @@ def start_influxdb(workdir: Path) -> RunningServer:
                 loopback=LOOPBACK, root=root, http_port=http_port, rpc_port=rpc_port
             )
         )
-        log_offset = log_file.stat().st_size if log_file.exists() else 0
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(
-                [str(influxd), "run", "-config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-            )
-        try:
-            wait_for_port(LOOPBACK, http_port, START_TIMEOUT, log_file=log_file, process=process)
-            _wait_for_influx_ping(http_port, process, log_file)
-            break
-        except RuntimeError:
-            _stop_process(process)
-            with log_file.open("rb") as log:
-                log.seek(log_offset)
-                this_run = log.read().decode(errors="replace")
-            if not _ADDRESS_IN_USE.search(this_run):
-                raise
-        except BaseException:
-            _stop_process(process)
-            raise
-    else:
-        raise RuntimeError(
-            f"InfluxDB found no free port in {_PORT_ATTEMPTS} attempts; "
-            f"last lines of {log_file}:\n{_tail(log_file)}"
+        cmd = [str(influxd), "run", "-config", str(config)]
+        process, _ = _launch(
+            "influxd", cmd, log_file, lambda launch: _influx_ready(launch, http_port), cwd=workdir
         )
+        return process, http_port, rpc_port
+
+    process, http_port, rpc_port = _retry_taken_port("InfluxDB", log_file, attempt)
     server = RunningServer(
         name="influxdb",
         url=f"http://{LOOPBACK}:{http_port}",
@@ -821,30 +871,25 @@ def start_influxdb(workdir: Path) -> RunningServer:
             "config": str(config),
         },
     )
-    _running.append(server)
-    return server
+    return _register(server)
 
 
-def _wait_for_influx_ping(port: int, process: subprocess.Popen[bytes], log_file: Path) -> None:
+def _influx_ready(launch: _Launch, port: int) -> None:
+    """Wait until influxd accepts connections on ``port`` and ``/ping`` answers 204."""
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
+    def pong() -> bool | None:
         with (
             contextlib.suppress(OSError, urllib.error.URLError),
             urllib.request.urlopen(f"http://{LOOPBACK}:{port}/ping", timeout=2) as answer,
         ):
             if answer.status == 204:
-                return
-        if process.poll() is not None:
-            problem = f"exited with status {process.returncode}"
-            break
-        if time.monotonic() >= deadline:
-            problem = f"did not answer /ping within {START_TIMEOUT:g}s"
-            break
-        time.sleep(0.05)
-    raise RuntimeError(f"influxd {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+                return True
+        return None
+
+    launch.wait_for_port(port)
+    launch.wait(pong, "answer /ping", interval=0.05)
 
 
 def find_influxd() -> Path:
@@ -905,7 +950,13 @@ def start_mosquitto(
         access = f"allow_anonymous false\npassword_file {passwords}\n"
     if tls:
         access += f"certfile {tls[0]}\nkeyfile {tls[1]}\n"
-    for _attempt in range(_PORT_ATTEMPTS):
+
+    def ready(launch: _Launch, port: int) -> None:
+        # "running" is logged once the listener is bound (or not: then it exits).
+        launch.wait_for_log(re.compile(rb" running"), "start")
+        launch.wait_for_port(port)
+
+    def attempt() -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         config.write_text(
             _MOSQUITTO_CONFIG.format(
@@ -918,36 +969,13 @@ def start_mosquitto(
                 log=log_file,
             )
         )
-        log_file.touch()
-        log_offset = log_file.stat().st_size
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(
-                [str(binary), "-c", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-            )
-        try:
-            # "running" is logged once the listener is bound (or not: then it exits).
-            _wait_for_log_line(process, log_file, log_offset, rb" running", "mosquitto")
-            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
-            break
-        except RuntimeError:
-            _stop_process(process)
-            with log_file.open("rb") as log:
-                log.seek(log_offset)
-                this_run = log.read().decode(errors="replace")
-            if not _ADDRESS_IN_USE.search(this_run):
-                raise
-        except BaseException:
-            _stop_process(process)
-            raise
-    else:
-        raise RuntimeError(
-            f"mosquitto found no free port in {_PORT_ATTEMPTS} attempts; "
-            f"last lines of {log_file}:\n{_tail(log_file)}"
+        cmd = [str(binary), "-c", str(config)]
+        process, _ = _launch(
+            "mosquitto", cmd, log_file, lambda launch: ready(launch, port), cwd=workdir
         )
+        return process, port
+
+    process, port = _retry_taken_port("mosquitto", log_file, attempt)
     server = RunningServer(
         name="mosquitto",
         url=f"mqtt://{LOOPBACK}:{port}",
@@ -955,29 +983,7 @@ def start_mosquitto(
         workdir=workdir,
         extra={"port": str(port), "log": str(log_file), "config": str(config)},
     )
-    _running.append(server)
-    return server
-
-
-def _wait_for_log_line(
-    process: subprocess.Popen[bytes], log_file: Path, log_offset: int, needle: bytes, what: str
-) -> None:
-    """Wait until ``needle`` appears in ``log_file`` after ``log_offset``; RuntimeError
-    with the log tail if the process exits first or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        with log_file.open("rb") as log:
-            log.seek(log_offset)
-            if needle in log.read():
-                return
-        if process.poll() is not None:
-            problem = f"exited with status {process.returncode}"
-            break
-        if time.monotonic() >= deadline:
-            problem = f"did not start within {START_TIMEOUT:g}s"
-            break
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} {problem}; last lines of {log_file}:\n{_tail(log_file)}")
+    return _register(server)
 
 
 def find_mosquitto() -> Path:
@@ -1006,42 +1012,21 @@ def start_kafka(workdir: Path, advertised_host: str = LOOPBACK) -> RunningServer
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = workdir / "tansu.log"
-    for _attempt in range(_PORT_ATTEMPTS):
+
+    def attempt() -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
-        listener = f"tcp://{LOOPBACK}:{port}"
-        log_offset = log_file.stat().st_size if log_file.exists() else 0
         cmd = [
             str(binary), "broker",
-            "--listener-url", listener,
+            "--listener-url", f"tcp://{LOOPBACK}:{port}",
             "--advertised-listener-url", f"tcp://{advertised_host}:{port}",
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-            )
-        try:
-            wait_for_port(LOOPBACK, port, START_TIMEOUT, log_file=log_file, process=process)
-            break
-        except RuntimeError:
-            _stop_process(process)
-            with log_file.open("rb") as log:
-                log.seek(log_offset)
-                this_run = log.read().decode(errors="replace")
-            if not _ADDRESS_IN_USE.search(this_run):
-                raise
-        except BaseException:
-            _stop_process(process)
-            raise
-    else:
-        raise RuntimeError(
-            f"Tansu found no free port in {_PORT_ATTEMPTS} attempts; "
-            f"last lines of {log_file}:\n{_tail(log_file)}"
+        process, _ = _launch(
+            "Tansu", cmd, log_file, lambda launch: launch.wait_for_port(port), cwd=workdir
         )
+        return process, port
+
+    process, port = _retry_taken_port("Tansu", log_file, attempt)
     server = RunningServer(
         name="kafka",
         url=f"{LOOPBACK}:{port}",
@@ -1049,8 +1034,7 @@ def start_kafka(workdir: Path, advertised_host: str = LOOPBACK) -> RunningServer
         workdir=workdir,
         extra={"port": str(port), "log": str(log_file), "binary": str(binary)},
     )
-    _running.append(server)
-    return server
+    return _register(server)
 
 
 def find_tansu() -> Path:

@@ -492,6 +492,16 @@ def test_connection_problems_join_the_operators_other_problems(api: Api, project
 Mutation = Callable[[Body], None]
 
 
+def assert_problem(api: Api, project: str, mutate: Mutation, key: str, problem: str) -> None:
+    """The check of :func:`valid_pipeline` changed by ``mutate`` reports, under ``key``
+    (an operator id or ``$graph``), a problem starting with ``problem``."""
+    body = valid_pipeline()
+    mutate(body)
+    info = check_info(api, project, body)
+    assert key in info, info
+    assert any(p.startswith(problem) for p in info[key]), info[key]
+
+
 def _cycle(body: Body) -> None:
     find(body, "map")["fromOperators"] = [{"id": "aggregate"}]
 
@@ -570,11 +580,7 @@ GRAPH_CASES: list[tuple[str, Mutation, str, str]] = [
     ids=[case[0] for case in GRAPH_CASES],
 )
 def test_graph_rules(api: Api, project: str, mutate: Mutation, key: str, problem: str) -> None:
-    body = valid_pipeline()
-    mutate(body)
-    info = check_info(api, project, body)
-    assert key in info, info
-    assert any(p.startswith(problem) for p in info[key]), info[key]
+    assert_problem(api, project, mutate, key, problem)
 
 
 def test_a_cycle_is_named_in_flow_order(api: Api, project: str) -> None:
@@ -778,11 +784,7 @@ SCHEMA_CASES: list[tuple[str, Mutation, str, str]] = [
 def test_schema_and_config_errors(
     api: Api, project: str, mutate: Mutation, key: str, problem: str
 ) -> None:
-    body = valid_pipeline()
-    mutate(body)
-    info = check_info(api, project, body)
-    assert key in info, info
-    assert any(p.startswith(problem) for p in info[key]), info[key]
+    assert_problem(api, project, mutate, key, problem)
 
 
 def test_numbers_convert_between_number_types(api: Api, project: str) -> None:

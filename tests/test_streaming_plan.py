@@ -243,14 +243,10 @@ def test_stateless_operators_over_an_open_schema_with_connectors(tmp_path: Path)
     assert engine.counters["notify"]["recordsIn"] == 3
 
 
-def test_flat_multi_records_and_deduplicate(tmp_path: Path) -> None:
-    """Each element of an array becomes a record; repeats of (order, sku) are dropped."""
-    records = [
-        {"order": "a", "items": [{"sku": "s1", "n": 1}, {"sku": "s2", "n": 2}]},
-        {"order": "b", "items": [{"sku": "s1", "n": 5}]},
-        {"order": "a", "items": [{"sku": "s1", "n": 1}]},
-    ]
-    operators = [
+def order_lines() -> list[dict[str, Any]]:
+    """Source "src" of orders (``order``, ``items``) and Flat "lines": a record per item,
+    with the order and the item's ``sku`` and ``n``."""
+    return [
         op(
             "src",
             "PipelineSource",
@@ -275,6 +271,18 @@ def test_flat_multi_records_and_deduplicate(tmp_path: Path) -> None:
                 ],
             },
         ),
+    ]
+
+
+def test_flat_multi_records_and_deduplicate(tmp_path: Path) -> None:
+    """Each element of an array becomes a record; repeats of (order, sku) are dropped."""
+    records = [
+        {"order": "a", "items": [{"sku": "s1", "n": 1}, {"sku": "s2", "n": 2}]},
+        {"order": "b", "items": [{"sku": "s1", "n": 5}]},
+        {"order": "a", "items": [{"sku": "s1", "n": 1}]},
+    ]
+    operators = [
+        *order_lines(),
         op(
             "once",
             "Deduplicate",
@@ -308,30 +316,7 @@ def test_flat_multi_records_without_dedup(tmp_path: Path) -> None:
         {"order": "c", "items": [{"sku": "s3"}]},
     ]
     operators = [
-        op(
-            "src",
-            "PipelineSource",
-            [],
-            {
-                "dataSourceId": "orders",
-                "fields": [
-                    {"field": "order", "type": "STRING"},
-                    {"field": "items", "type": "ARRAY"},
-                ],
-            },
-        ),
-        op(
-            "lines",
-            "Flat",
-            ["src"],
-            {
-                "multiRecordsPath": "items",
-                "flatFieldConfig": [
-                    {"field": "sku", "type": "STRING", "path": "sku"},
-                    {"field": "n", "type": "LONG", "path": "n"},
-                ],
-            },
-        ),
+        *order_lines(),
         op("out", "DISSink", ["lines"], {"dataSourceId": "sink"}),
     ]
     connections = {

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
@@ -615,16 +615,29 @@ def check_field_list(
     return found
 
 
-def check_path(problems: Problems, path: str, schema: Schema, text: str | None) -> FieldRef | None:
-    """A path into an input field (``payload.items[0]``): the field must exist and hold
-    JSON (MAP, ARRAY or STRING) when keys follow it."""
+Parsed = TypeVar("Parsed")
+
+
+def parse_or_report(
+    problems: Problems, path: str, text: str | None, parse: Callable[[str], Parsed]
+) -> Parsed | None:
+    """``parse(text)``; None, with a problem at ``path``, when ``text`` is empty or
+    ``parse`` raises :class:`ExpressionError`."""
     if text is None or not text.strip():
         problems.empty(path)
         return None
     try:
-        ref = parse_path(text)
+        return parse(text)
     except ExpressionError as exc:
         problems.add(path, str(exc))
+        return None
+
+
+def check_path(problems: Problems, path: str, schema: Schema, text: str | None) -> FieldRef | None:
+    """A path into an input field (``payload.items[0]``): the field must exist and hold
+    JSON (MAP, ARRAY or STRING) when keys follow it."""
+    ref = parse_or_report(problems, path, text, parse_path)
+    if ref is None:
         return None
     kind = check_input_field(problems, path, schema, ref.name)
     if kind is not None and ref.keys and kind not in JSON_HOLDERS and not is_loose(kind):
@@ -645,16 +658,8 @@ def check_parallelism(problems: Problems, advance: Advance) -> None:
 def compile_or_report(
     problems: Problems, path: str, text: str | None, schema: Schema, *, predicate: bool = False
 ) -> Compiled | None:
-    if text is None or not text.strip():
-        problems.empty(path)
-        return None
-    try:
-        if predicate:
-            return compile_predicate(text, schema.scope)
-        return compile_expression(text, schema.scope)
-    except ExpressionError as exc:
-        problems.add(path, str(exc))
-        return None
+    compile_text = compile_predicate if predicate else compile_expression
+    return parse_or_report(problems, path, text, lambda text: compile_text(text, schema.scope))
 
 
 def _one(inputs: Sequence[Schema]) -> Schema:
@@ -664,9 +669,41 @@ def _one(inputs: Sequence[Schema]) -> Schema:
 # =========================================================================== operators
 
 
-class SourceField(Model):
+class TypedField(Model):
+    """A field an operator adds: its name and type (the base of the ``*Field`` models)."""
+
     field: ShortText = None
     type: FieldType | None = None
+
+
+def check_typed_field(problems: Problems, path: str, declared: TypedField) -> str | None:
+    """Checks a field an operator adds (``path`` is the entry's): a valid new name and a
+    type. Returns the name when it is valid."""
+    name = check_new_name(problems, f"{path}.field", declared.field)
+    if declared.type is None:
+        problems.empty(f"{path}.type")
+    return name
+
+
+def add_field(
+    problems: Problems,
+    path: str,
+    fields: dict[str, ValueType],
+    name: str | None,
+    kind: ValueType,
+    twice: str,
+) -> None:
+    """Adds field ``name`` (unless None) to ``fields``; when it is there already, the
+    entry at ``path`` gets the problem "field 'name' is <twice> twice" (and wins)."""
+    if name is None:
+        return
+    if name in fields:
+        problems.add(f"{path}.field", f"field '{name}' is {twice} twice")
+    fields[name] = kind
+
+
+class SourceField(TypedField):
+    """A field the records pushed into the pipeline carry."""
 
 
 class PipelineSourceBasic(Basic):
@@ -698,14 +735,8 @@ class PipelineSource(Operator[PipelineSourceConfig]):
         schema = Schema(open=not basic.fields)
         for i, declared in enumerate(basic.fields or []):
             path = f"{BASIC}.fields[{i}]"
-            name = check_new_name(problems, f"{path}.field", declared.field)
-            if declared.type is None:
-                problems.empty(f"{path}.type")
-            if name is None:
-                continue
-            if name in schema.fields:
-                problems.add(f"{path}.field", f"field '{name}' is declared twice")
-            schema.fields[name] = declared.type or Loose.ANY
+            name = check_typed_field(problems, path, declared)
+            add_field(problems, path, schema.fields, name, declared.type or Loose.ANY, "declared")
         if basic.eventTimeField:
             path = f"{BASIC}.eventTimeField"
             kind = schema.type_of(basic.eventTimeField)
@@ -795,9 +826,7 @@ class Filter(Operator[FilterConfig]):
         return compiled
 
 
-class FlatField(Model):
-    field: ShortText = None
-    type: FieldType | None = None
+class FlatField(TypedField):
     path: Text = None
 
 
@@ -839,28 +868,13 @@ class Flat(Operator[FlatConfig]):
         added: dict[str, ValueType] = {}
         for i, flat in enumerate(basic.flatFieldConfig or []):
             path = f"{BASIC}.flatFieldConfig[{i}]"
-            name = check_new_name(problems, f"{path}.field", flat.field)
-            if flat.type is None:
-                problems.empty(f"{path}.type")
+            name = check_typed_field(problems, path, flat)
             if per_element:
-                self.element_path(problems, f"{path}.path", flat.path)
+                parse_or_report(problems, f"{path}.path", flat.path, parse_path)
             else:
                 check_path(problems, f"{path}.path", schema, flat.path)
-            if name is not None:
-                if name in added:
-                    problems.add(f"{path}.field", f"field '{name}' is flattened twice")
-                added[name] = flat.type or Loose.ANY
+            add_field(problems, path, added, name, flat.type or Loose.ANY, "flattened")
         return schema.with_fields(added), problems
-
-    @staticmethod
-    def element_path(problems: Problems, path: str, text: str | None) -> None:
-        if text is None or not text.strip():
-            problems.empty(path)
-            return
-        try:
-            parse_path(text)
-        except ExpressionError as exc:
-            problems.add(path, str(exc))
 
 
 class NestValueType(StrEnum):
@@ -956,9 +970,7 @@ class Nest(Operator[NestConfig]):
         keys.append(key)
 
 
-class MapField(Model):
-    field: ShortText = None
-    type: FieldType | None = None
+class MapField(TypedField):
     expression: Text = None
 
 
@@ -990,9 +1002,7 @@ class Map(Operator[MapConfig]):
         added: dict[str, ValueType] = {}
         for i, mapped in enumerate(fields or []):
             path = f"{BASIC}.mapFieldConfig[{i}]"
-            name = check_new_name(problems, f"{path}.field", mapped.field)
-            if mapped.type is None:
-                problems.empty(f"{path}.type")
+            name = check_typed_field(problems, path, mapped)
             compiled = compile_or_report(problems, f"{path}.expression", mapped.expression, schema)
             if (
                 compiled is not None
@@ -1003,10 +1013,8 @@ class Map(Operator[MapConfig]):
                     f"{path}.type",
                     f"the expression gives {compiled.type}, which does not fit {mapped.type}",
                 )
-            if name is not None:
-                if name in added:
-                    problems.add(f"{path}.field", f"field '{name}' is computed twice")
-                added[name] = mapped.type or (compiled.type if compiled else Loose.ANY)
+            kind = mapped.type or (compiled.type if compiled else Loose.ANY)
+            add_field(problems, path, added, name, kind, "computed")
         return schema.with_fields(added), problems
 
 
@@ -1427,11 +1435,6 @@ class SMNSink(Operator[SMNSinkConfig]):
         return Schema(), problems
 
 
-class TypedField(Model):
-    field: ShortText = None
-    type: FieldType | None = None
-
-
 class CallFunctionGraphBasic(Basic):
     dataSourceId: ShortText = Field(None, description="the function (an HTTP data source)")
     apiParamFields: FieldList = Field(default_factory=list)
@@ -1467,9 +1470,7 @@ class CallFunctionGraph(Operator[CallFunctionGraphConfig]):
         if output is None:
             problems.empty(path, "the field receiving the answer")
         else:
-            name = check_new_name(problems, f"{path}.field", output.field)
-            if output.type is None:
-                problems.empty(f"{path}.type")
+            name = check_typed_field(problems, path, output)
             if name:
                 added[name] = output.type or Loose.ANY
         code, path = basic.apiResponseCode, f"{BASIC}.apiResponseCode"
