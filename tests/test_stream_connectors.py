@@ -4,12 +4,9 @@ an SMTP server (aiosmtpd) and small threaded HTTP servers for webhooks and funct
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from datamill.connectors.streams import SINKS, SOURCES, TRANSFORMS
 from datamill.connectors.streams.base import StreamContext, StreamError, StreamSource
 from datamill.connectors.streams.notify import render
 from datamill.errors import DatamillError
+from tests.conftest import Recorder
 from tests.servers import RunningServer
 
 LOOPBACK = ["127.0.0.1"]
@@ -419,78 +417,6 @@ def test_kafka_refusals(kafka_server: RunningServer, tmp_path: Path) -> None:
         "E18760",
         "csvSeparator",
     )
-
-
-# ====================================================================== HTTP test server
-
-
-@dataclass
-class Recorder:
-    """A threaded HTTP server on loopback; ``answer`` decides each response."""
-
-    answer: Callable[[str, dict[str, Any] | list[Any] | None], tuple[int, Any, dict[str, str]]]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    active: int = 0
-    most_active: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (a timed-out function call) is expected here."""
-
-
-@pytest.fixture
-def http_server() -> Iterator[Callable[..., Recorder]]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(answer: Callable[..., tuple[int, Any, dict[str, str]]]) -> Recorder:
-        recorder = Recorder(answer)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                with recorder.lock:
-                    recorder.active += 1
-                    recorder.most_active = max(recorder.most_active, recorder.active)
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = json.loads(self.rfile.read(length) or b"null")
-                    recorder.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
-                    )
-                    status, payload, headers = recorder.answer(self.path, body)
-                    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                    self.send_response(status)
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    with recorder.lock:
-                        recorder.active -= 1
-
-            do_PUT = do_POST
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        server = QuietServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        recorder.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return recorder
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def ok(_path: str, _body: Any) -> tuple[int, Any, dict[str, str]]:

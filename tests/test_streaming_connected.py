@@ -1,6 +1,8 @@
-"""A pipeline between real brokers through the API: records from a Kafka topic (a catalog
-connection named by the source's ``dataSourceId``) through a Map into another Kafka topic
-and into files, with the engine killed on the way: the files hold every record once."""
+"""Pipelines between real servers through the API and the streaming engine: records from a
+Kafka or MQTT topic (a catalog connection named by the source's ``dataSourceId``) through
+a Filter / Map into another topic and into files, with the engine killed on the way (the
+files hold every record once, the topic at least once); notifications to a webhook
+(SMNSink) and calls to an HTTP function (CallFunctionGraph) per record."""
 
 from __future__ import annotations
 
@@ -9,25 +11,44 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Api
+from tests.conftest import Api, Recorder
 from tests.servers import RunningServer
 from tests.test_streaming_engine import (
     create_ready,
     engine_pid,
     metrics,
     op,
+    post,
     sink_rows,
     start,
     stop,
     wait_for,
     wait_state,
 )
+
+
+def datasource(api: Api, project: str, name: str, type_: str, spec: dict[str, Any]) -> None:
+    path = f"/projects/{project}/datasources/{name}"
+    created = api.post(path, json={"type": type_, "spec": spec})
+    assert created.status_code == 201, created.text
+
+
+def kill_and_wait_for_recovery(api: Api, project: str, job_id: str) -> None:
+    """kill -9 the job's engine; wait until a new one runs it."""
+    pid = engine_pid(api, project, job_id)
+    os.kill(pid, signal.SIGKILL)
+    wait_for("a new engine", lambda: engine_pid(api, project, job_id) != pid)
+    wait_state(api, project, job_id, "RUNNING")
 
 
 def new_topic(server: RunningServer, partitions: int = 2) -> str:
@@ -65,11 +86,8 @@ def test_kafka_to_kafka_and_files_through_engine_kills(
 ) -> None:
     source_topic, sink_topic = new_topic(kafka_server), new_topic(kafka_server)
     for name, topic in (("readings", source_topic), ("converted", sink_topic)):
-        created = api.post(
-            f"/projects/{project}/datasources/{name}",
-            json={"type": "kafka", "spec": {"bootstrapServers": kafka_server.url, "topic": topic}},
-        )
-        assert created.status_code == 201, created.text
+        spec = {"bootstrapServers": kafka_server.url, "topic": topic}
+        datasource(api, project, name, "kafka", spec)
     fields = [{"field": "i", "type": "LONG"}, {"field": "device", "type": "STRING"}]
     body = {
         "definition": {"jobName": "kafka_pipeline"},
@@ -93,11 +111,8 @@ def test_kafka_to_kafka_and_files_through_engine_kills(
     target: Path = api.data_root / project / "kafka_out"
     produce(kafka_server, source_topic, range(0, 60))
     wait_for("the first records", lambda: len(sink_rows(target)) >= 60)
-    pid = engine_pid(api, project, job_id)
     produce(kafka_server, source_topic, range(60, 90))
-    os.kill(pid, signal.SIGKILL)
-    wait_for("a new engine", lambda: engine_pid(api, project, job_id) != pid)
-    wait_state(api, project, job_id, "RUNNING")
+    kill_and_wait_for_recovery(api, project, job_id)
     produce(kafka_server, source_topic, range(90, 120))
     wait_for("all records", lambda: len(sink_rows(target)) >= 120)
     time.sleep(1.5)  # a checkpoint later: nothing more may appear
@@ -111,3 +126,198 @@ def test_kafka_to_kafka_and_files_through_engine_kills(
     sent = consume(kafka_server, sink_topic, 120)
     assert {r["i"] for r in sent} == set(range(120))  # at least once into Kafka
     assert all(r["twice"] == 2 * r["i"] for r in sent)
+
+
+# =============================================================================== MQTT
+
+
+class MqttClient:
+    """A plain paho client on the test side: publishes readings, collects a topic's messages."""
+
+    def __init__(self, server: RunningServer, subscribe: str | None = None) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"check-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.on_message = lambda _c, _u, message: self.received.append(
+            json.loads(message.payload)
+        )
+        self.client.connect("127.0.0.1", server.port)
+        self.client.loop_start()
+        if subscribe is not None:
+            info = self.client.subscribe(subscribe, qos=1)
+            assert info[0] == mqtt.MQTT_ERR_SUCCESS
+
+    def publish(self, topic: str, values: range) -> None:
+        for i in values:
+            status = "x" if i % 4 == 0 else "ok"
+            record = {"i": i, "device": f"d{i % 3}", "status": status}
+            self.client.publish(topic, json.dumps(record), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def mqtt_client(mqtt_server: RunningServer) -> Iterator[Callable[..., MqttClient]]:
+    clients: list[MqttClient] = []
+
+    def connect(subscribe: str | None = None) -> MqttClient:
+        clients.append(MqttClient(mqtt_server, subscribe))
+        return clients[-1]
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def test_mqtt_to_mqtt_and_files_through_engine_kills(
+    api: Api,
+    project: str,
+    mqtt_server: RunningServer,
+    mqtt_client: Callable[..., MqttClient],
+    streaming_engine: Any,
+) -> None:
+    base = f"plant-{uuid.uuid4().hex[:6]}"
+    mqtt_spec = {"host": "127.0.0.1", "port": mqtt_server.port, "qos": 1}
+    datasource(api, project, "readings", "mqtt", {**mqtt_spec, "topic": f"{base}/+/r"})
+    datasource(api, project, "alerts", "mqtt", {**mqtt_spec, "topic": f"{base}/out"})
+    fields = [
+        {"field": "i", "type": "LONG"},
+        {"field": "device", "type": "STRING"},
+        {"field": "status", "type": "STRING"},
+    ]
+    keep = {"conditions": [{"leftValue": "status", "symbol": "NOT_EQUAL", "rightValue": "'x'"}]}
+    twice = {"mapFieldConfig": [{"field": "twice", "type": "LONG", "expression": "i * 2"}]}
+    body = {
+        "definition": {"jobName": "mqtt_pipeline"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"dataSourceId": "readings", "fields": fields}),
+            op("keep", "Filter", ["src"], keep),
+            op("twice", "Map", ["keep"], twice),
+            op("to_mqtt", "DISSink", ["twice"], {"dataSourceId": "alerts"}),
+            op("to_files", "DISSink", ["twice"], {"target": "mqtt_out"}, {"format": "JSON"}),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1, "restartWhenException": True},
+    }
+    job_id = create_ready(api, project, body)
+    watcher = mqtt_client(f"{base}/out")
+    publisher = mqtt_client()
+    start(api, project, job_id)
+    target: Path = api.data_root / project / "mqtt_out"
+    expected = [i for i in range(120) if i % 4 != 0]
+    publisher.publish(f"{base}/a/r", range(0, 60))
+    wait_for("the first records", lambda: len(sink_rows(target)) >= 45)
+    publisher.publish(f"{base}/b/r", range(60, 90))
+    kill_and_wait_for_recovery(api, project, job_id)
+    publisher.publish(f"{base}/a/r", range(90, 120))
+    wait_for("all records", lambda: len(sink_rows(target)) >= len(expected))
+    time.sleep(1.5)  # a checkpoint later: nothing more may appear
+    rows = sink_rows(target)
+    assert sorted(r["i"] for r in rows) == expected  # each exactly once, the 'x' filtered out
+    assert all(r["twice"] == 2 * r["i"] and r["status"] == "ok" for r in rows)
+    stop(api, project, job_id)
+    wait_for("the MQTT output", lambda: {r["i"] for r in watcher.received} >= set(expected))
+    assert {r["i"] for r in watcher.received} == set(expected)  # at least once, nothing else
+    assert all(r["twice"] == 2 * r["i"] for r in watcher.received)
+
+
+# ======================================================================= notifications
+
+
+def test_notifications_to_a_webhook_per_record(
+    api: Api, project: str, http_server: Callable[..., Recorder], streaming_engine: Any
+) -> None:
+    hook = http_server(lambda _path, _body: (204, b"", {}))
+    spec = {"channel": "webhook", "url": hook.url + "/hook", "rateLimitPerMinute": 1000}
+    datasource(api, project, "ops_hook", "notification", spec)
+    fields = [{"field": "device", "type": "STRING"}, {"field": "temp", "type": "DOUBLE"}]
+    hot = {"conditions": [{"leftValue": "temp", "symbol": "MORE_THAN", "rightValue": "30"}]}
+    notify = {
+        "dataSourceId": "ops_hook",
+        "messageSubject": "Hot: ${device}",
+        "defaultMessage": "${device} reads ${temp} °C",
+    }
+    body = {
+        "definition": {"jobName": "notify_pipeline"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"fields": fields}),
+            op("hot", "Filter", ["src"], hot),
+            op("alarm", "SMNSink", ["hot"], notify),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1},
+    }
+    job_id = create_ready(api, project, body)
+    start(api, project, job_id)
+    readings = [{"device": f"d{i}", "temp": 20.0 + i * 2.5} for i in range(8)]
+    assert post(api, project, job_id, readings) == 8
+    wait_for("the notifications", lambda: len(hook.requests) >= 3)
+    time.sleep(1.5)  # a checkpoint later: no more may come
+    stop(api, project, job_id)
+    assert sorted(r["body"]["message"] for r in hook.requests) == [
+        "d5 reads 32.5 °C",
+        "d6 reads 35.0 °C",
+        "d7 reads 37.5 °C",
+    ]
+    assert sorted(r["body"]["subject"] for r in hook.requests) == ["Hot: d5", "Hot: d6", "Hot: d7"]
+    assert {r["path"] for r in hook.requests} == {"/hook"}
+    assert metrics(api, project, job_id)["operators"]["alarm"]["recordsIn"] == 3
+
+
+# =========================================================================== functions
+
+
+def scorer(_path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+    """A function answering ``a * b + 1``, and 500 whenever ``a`` is 13."""
+    if body["a"] == 13:
+        return 500, {"error": "unlucky"}, {}
+    return 200, body["a"] * body["b"] + 1, {}
+
+
+def test_function_answers_and_statuses_reach_the_sink(
+    api: Api, project: str, http_server: Callable[..., Recorder], streaming_engine: Any
+) -> None:
+    function = http_server(scorer)
+    datasource(api, project, "score", "function", {"url": function.url + "/score"})
+    fields = [
+        {"field": "id", "type": "STRING"},
+        {"field": "a", "type": "LONG"},
+        {"field": "b", "type": "LONG"},
+    ]
+    call = {
+        "dataSourceId": "score",
+        "apiParamFields": "a,b",
+        "apiOutputField": {"field": "score", "type": "LONG"},
+        "apiResponseCode": {"field": "code", "type": "INTEGER"},
+    }
+    body = {
+        "definition": {"jobName": "function_pipeline"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"fields": fields}),
+            op("call", "CallFunctionGraph", ["src"], call),
+            op("out", "DISSink", ["call"], {"target": "scored"}, {"format": "JSON"}),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1},
+    }
+    job_id = create_ready(api, project, body)
+    start(api, project, job_id)
+    target: Path = api.data_root / project / "scored"
+    first = [{"id": f"r{a}", "a": a, "b": 3} for a in range(10, 16)]
+    assert post(api, project, job_id, first) == 6
+    wait_for("the first answers", lambda: len(sink_rows(target)) >= 6)
+    assert post(api, project, job_id, [{"id": "later", "a": 2, "b": 5}]) == 1
+    wait_for("a later answer", lambda: len(sink_rows(target)) >= 7)
+    stop(api, project, job_id)
+    rows = {r["id"]: r for r in sink_rows(target)}
+    assert len(rows) == 7
+    for a in (10, 11, 12, 14, 15):
+        assert rows[f"r{a}"] == {"id": f"r{a}", "a": a, "b": 3, "score": a * 3 + 1, "code": 200}
+    # A 500 gives its status and no answer; the pipeline goes on.
+    assert rows["r13"] == {"id": "r13", "a": 13, "b": 3, "score": None, "code": 500}
+    assert rows["later"] == {"id": "later", "a": 2, "b": 5, "score": 11, "code": 200}
+    assert sorted((r["body"]["a"], r["body"]["b"]) for r in function.requests) == sorted(
+        [(a, 3) for a in range(10, 16)] + [(2, 5)]
+    )
