@@ -7,11 +7,13 @@ files hold every record once, the topic at least once); notifications to a webho
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from datamill.connectors.streams.base import StreamConnection
+from datamill.connectors.streams.mqtt import MqttSource
+from datamill.runtime.streaming.engine import Engine, EngineConfig
 from tests.conftest import Api, Recorder
 from tests.servers import RunningServer
 from tests.test_streaming_engine import (
@@ -223,6 +228,70 @@ def test_mqtt_to_mqtt_and_files_through_engine_kills(
     wait_for("the MQTT output", lambda: {r["i"] for r in watcher.received} >= set(expected))
     assert {r["i"] for r in watcher.received} == set(expected)  # at least once, nothing else
     assert all(r["twice"] == 2 * r["i"] for r in watcher.received)
+
+
+def run_mqtt_engine(
+    work: str, spec: dict[str, Any], stop: EventType, ready: EventType, crash_before_ack: bool
+) -> None:
+    """An engine (in a child process) reading an MQTT topic into files; with
+    ``crash_before_ack`` it dies by SIGKILL at its first checkpoint, once the checkpoint is
+    durable and the files are published but before the broker got the acknowledgements."""
+    if crash_before_ack:
+        MqttSource.committed = lambda _self, _position: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[method-assign]
+    root = Path(work) / "files"
+    root.mkdir(parents=True, exist_ok=True)
+    fields = [{"field": "i", "type": "LONG"}, {"field": "device", "type": "STRING"}]
+    body = {
+        "definition": {"jobName": "mqtt_acks"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"dataSourceId": "readings", "fields": fields}),
+            op("out", "DISSink", ["src"], {"target": "out"}, {"format": "JSON"}),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1},
+    }
+    config = EngineConfig(
+        project="p",
+        job_id="mqtt-acks",
+        job_dir=Path(work) / "job",
+        project_root=root,
+        body=body,
+        connections={"readings": StreamConnection("readings", "mqtt", spec, {})},
+        outbound_allow=["127.0.0.1"],
+        threads=1,
+    )
+    Engine(config, log=lambda _line: None).run(stop, on_ready=ready.set)  # type: ignore[arg-type]
+
+
+def test_mqtt_records_checkpointed_before_a_crash_are_not_written_twice(
+    mqtt_server: RunningServer, mqtt_client: Callable[..., MqttClient], tmp_path: Path
+) -> None:
+    """A kill between a checkpoint and its acknowledgements: the broker delivers the
+    checkpointed messages again, and the source must recognise them."""
+    topic = f"acks-{uuid.uuid4().hex[:6]}/r"
+    spec = {"host": "127.0.0.1", "port": mqtt_server.port, "topic": topic, "qos": 1}
+    context = multiprocessing.get_context("spawn")
+    stop_event, ready = context.Event(), context.Event()
+    args = (str(tmp_path), spec, stop_event, ready)
+    crashing = context.Process(target=run_mqtt_engine, args=(*args, True))
+    crashing.start()
+    assert ready.wait(30)
+    mqtt_client().publish(topic, range(20))
+    crashing.join(30)
+    assert crashing.exitcode == -signal.SIGKILL
+    first = sink_rows(tmp_path / "files" / "out")
+    assert first  # the checkpoint before the kill published its files
+    ready.clear()
+    engine = context.Process(target=run_mqtt_engine, args=(*args, False))
+    engine.start()
+    try:
+        assert ready.wait(30)
+        wait_for("every record", lambda: len(sink_rows(tmp_path / "files" / "out")) >= 20)
+        time.sleep(2.5)  # redelivered messages would be written within two checkpoints
+    finally:
+        stop_event.set()
+        engine.join(30)
+    assert engine.exitcode == 0
+    assert sorted(r["i"] for r in sink_rows(tmp_path / "files" / "out")) == list(range(20))
 
 
 # ======================================================================= notifications

@@ -13,7 +13,15 @@ possible; losses are not (as long as the broker keeps the session).
   client, so it would *lose* messages received but not checkpointed. ``qos: 0`` cannot be
   acknowledged at all and is refused for a source (E18760).
 * MQTT cannot seek: :meth:`MqttSource.seek` only connects; redelivery comes from the
-  broker's session. A position is ``{"session": <id of this connection>, "read": n}``.
+  broker's session. A position is ``{"session": <id of this connection>, "read": n,
+  "acking": {<packet id>: <digest of topic and payload>}}``: ``acking`` lists the messages
+  the checkpoint acknowledges once it is durable.
+* A crash after a checkpoint is durable but before the broker has its acknowledgements
+  makes the broker deliver those messages again (flagged DUP, same packet id). The source
+  resumed at that checkpoint recognises them by packet id and digest from ``acking``, and
+  drops them (acknowledging them at its next checkpoint): they are in the committed state
+  and output already. A message delivered again while its first copy is read but not yet
+  acknowledged (paho reconnected by itself) is dropped the same way.
 * Unacknowledged messages count against the client's Receive Maximum
   (:data:`RECEIVE_MAXIMUM`): at most that many records are read between two checkpoints;
   then :meth:`MqttSource.read` returns nothing until the next checkpoint acknowledges them.
@@ -29,6 +37,7 @@ connects to the address it resolved to (TLS still verifies the host name).
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import ssl
 import threading
@@ -216,6 +225,11 @@ class MqttSource:
         self._ready = threading.Condition()
         self._pending: deque[tuple[int, int, int]] = deque()
         """(sequence number, message id, qos) of messages read, not yet acknowledged."""
+        self._unacked: dict[int, str] = {}
+        """Packet id → digest of the messages in ``_pending``."""
+        self._acked_before: dict[int, str] = {}
+        """Packet id → digest of the messages the checkpoint resumed from acknowledges:
+        delivered again, they are dropped (module docstring)."""
         self._read = 0
         self._conn: _Connection | None = None
         self._subscribed = threading.Event()
@@ -237,6 +251,9 @@ class MqttSource:
         self._subscribed.set()
 
     def seek(self, position: Position | None) -> None:
+        if position is not None:
+            acking = position.get("acking") or {}
+            self._acked_before = {int(mid): str(digest) for mid, digest in acking.items()}
         if self._conn is None:
             self._conn = _Connection(
                 self.spec,
@@ -273,14 +290,25 @@ class MqttSource:
                 messages.append(self._arrived.popleft())
         records: list[dict[str, Any]] = []
         for message in messages:
+            digest = ""
+            if message.qos > 0:
+                digest = _digest(message)
+                if message.dup and self._unacked.get(message.mid) == digest:
+                    continue  # read already, acknowledged with its checkpoint
             self._read += 1
             if message.qos > 0:
                 self._pending.append((self._read, message.mid, message.qos))
+                self._unacked[message.mid] = digest
+                if message.dup and self._acked_before.pop(message.mid, None) == digest:
+                    continue  # in the resumed checkpoint already
             records.extend(decode_payload(message.payload))
         return records
 
     def position(self) -> Position:
-        return {"session": self._session, "read": self._read}
+        position: Position = {"session": self._session, "read": self._read}
+        if self._unacked:
+            position["acking"] = {str(mid): digest for mid, digest in self._unacked.items()}
+        return position
 
     def committed(self, position: Position) -> None:
         """Acknowledge every message read up to ``position``; a position from an earlier
@@ -290,6 +318,7 @@ class MqttSource:
         upto = int(position.get("read", 0))
         while self._pending and self._pending[0][0] <= upto:
             _seq, mid, qos = self._pending.popleft()
+            self._unacked.pop(mid, None)
             self._conn.client.ack(mid, qos)
 
     def lag(self) -> int | None:
@@ -302,6 +331,12 @@ class MqttSource:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _digest(message: mqtt.MQTTMessage) -> str:
+    """Tells a message delivered again from another one given the same packet id."""
+    data = message.topic.encode() + b"\0" + message.payload
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 class MqttSink:
