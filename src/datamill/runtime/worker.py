@@ -1,8 +1,10 @@
 """Workers: processes that claim runs, execute them with a heartbeat, and reap lost runs.
 
 A worker process loops: reap runs whose worker vanished, claim the oldest claimable run,
-execute it. While a run executes, a heartbeat thread writes the run's heartbeat every
-``heartbeat_seconds`` and learns of stop requests, which interrupt the query at once.
+execute it. An idle worker sleeps until a run queued on this host wakes it
+(:mod:`datamill.store.wakeups`) or its poll interval passes. While a run executes, a
+heartbeat thread writes the run's heartbeat every ``heartbeat_seconds`` and learns of stop
+requests, which interrupt the query at once.
 A worker that is asked to shut down returns its run to Ready for another worker.
 """
 
@@ -31,8 +33,12 @@ from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
 from datamill.store.jobs import JobRow
 from datamill.store.runs import RunRow
+from datamill.store.wakeups import Listener
 
 log = structlog.get_logger("datamill.worker")
+
+WOKEN_POLL_SECONDS = 0.25
+"""How often an idle worker that wake-ups reach looks for runs anyway."""
 
 
 class Worker:
@@ -48,13 +54,35 @@ class Worker:
         self.poll = settings.worker_poll_seconds
         self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
         self._last_reap = 0.0
+        self.listener: Listener | None = None
 
     def run_forever(self, parent: int | None = None) -> None:
-        while not self.shutdown.is_set():
-            if parent is not None and not parent_alive(parent):
-                return
-            if not self.step():
-                self.shutdown.wait(self.poll)
+        self.listener = self.runtime.wakeups.listen("worker")
+        # woken when runs are queued here; the poll still finds runs queued elsewhere,
+        # retries whose back-off ended, and runs whose worker was lost
+        idle = max(self.poll, WOKEN_POLL_SECONDS) if self.listener else self.poll
+        try:
+            while not self.shutdown.is_set():
+                if parent is not None and not parent_alive(parent):
+                    return
+                if not self.step():
+                    self._sleep(idle)
+        finally:
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
+
+    def _sleep(self, seconds: float) -> None:
+        if self.listener is None:
+            self.shutdown.wait(seconds)
+        else:
+            self.listener.wait(seconds)
+
+    def stop(self) -> None:
+        """Ask the loop to return (from a signal handler or another thread)."""
+        self.shutdown.set()
+        if self.listener is not None:
+            self.listener.poke()
 
     def step(self) -> bool:
         """Reap (now and then) and execute one run; False when there was nothing to do."""
@@ -220,8 +248,16 @@ def after_job_success(session: Session, run: RunRow) -> None:
 def worker_main(settings_json: str, index: int, parent_pid: int) -> None:
     """Entry point of a worker process."""
     shutdown = threading.Event()
-    parent, runtime = child_runtime(settings_json, parent_pid, shutdown.set)
+    holder: list[Worker] = []
+
+    def stop() -> None:
+        shutdown.set()
+        for worker in holder:
+            worker.stop()
+
+    parent, runtime = child_runtime(settings_json, parent_pid, stop)
     worker = Worker(runtime, f"{runs.worker_name()}/{index}", shutdown)
+    holder.append(worker)
     log.info("worker started", worker=worker.name)
     try:
         worker.run_forever(parent)

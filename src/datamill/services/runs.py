@@ -24,6 +24,7 @@ from datamill.domain.jobs import StartBody
 from datamill.domain.runs import (
     ACTIVE,
     CLAIMABLE,
+    TERMINAL,
     ExportRunEntry,
     History,
     HistoryEntry,
@@ -47,6 +48,7 @@ from datamill.store.base import fetch_page, utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
+from datamill.store.wakeups import mark_runs_changed
 
 DEFAULT_EXPORT_RETRIES = 3
 
@@ -76,6 +78,8 @@ def _transition(
         if commit:  # end the transaction (and its row locks); a caller's open one stays
             session.rollback()
         return False
+    if after in CLAIMABLE or after in TERMINAL:
+        mark_runs_changed(session)  # idle workers claim it; waiting clients see the end
     if commit:
         session.commit()
     session.refresh(run)
@@ -119,6 +123,7 @@ def new_run(
     )
     session.add(run)
     session.flush()
+    mark_runs_changed(session)
     return run
 
 
@@ -519,6 +524,22 @@ def history(
             for r in window
         ],
     )
+
+
+def run_entry(
+    session: Session, access: ProjectAccess, job_name: str, run_id: int
+) -> tuple[int, HistoryEntry]:
+    """One run's history entry (with its exports) and its key in the store; -1 = latest."""
+    job, run = get_run(session, access.project_id, job_name, run_id)
+    mine = exports_of_runs(session, job.id, [run.run_id]).get(run.run_id, [])
+    return run.id, history_entry(run).model_copy(update={"exports": mine})
+
+
+def has_ended(runtime: Runtime, run_pk: int) -> bool:
+    """Whether the run is Successful, Failed or Canceled (or gone): one cheap read."""
+    with runtime.sessions() as session:
+        status = session.scalar(select(RunRow.status).where(RunRow.id == run_pk))
+    return status is None or RunStatus(status) in TERMINAL
 
 
 def export_entry(run: RunRow, name: str) -> ExportRunEntry:
