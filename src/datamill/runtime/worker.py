@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import threading
 import time
 import traceback
@@ -55,6 +56,7 @@ class Worker:
         self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
         self._last_reap = 0.0
         self.listener: Listener | None = None
+        self._janitor = Janitor()
 
     def run_forever(self, parent: int | None = None) -> None:
         self.listener = self.runtime.wakeups.listen("worker")
@@ -85,7 +87,11 @@ class Worker:
             self.listener.poke()
 
     def step(self) -> bool:
-        """Reap (now and then) and execute one run; False when there was nothing to do."""
+        """Reap (now and then) and execute one run; False when there was nothing to do.
+
+        One session serves the whole run (claim, prepare, finish), each step its own
+        short transaction; nothing is held open while DuckDB works.
+        """
         now = time.monotonic()
         with self.runtime.sessions() as session:
             if now - self._last_reap > 1.0:
@@ -94,40 +100,33 @@ class Worker:
             run = runs.claim_next(session, self.name)
             if run is None:
                 return False
-            run_pk = run.id
-        self.execute(run_pk)
+            self.execute(session, run)
         return True
 
-    def execute(self, run_pk: int) -> None:
-        with self.runtime.sessions() as session:
-            run = session.get(RunRow, run_pk)
-            job = session.get(JobRow, run.job_id) if run else None
-            if run is None or job is None:
-                return
-            runs.log_line(session, run_pk, f"attempt {run.attempt} started on {self.name}")
-            is_export = run.export_id is not None
-        if is_export:
-            self._execute_export(run_pk)
+    def execute(self, session: Session, run: RunRow) -> None:
+        started = f"attempt {run.attempt} started on {self.name}"
+        if run.export_id is not None:
+            runs.log_line(session, run.id, started)
+            self._execute_export(run.id)
         else:
-            self._execute_sql(run_pk)
+            self._execute_sql(session, run, started)
 
-    def _execute_sql(self, run_pk: int) -> None:
+    def _execute_sql(self, session: Session, run: RunRow, started: str) -> None:
         stop = threading.Event()
-        with self.runtime.sessions() as session:
-            run = session.get(RunRow, run_pk)
-            job = session.get(JobRow, run.job_id) if run else None
-            if run is None or job is None:
-                return
-            max_seconds = (
-                job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
-            )
-            try:
-                prepared = batch.prepare(self.runtime, session, run)
-            except DatamillError as exc:
-                runs.finish(session, run_pk, self.name, RunStatus.Failed, exc.message)
-                return
-            for note in prepared.notes:
-                runs.log_line(session, run_pk, note)
+        run_pk = run.id
+        job = session.get(JobRow, run.job_id)
+        if job is None:
+            return
+        max_seconds = job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
+        runs.log_line(session, run_pk, started, commit=False)
+        try:
+            prepared = batch.prepare(self.runtime, session, run)
+        except DatamillError as exc:
+            runs.finish(session, run_pk, self.name, RunStatus.Failed, exc.message)
+            return
+        for note in prepared.notes:
+            runs.log_line(session, run_pk, note, commit=False)
+        session.commit()
         beat = threading.Thread(target=self._heartbeat, args=(run_pk, stop), daemon=True)
         beat.start()
         status, message, stats = RunStatus.Failed, "", None
@@ -148,12 +147,13 @@ class Worker:
             stop.set()
             beat.join()
         try:
-            self._conclude(run_pk, prepared, status, message, stats)
+            self._conclude(session, run_pk, prepared, status, message, stats)
         finally:
-            batch.cleanup(prepared)
+            self._janitor.discard(prepared)
 
     def _conclude(
         self,
+        session: Session,
         run_pk: int,
         prepared: batch.PreparedRun,
         status: RunStatus,
@@ -164,22 +164,22 @@ class Worker:
         if self.shutdown.is_set() and status == RunStatus.Canceled:
             self._hand_back(run_pk)
             return
-        with self.runtime.sessions() as session:
-            if stats is not None:
-                if runs.holding(session, run_pk, self.name) is None:
-                    log.warning("run was taken over; result discarded", run=run_pk)
-                    return
-                batch.publish(prepared.staging, prepared.target)
-            runs.finish(
-                session,
-                run_pk,
-                self.name,
-                status,
-                message,
-                stats.as_dict() if stats else None,
-                str(prepared.target) if stats else None,
-                on_success=after_job_success,
-            )
+        if stats is not None:
+            if runs.holding(session, run_pk, self.name) is None:
+                session.rollback()
+                log.warning("run was taken over; result discarded", run=run_pk)
+                return
+            batch.publish(prepared.staging, prepared.target)
+        runs.finish(
+            session,
+            run_pk,
+            self.name,
+            status,
+            message,
+            stats.as_dict() if stats else None,
+            str(prepared.target) if stats else None,
+            on_success=after_job_success,
+        )
 
     def _execute_export(self, run_pk: int) -> None:
         """Write one batch with the export's sink; transient failures are retried."""
@@ -237,6 +237,29 @@ class Worker:
             runs.release(
                 session, run_pk, self.name, "worker shut down during the run; queued again"
             )
+
+
+class Janitor:
+    """Removes finished runs' folders in a background thread, off the run's path.
+
+    Removing a folder can block for milliseconds (a file system that discards freed
+    blocks); the next run need not wait for it. Folders left by a crash are removed when
+    the same run attempt is prepared again, or stay as harmless litter.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[batch.PreparedRun] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def discard(self, prepared: batch.PreparedRun) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, daemon=True, name="janitor")
+            self._thread.start()
+        self._queue.put(prepared)
+
+    def _work(self) -> None:
+        while True:
+            batch.cleanup(self._queue.get())
 
 
 def after_job_success(session: Session, run: RunRow) -> None:

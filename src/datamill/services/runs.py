@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from datamill.domain.jobs import StartBody
 from datamill.domain.runs import (
@@ -58,19 +59,30 @@ def worker_name() -> str:
 
 
 def _transition(
-    session: Session, run: RunRow, after: RunStatus, *, commit: bool = True, **values: Any
+    session: Session,
+    run: RunRow,
+    after: RunStatus,
+    *,
+    commit: bool = True,
+    holder: str | None = None,
+    **values: Any,
 ) -> bool:
     """Move ``run`` from its current status to ``after`` if nobody changed it meanwhile.
 
     False (and nothing written) when the run is no longer in a state that allows the move:
     another process may have moved it since the caller looked, which is a race, not a bug.
+    With ``holder``, the run must also still be claimed by that worker. On success ``run``
+    carries the values written (no second read of the row).
     """
     before = RunStatus(run.status)
     if not allowed(before, after):
         return False
+    guard = [RunRow.id == run.id, RunRow.status == before.value]
+    if holder is not None:
+        guard.append(RunRow.worker == holder)
     result = session.execute(
         update(RunRow)
-        .where(RunRow.id == run.id, RunRow.status == before.value)
+        .where(*guard)
         .values(status=after.value, **values)
         .execution_options(synchronize_session=False)
     )
@@ -78,18 +90,19 @@ def _transition(
         if commit:  # end the transaction (and its row locks); a caller's open one stays
             session.rollback()
         return False
+    for key, value in {"status": after.value, **values}.items():
+        set_committed_value(run, key, value)
     if after in CLAIMABLE or after in TERMINAL:
         mark_runs_changed(session)  # idle workers claim it; waiting clients see the end
     if commit:
         session.commit()
-    session.refresh(run)
     return True
 
 
 def log_line(
     session: Session, run_pk: int, line: str, level: str = "info", *, commit: bool = True
 ) -> None:
-    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level))
+    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level, at=utcnow()))
     if commit:
         session.commit()
 
@@ -269,56 +282,65 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
 
 
 def claim_next(session: Session, worker: str) -> RunRow | None:
-    """Claim the oldest claimable run for ``worker`` (SKIP LOCKED where the store has it)."""
-    for _ in range(5):
-        busy = aliased(RunRow)
-        serial_busy = (
-            select(JobRow.id)
-            .join(busy, busy.job_id == JobRow.id)
-            .where(
-                JobRow.serial.is_(True),
-                busy.target == JOB_TARGET,
-                busy.status.in_([s.value for s in ACTIVE]),
-            )
+    """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
+
+    One statement: ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
+    (claimable) RETURNING …``; on PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so
+    concurrent workers take different runs, and SQLite serializes writers.
+    """
+    pick, busy = aliased(RunRow), aliased(RunRow)
+    serial_busy = (
+        select(JobRow.id)
+        .join(busy, busy.job_id == JobRow.id)
+        .where(
+            JobRow.serial.is_(True),
+            busy.target == JOB_TARGET,
+            busy.status.in_([s.value for s in ACTIVE]),
         )
-        stmt = (
-            select(RunRow)
-            .where(
-                RunRow.status.in_([s.value for s in CLAIMABLE]),
-                RunRow.queued_at <= utcnow(),
-                or_(RunRow.target != JOB_TARGET, RunRow.job_id.not_in(serial_busy)),
-            )
-            .order_by(RunRow.queued_at, RunRow.id)
-            .limit(1)
+    )
+    now = utcnow()
+    oldest = (
+        select(pick.id)
+        .where(
+            pick.status.in_([s.value for s in CLAIMABLE]),
+            pick.queued_at <= now,
+            or_(pick.target != JOB_TARGET, pick.job_id.not_in(serial_busy)),
         )
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        run = session.scalars(stmt).first()
-        if run is None:
-            session.rollback()
-            return None
-        now = utcnow()
-        if _transition(
-            session,
-            run,
-            RunStatus.Running,
+        .order_by(pick.queued_at, pick.id)
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        oldest = oldest.with_for_update(skip_locked=True, of=pick)
+    assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # the state machine's claim
+    run = session.scalars(
+        update(RunRow)
+        .where(
+            RunRow.id == oldest.scalar_subquery(),
+            RunRow.status.in_([s.value for s in CLAIMABLE]),
+        )
+        .values(
+            status=RunStatus.Running.value,
             worker=worker,
             heartbeat_at=now,
             start_time=now,
             end_time=None,
-            attempt=run.attempt + 1,
-        ):
-            return run
-    return None
+            attempt=RunRow.attempt + 1,
+        )
+        .returning(RunRow)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).first()
+    session.commit()
+    return run
 
 
 def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
     """Record that ``worker`` still runs ``run_pk``; True when it must stop executing.
 
     That is when a stop was requested, or when the run is no longer this worker's (it was
-    declared lost and claimed again): a run never executes twice at the same time.
+    declared lost and claimed again): a run never executes twice at the same time. One
+    statement (``UPDATE … RETURNING status``) and its commit; no transaction stays open.
     """
-    session.execute(
+    status = session.scalar(
         update(RunRow)
         .where(
             RunRow.id == run_pk,
@@ -326,26 +348,21 @@ def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
             RunRow.status.in_([s.value for s in ACTIVE]),
         )
         .values(heartbeat_at=utcnow())
+        .returning(RunRow.status)
+        .execution_options(synchronize_session=False)
     )
     session.commit()
-    row = session.execute(select(RunRow.status, RunRow.worker).where(RunRow.id == run_pk)).first()
-    if row is None:
-        return True
-    status, holder = row
-    return bool(status != RunStatus.Running.value or holder != worker)
+    return status != RunStatus.Running.value
 
 
 def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
     """The run if ``worker`` still holds it (Running or Cancelling, claimed by it), else None.
 
     A worker whose run was declared lost and reaped (or claimed again) holds it no longer:
-    whatever it does afterwards with that run is ignored.
+    whatever it does afterwards with that run is ignored. Reads the row afresh.
     """
-    run = session.get(RunRow, run_pk)
-    if run is None:
-        return None
-    session.refresh(run)
-    if run.worker != worker or RunStatus(run.status) not in ACTIVE:
+    run = session.get(RunRow, run_pk, populate_existing=True)
+    if run is None or run.worker != worker or RunStatus(run.status) not in ACTIVE:
         return None
     return run
 
@@ -392,7 +409,7 @@ def finish(
         values["worker"] = None
         values["queued_at"] = utcnow() + _backoff(run)
         status = RunStatus.Ready
-    if not _transition(session, run, status, commit=False, **values):
+    if not _transition(session, run, status, commit=False, holder=worker, **values):
         return False
     level = "error" if status == RunStatus.Failed else "info"
     log_line(session, run_pk, f"{status.value}: {values['message']}", level, commit=False)
@@ -622,13 +639,19 @@ def release(session: Session, run_pk: int, worker: str, why: str) -> bool:
         return False
     if RunStatus(run.status) == RunStatus.Cancelling:
         done = _transition(
-            session, run, RunStatus.Canceled, end_time=utcnow(), message="canceled on request"
+            session,
+            run,
+            RunStatus.Canceled,
+            holder=worker,
+            end_time=utcnow(),
+            message="canceled on request",
         )
     else:
         done = _transition(
             session,
             run,
             RunStatus.Ready,
+            holder=worker,
             worker=None,
             message=why,
             attempt=max(0, run.attempt - 1),
