@@ -110,14 +110,31 @@ def log_line(
 # --- queueing ------------------------------------------------------------------------------
 
 
-def new_run(
-    session: Session, job: JobRow, batch_time: datetime, params: dict[str, str], trigger: str
-) -> RunRow:
-    """Add a Ready run of ``job`` for ``batch_time`` to the session (flushed, not committed).
+def run_variables(session: Session, project_id: int) -> dict[str, Any]:
+    """The project's user variables as a run freezes them."""
+    return {
+        name: v.model_dump(mode="json")
+        for name, v in user_definitions(session, project_id).items()
+    }
 
-    The params and the user variables are frozen into the run, so a rerun of the batch
-    reads the same inputs with the same values. A second run for the same batch fails
-    the flush with IntegrityError (the store's unique key on job and batch time).
+
+def new_run(
+    session: Session,
+    job: JobRow,
+    batch_time: datetime,
+    params: dict[str, str],
+    trigger: str,
+    *,
+    variables: dict[str, Any] | None = None,
+    flush: bool = True,
+) -> RunRow:
+    """Add a Ready run of ``job`` for ``batch_time`` to the session (not committed).
+
+    The params and the user variables (``variables``: already read for the project) are
+    frozen into the run, so a rerun of the batch reads the same inputs with the same
+    values. A second run for the same batch fails the flush with IntegrityError (the
+    store's unique key on job and batch time). Without ``flush`` the caller flushes (many
+    runs in one statement) before it needs the run's id.
     """
     run_id = job.next_run_id
     job.next_run_id = run_id + 1
@@ -129,13 +146,13 @@ def new_run(
         status=RunStatus.Ready.value,
         params=params,
         trigger=trigger,
-        variables={
-            name: v.model_dump(mode="json")
-            for name, v in user_definitions(session, job.project_id).items()
-        },
+        variables=dict(
+            variables if variables is not None else run_variables(session, job.project_id)
+        ),
     )
     session.add(run)
-    session.flush()
+    if flush:
+        session.flush()
     mark_runs_changed(session)
     return run
 
