@@ -113,8 +113,7 @@ def log_line(
 def run_variables(session: Session, project_id: int) -> dict[str, Any]:
     """The project's user variables as a run freezes them."""
     return {
-        name: v.model_dump(mode="json")
-        for name, v in user_definitions(session, project_id).items()
+        name: v.model_dump(mode="json") for name, v in user_definitions(session, project_id).items()
     }
 
 

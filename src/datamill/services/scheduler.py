@@ -242,9 +242,7 @@ class _Batch:
         self.queued.append((run, f"queued by schedule for batch {batch_time.isoformat()}"))
 
 
-def _fire(
-    session: Session, job: JobRow, now: datetime, result: TickResult, batch: _Batch
-) -> None:
+def _fire(session: Session, job: JobRow, now: datetime, result: TickResult, batch: _Batch) -> None:
     body = body_of(job)
     scheduler = body.scheduler
     seen = job.next_fire_at
