@@ -160,26 +160,38 @@ class Worker:
         message: str,
         stats: batch.RunStats | None,
     ) -> None:
-        """Publish the result (if this worker still holds the run) and finish the run."""
+        """Finish the run and, if Successful, publish its result in the same transaction.
+
+        The finish is a guarded UPDATE (this worker must still hold the run); only once it
+        succeeded is the staged result moved into place, before the commit, so a run taken
+        over by another worker never publishes, and a failed publish finishes nothing.
+        """
         if self.shutdown.is_set() and status == RunStatus.Canceled:
             self._hand_back(run_pk)
             return
-        if stats is not None:
-            if runs.holding(session, run_pk, self.name) is None:
-                session.rollback()
-                log.warning("run was taken over; result discarded", run=run_pk)
-                return
+
+        def publish_then_trigger(session: Session, run: RunRow) -> None:
             batch.publish(prepared.staging, prepared.target)
-        runs.finish(
-            session,
-            run_pk,
-            self.name,
-            status,
-            message,
-            stats.as_dict() if stats else None,
-            str(prepared.target) if stats else None,
-            on_success=after_job_success,
-        )
+            after_job_success(session, run)
+
+        try:
+            finished = runs.finish(
+                session,
+                run_pk,
+                self.name,
+                status,
+                message,
+                stats.as_dict() if stats else None,
+                str(prepared.target) if stats else None,
+                on_success=publish_then_trigger,
+            )
+        except OSError as exc:  # the result could not be moved into place
+            log.error("publishing failed", run=run_pk, error=str(exc))
+            finished = runs.finish(
+                session, run_pk, self.name, RunStatus.Failed, f"could not publish the result: {exc}"
+            )
+        if not finished:
+            log.warning("run was taken over; result discarded", run=run_pk)
 
     def _execute_export(self, run_pk: int) -> None:
         """Write one batch with the export's sink; transient failures are retried."""

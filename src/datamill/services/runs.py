@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import or_, select, update
+from sqlalchemy import String, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -45,7 +45,7 @@ from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
-from datamill.store.base import fetch_page, utcnow
+from datamill.store.base import UTCDateTime, fetch_page, utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
@@ -297,13 +297,8 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
 # --- workers -------------------------------------------------------------------------------
 
 
-def claim_next(session: Session, worker: str) -> RunRow | None:
-    """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
-
-    One statement: ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
-    (claimable) RETURNING …``; on PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so
-    concurrent workers take different runs, and SQLite serializes writers.
-    """
+def _claim_statement(dialect: str) -> Any:
+    """The claim as one UPDATE … RETURNING (built once per dialect: building is costly)."""
     pick, busy = aliased(RunRow), aliased(RunRow)
     serial_busy = (
         select(JobRow.id)
@@ -314,7 +309,7 @@ def claim_next(session: Session, worker: str) -> RunRow | None:
             busy.status.in_([s.value for s in ACTIVE]),
         )
     )
-    now = utcnow()
+    now = bindparam("now", type_=UTCDateTime())
     oldest = (
         select(pick.id)
         .where(
@@ -325,10 +320,9 @@ def claim_next(session: Session, worker: str) -> RunRow | None:
         .order_by(pick.queued_at, pick.id)
         .limit(1)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         oldest = oldest.with_for_update(skip_locked=True, of=pick)
-    assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # the state machine's claim
-    run = session.scalars(
+    return (
         update(RunRow)
         .where(
             RunRow.id == oldest.scalar_subquery(),
@@ -336,7 +330,7 @@ def claim_next(session: Session, worker: str) -> RunRow | None:
         )
         .values(
             status=RunStatus.Running.value,
-            worker=worker,
+            worker=bindparam("worker", type_=String()),
             heartbeat_at=now,
             start_time=now,
             end_time=None,
@@ -344,7 +338,25 @@ def claim_next(session: Session, worker: str) -> RunRow | None:
         )
         .returning(RunRow)
         .execution_options(synchronize_session=False, populate_existing=True)
-    ).first()
+    )
+
+
+_CLAIMS: dict[str, Any] = {}
+assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # what a claim writes
+
+
+def claim_next(session: Session, worker: str) -> RunRow | None:
+    """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
+
+    One statement: ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
+    (claimable) RETURNING …``; on PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so
+    concurrent workers take different runs, and SQLite serializes writers.
+    """
+    dialect = session.get_bind().dialect.name
+    statement = _CLAIMS.get(dialect)
+    if statement is None:
+        statement = _CLAIMS[dialect] = _claim_statement(dialect)
+    run: RunRow | None = session.scalars(statement, {"now": utcnow(), "worker": worker}).first()
     session.commit()
     return run
 
@@ -399,7 +411,8 @@ def finish(
     A failure is retried while the job (or export) has retries left, unless it is not
     ``retryable`` (a retry would fail the same way). ``on_success`` runs in the same
     transaction as the Successful transition (depend jobs and exports are queued there),
-    so neither happens without the other.
+    so neither happens without the other; it runs only once the guarded UPDATE succeeded
+    (the run is still this worker's), and if it raises, the finish is rolled back.
     """
     run = holding(session, run_pk, worker)
     if run is None:
@@ -430,7 +443,11 @@ def finish(
     level = "error" if status == RunStatus.Failed else "info"
     log_line(session, run_pk, f"{status.value}: {values['message']}", level, commit=False)
     if status == RunStatus.Successful and on_success is not None:
-        on_success(session, run)
+        try:
+            on_success(session, run)
+        except BaseException:
+            session.rollback()  # nothing of the finish is written
+            raise
     session.commit()
     return True
 
