@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 RUNS_CHANGED = "datamill.runs_changed"
 SUFFIX = ".sock"
@@ -155,11 +155,12 @@ class Wakeups:
             if session.info.pop(RUNS_CHANGED, False):
                 self.publish()
 
-        def after_rollback(session: Session) -> None:
-            session.info.pop(RUNS_CHANGED, None)
+        def after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+            if not previous.nested:  # the whole transaction is undone
+                session.info.pop(RUNS_CHANGED, None)
 
         event.listen(sessions, "after_commit", after_commit)
-        event.listen(sessions, "after_rollback", after_rollback)
+        event.listen(sessions, "after_soft_rollback", after_soft_rollback)
 
     def close(self) -> None:
         with self._lock:
