@@ -93,7 +93,11 @@ class Worker:
         short transaction; nothing is held open while DuckDB works.
         """
         now = time.monotonic()
-        with self.runtime.sessions() as session:
+        # one pooled connection for the run: checked out (and pinged) once, not per commit
+        with (
+            self.runtime.engine.connect() as connection,
+            self.runtime.sessions(bind=connection) as session,
+        ):
             if now - self._last_reap > 1.0:
                 self._last_reap = now
                 runs.reap_lost(session, self.lost_after)
@@ -104,21 +108,18 @@ class Worker:
         return True
 
     def execute(self, session: Session, run: RunRow) -> None:
-        started = f"attempt {run.attempt} started on {self.name}"
         if run.export_id is not None:
-            runs.log_line(session, run.id, started)
             self._execute_export(run.id)
         else:
-            self._execute_sql(session, run, started)
+            self._execute_sql(session, run)
 
-    def _execute_sql(self, session: Session, run: RunRow, started: str) -> None:
+    def _execute_sql(self, session: Session, run: RunRow) -> None:
         stop = threading.Event()
         run_pk = run.id
         job = session.get(JobRow, run.job_id)
         if job is None:
             return
         max_seconds = job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
-        runs.log_line(session, run_pk, started, commit=False)
         try:
             prepared = batch.prepare(self.runtime, session, run)
         except DatamillError as exc:

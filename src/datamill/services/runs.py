@@ -348,15 +348,18 @@ assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # what a claim wri
 def claim_next(session: Session, worker: str) -> RunRow | None:
     """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
 
-    One statement: ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
-    (claimable) RETURNING …``; on PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so
-    concurrent workers take different runs, and SQLite serializes writers.
+    One statement, ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
+    (claimable) RETURNING …``, and the attempt's log line in the same transaction. On
+    PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so concurrent workers take
+    different runs; SQLite serializes writers.
     """
     dialect = session.get_bind().dialect.name
     statement = _CLAIMS.get(dialect)
     if statement is None:
         statement = _CLAIMS[dialect] = _claim_statement(dialect)
     run: RunRow | None = session.scalars(statement, {"now": utcnow(), "worker": worker}).first()
+    if run is not None:  # the attempt's first log line, with the claim
+        log_line(session, run.id, f"attempt {run.attempt} started on {worker}", commit=False)
     session.commit()
     return run
 

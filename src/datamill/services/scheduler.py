@@ -56,6 +56,7 @@ def acquire_lease(session: Session, holder: str, ttl: timedelta, name: str = LEA
         return True
     session.rollback()
     if session.get(LeaseRow, name) is not None:
+        session.rollback()  # hold no snapshot until the next check
         return False
     session.add(LeaseRow(name=name, holder=holder, expires_at=now + ttl))
     try:
