@@ -360,15 +360,20 @@ def execute(prepared: PreparedRun, stop: threading.Event, deadline: float) -> Ru
     )
 
 
-def publish(staging: Path, target: Path) -> None:
-    """Replace ``target`` with ``staging`` so readers see the old or the new batch, whole."""
+def publish(staging: Path, target: Path, retire_into: Path | None = None) -> None:
+    """Replace ``target`` with ``staging`` so readers see the old or the new batch, whole.
+
+    The replaced result is removed, or with ``retire_into`` moved there (a folder on the
+    same file system that does not exist yet) for the caller to remove later.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
-        retired = target.with_name(target.name + f".old-{os.getpid()}")
+        retired = retire_into or target.with_name(target.name + f".old-{os.getpid()}")
         shutil.rmtree(retired, ignore_errors=True)
         os.replace(target, retired)
         os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
+        if retire_into is None:
+            shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, target)
 

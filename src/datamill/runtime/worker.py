@@ -172,7 +172,9 @@ class Worker:
             return
 
         def publish_then_trigger(session: Session, run: RunRow) -> None:
-            batch.publish(prepared.staging, prepared.target)
+            # the replaced result goes to the run's folder, which the janitor removes later
+            retired = prepared.staging.parent / "replaced"
+            batch.publish(prepared.staging, prepared.target, retire_into=retired)
             after_job_success(session, run)
 
         try:
