@@ -40,6 +40,8 @@ log = structlog.get_logger("datamill.worker")
 
 WOKEN_POLL_SECONDS = 0.25
 """How often an idle worker that wake-ups reach looks for runs anyway."""
+REUSE_CONNECTION_SECONDS = 5.0
+"""A run that took longer finishes on a freshly checked-out (pinged) store connection."""
 
 
 class Worker:
@@ -89,8 +91,9 @@ class Worker:
     def step(self) -> bool:
         """Reap (now and then) and execute one run; False when there was nothing to do.
 
-        One session serves the whole run (claim, prepare, finish), each step its own
-        short transaction; nothing is held open while DuckDB works.
+        One session on one pooled connection serves the run (claim, prepare and, for runs
+        shorter than ``REUSE_CONNECTION_SECONDS``, finish), each step its own short
+        transaction; no transaction stays open while DuckDB works.
         """
         now = time.monotonic()
         # one pooled connection for the run: checked out (and pinged) once, not per commit
@@ -130,6 +133,7 @@ class Worker:
         session.commit()
         beat = threading.Thread(target=self._heartbeat, args=(run_pk, stop), daemon=True)
         beat.start()
+        began = time.monotonic()
         status, message, stats = RunStatus.Failed, "", None
         try:
             stats = batch.execute(prepared, stop, time.monotonic() + max_seconds)
@@ -148,7 +152,11 @@ class Worker:
             stop.set()
             beat.join()
         try:
-            self._conclude(session, run_pk, prepared, status, message, stats)
+            if time.monotonic() - began < REUSE_CONNECTION_SECONDS:
+                self._conclude(session, run_pk, prepared, status, message, stats)
+            else:  # the run's connection may have gone stale meanwhile: a fresh one
+                with self.runtime.sessions() as fresh:
+                    self._conclude(fresh, run_pk, prepared, status, message, stats)
         finally:
             self._janitor.discard(prepared)
 
