@@ -20,6 +20,7 @@ from sqlalchemy import String, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import ClauseElement
 
 from datamill.domain.jobs import StartBody
 from datamill.domain.runs import (
@@ -91,7 +92,10 @@ def _transition(
             session.rollback()
         return False
     for key, value in {"status": after.value, **values}.items():
-        set_committed_value(run, key, value)
+        if isinstance(value, ClauseElement):  # computed by the store: read it when used
+            session.expire(run, [key])
+        else:
+            set_committed_value(run, key, value)
     if after in CLAIMABLE or after in TERMINAL:
         mark_runs_changed(session)  # idle workers claim it; waiting clients see the end
     if commit:
