@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ def test_a_commit_of_changed_runs_wakes_every_listener(tmp_path: Path) -> None:
 def test_dead_listeners_are_forgotten_and_poke_interrupts_a_wait(tmp_path: Path) -> None:
     folder = tmp_path / "wakeups"
     wakeups = Wakeups(folder)
-    stale = folder / f"worker-{os.getpid()}-1.sock"
+    stale = folder / "worker-0-0.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     dead.bind(str(stale))
     dead.close()  # its process is gone; the file stays

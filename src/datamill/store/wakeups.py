@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import select
 import socket
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 RUNS_CHANGED = "datamill.runs_changed"
 SUFFIX = ".sock"
+_LISTENERS = itertools.count(1)
 MAX_SOCKET_PATH = 100
 """Unix socket paths are limited to 107 bytes; longer data folders use a folder in /tmp."""
 
@@ -118,7 +120,7 @@ class Wakeups:
         """A listener for this process (``role``: a short name); None when disabled."""
         if self.folder is None:
             return None
-        name = f"{role}-{os.getpid()}-{threading.get_ident() % 100000}{SUFFIX}"
+        name = f"{role}-{os.getpid()}-{next(_LISTENERS)}{SUFFIX}"
         try:
             return Listener(self.folder / name)
         except OSError:
