@@ -3,7 +3,7 @@
 ``python -m benchmarks.bench_scheduler [--metadata sqlite|postgresql] [--database-url URL]
 [--seconds N] [--json-out FILE]``
 
-Against a real ``datamill server`` subprocess (2 workers, the default poll interval) on
+Against a real ``datamill server`` subprocess (2 workers, default settings: wake-ups on) on
 SQLite, or on PostgreSQL (a throwaway server from ``tests/servers.py`` unless
 ``--database-url`` names an empty database to use), in one run:
 
@@ -11,7 +11,7 @@ SQLite, or on PostgreSQL (a throwaway server from ``tests/servers.py`` unless
    ``--lateness-runs`` (60) successful runs; lateness = history ``startTime`` - ``batchTime``,
    p50 / p99 (targets 20 ms / 100 ms), split with the run's ``queued_at`` (read from the
    store) into batch -> queued (the scheduler waking up and inserting the run) and
-   queued -> started (commit, the worker's poll interval, the claim).
+   queued -> started (the commit, waking an idle worker, the claim).
 2. A chain of ``--chain`` (40) jobs of trivial SQL: job 1 manual over a 10-row CSV, job k
    ``depend`` on job k-1. From the start action of job 1 to the last job's end (the store's
    ``end_time``; target 4 s), ``--chain-repeat`` (3) times; the median is reported, and the

@@ -446,22 +446,28 @@ def _entry(status: str, run_id: int = 4) -> dict[str, Any]:
     }
 
 
-def _history(status: str) -> dict[str, Any]:
-    return {"total": 1, "page": 1, "size": 1, "history": [_entry(status)]}
-
-
-def test_wait_polls_the_history_until_the_run_ends() -> None:
-    answers = [_history(s) for s in ("Ready", "Running", "Running", "Canceled")]
+def test_wait_long_polls_the_run_until_it_ends() -> None:
+    answers = [_entry(s) for s in ("Ready", "Running", "Running", "Canceled")]
     dm, seen = _recording(answers)
-    entry = dm.jobs.wait("p", "j", 4, timeout=10, poll=0.01)
+    entry = dm.jobs.wait("p", "j", -1, timeout=10, poll=0.01)
     assert entry.status == RunStatus.Canceled
     assert len(seen) == 4
-    assert all(r.url.path == "/api/v1/projects/p/jobs/j/history" for r in seen)
-    assert seen[0].url.params["runId"] == "4"
+    # -1 is resolved by the first answer: the wait follows that run, not a newer one
+    assert seen[0].url.path == "/api/v1/projects/p/jobs/j/runs/-1"
+    assert all(r.url.path == "/api/v1/projects/p/jobs/j/runs/4" for r in seen[1:])
+    # each request holds for what is left of the timeout, within the HTTP client's own
+    holds = [float(r.url.params["waitSeconds"]) for r in seen]
+    assert all(0 < hold <= 10 for hold in holds), holds
+    short = DatamillClient(token="t", http=httpx.Client(base_url="http://mock", timeout=4.0))
+    assert short.jobs._long_poll_seconds(None) == 2.0
+    assert dm.jobs._long_poll_seconds(None) == 2.5  # httpx's default timeout is 5 s
+    forever = httpx.Client(base_url="http://m", timeout=None)  # noqa: S113 (what is tested)
+    unlimited = DatamillClient(token="t", http=forever)
+    assert unlimited.jobs._long_poll_seconds(None) == 30.0
 
 
 def test_wait_gives_up_after_the_timeout() -> None:
-    dm, seen = _recording([_history("Restarting")])
+    dm, seen = _recording([_entry("Restarting")])
     started = time.monotonic()
     with pytest.raises(RunWaitTimeout, match="run 4 of job 'j' in project 'p' is still Restarting"):
         dm.jobs.wait("p", "j", 4, timeout=0.3, poll=0.05)
@@ -506,10 +512,10 @@ def test_job_and_action_request_bodies() -> None:
 
 
 def test_wait_can_back_off_up_to_max_poll() -> None:
-    steady, steady_seen = _recording([_history("Running")])
+    steady, steady_seen = _recording([_entry("Running")])
     with pytest.raises(RunWaitTimeout):
         steady.jobs.wait("p", "j", 4, timeout=0.6, poll=0.03)
-    backing_off, backed_off_seen = _recording([_history("Running")])
+    backing_off, backed_off_seen = _recording([_entry("Running")])
     with pytest.raises(RunWaitTimeout) as caught:
         backing_off.jobs.wait("p", "j", 4, timeout=0.6, poll=0.03, max_poll=0.2)
     assert caught.value.entry is not None

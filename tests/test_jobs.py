@@ -409,3 +409,49 @@ def test_killed_worker_run_is_retried_when_the_job_asks(
     logs = api.get(f"/projects/{project}/jobs/retry/runs/{run_id}/logs").json()["lines"]
     assert any("no heartbeat" in line for line in logs)
     assert sum("started on" in line for line in logs) == 2
+
+
+def test_get_run_waits_for_the_end(
+    api: Api, project: str, source: str, workers: WorkerPool
+) -> None:
+    api.post(f"/projects/{project}/jobs/quick", json=job_body("SELECT count(*) AS n FROM ev"))
+    run_id = start(api, project, "quick")
+    began = time.monotonic()
+    waited = api.get(f"/projects/{project}/jobs/quick/runs/{run_id}", params={"waitSeconds": 30})
+    assert waited.status_code == 200, waited.text
+    entry = waited.json()
+    assert entry["status"] == "Successful", entry
+    assert entry["runId"] == run_id
+    assert entry["rowsWritten"] == 1
+    assert time.monotonic() - began < 10
+    history = api.get(f"/projects/{project}/jobs/quick/history", params={"runId": run_id})
+    assert history.json()["history"][0] == entry  # the same entry as the history's
+    latest = api.get(f"/projects/{project}/jobs/quick/runs/-1").json()
+    assert latest["runId"] == run_id
+
+    # a run that does not end in time: answered with its state once the wait is over
+    heavy_job(api, project, "heavy")
+    heavy = start(api, project, "heavy")
+    began = time.monotonic()
+    held = api.get(f"/projects/{project}/jobs/heavy/runs/{heavy}", params={"waitSeconds": 0.5})
+    assert held.status_code == 200, held.text
+    assert held.json()["status"] in {"Ready", "Running"}
+    assert 0.5 <= time.monotonic() - began < 5
+    # a stop ends the wait as soon as the run is Canceled
+    wait_for(api, project, "heavy", heavy, {"Running"})
+    stop = api.post(
+        f"/projects/{project}/batch/actions/stop", json={"jobName": "heavy", "runId": heavy}
+    )
+    assert stop.status_code == 200, stop.text
+    began = time.monotonic()
+    canceled = api.get(f"/projects/{project}/jobs/heavy/runs/{heavy}", params={"waitSeconds": 30})
+    assert canceled.json()["status"] == "Canceled"
+    assert time.monotonic() - began < 5
+
+    assert_error(api.get(f"/projects/{project}/jobs/quick/runs/999"), 404, "E18230")
+    assert_error(
+        api.get(f"/projects/{project}/jobs/quick/runs/{run_id}", params={"waitSeconds": 61}),
+        400,
+        "E18011",
+        "waitSeconds",
+    )

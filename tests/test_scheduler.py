@@ -313,10 +313,47 @@ def test_a_stop_during_a_tick_wins(api: Api, project: str, source: str) -> None:
         assert row is not None
         assert row.next_fire_at == T0
         assert api.post(f"/projects/{project}/jobs/racy/actions/stop").status_code == 200
-        with pytest.raises(scheduling._Superseded):
-            scheduling._fire(session, row, T0 + timedelta(seconds=1), scheduling.TickResult())
+        with pytest.raises(scheduling._Superseded), scheduling._Batch(session, [row]) as batch:
+            scheduling._fire(
+                session, row, T0 + timedelta(seconds=1), scheduling.TickResult(), batch
+            )
         session.rollback()
     assert batch_times(api, job.id) == []
     schedule = api.get(f"/projects/{project}/jobs/racy").json()["schedule"]
     assert schedule["state"] == "stopped"
     assert schedule["nextFireTime"] is None
+
+
+def test_one_conflict_does_not_undo_the_other_jobs_of_a_tick(
+    api: Api, project: str, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due jobs are fired in one transaction; when another scheduler queued one of the
+    batches meanwhile, the unique key refuses it, and the jobs are fired one by one."""
+    jobs = [scheduled(api, project, f"t{i}", {"crontab": "0 0 * * * ?"}) for i in range(3)]
+    with api.runtime.sessions() as session:  # "another scheduler" queued t1's batch
+        row = session.get(JobRow, jobs[1].id)
+        assert row is not None
+        runs.new_run(session, row, T0, {}, "schedule")
+        session.commit()
+    # this scheduler does not see that run before it inserts (the race)
+    monkeypatch.setattr(scheduling._Batch, "exists", lambda *_: False)
+    result = tick_at(api, T0 + timedelta(seconds=1))
+    assert result.queued >= 2
+    assert batch_times(api, jobs[0].id) == [T0]
+    assert batch_times(api, jobs[1].id) == [T0]  # one run for the batch: the other's
+    assert batch_times(api, jobs[2].id) == [T0]
+    assert job_row(api, jobs[0].id).next_fire_at == T0 + timedelta(hours=1)
+    assert job_row(api, jobs[2].id).next_fire_at == T0 + timedelta(hours=1)
+    monkeypatch.undo()
+    tick_at(api, T0 + timedelta(seconds=2))  # next tick: t1's batch exists, moves on
+    assert batch_times(api, jobs[1].id) == [T0]
+    assert job_row(api, jobs[1].id).next_fire_at == T0 + timedelta(hours=1)
+    with api.runtime.sessions() as session:
+        lines = session.scalars(
+            select(runs.RunLogRow.line)
+            .join(RunRow, RunRow.id == runs.RunLogRow.run_pk)
+            .where(RunRow.job_id == jobs[0].id)
+            .order_by(runs.RunLogRow.id)
+        ).all()
+    assert lines[0] == f"queued by schedule for batch {T0.isoformat()}"  # then a worker's
+    assert sum(line.startswith("queued by") for line in lines) == 1

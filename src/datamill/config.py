@@ -48,7 +48,23 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = True
     workers: int = Field(default=2, ge=0, le=64, description="worker processes per server")
-    worker_poll_seconds: float = Field(default=0.02, gt=0, le=10)
+    worker_poll_seconds: float = Field(
+        default=0.02,
+        gt=0,
+        le=10,
+        description=(
+            "how often an idle worker looks for runs to claim; with wakeups on, at most "
+            "every 0.5 s (runs queued on this host wake it at once)"
+        ),
+    )
+    wakeups: bool = Field(
+        default=True,
+        description=(
+            "processes on this host wake each other when runs are queued or end (Unix "
+            "datagram sockets in data_dir/wakeups): idle workers claim at once, waiting "
+            "clients hear at once; off: idle workers poll every worker_poll_seconds"
+        ),
+    )
     heartbeat_seconds: float = Field(default=0.5, gt=0, le=60)
     run_lost_after_seconds: float = Field(
         default=10, gt=0, description="a run without heartbeat this long lost its worker"

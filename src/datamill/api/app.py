@@ -54,6 +54,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         try:
             yield
         finally:
+            watch = getattr(app.state, "run_watch", None)
+            if watch is not None:
+                watch.close()
+                app.state.run_watch = None
             if owned:
                 app.state.runtime.close()
 

@@ -333,6 +333,13 @@ class DatamillClient:
                 "not JSON: is it a datamill server?"
             ) from None
 
+    @property
+    def read_timeout(self) -> float | None:
+        """Seconds the HTTP client waits for an answer (None: for ever)."""
+        timeout = getattr(self._http, "timeout", None)
+        read = getattr(timeout, "read", None)
+        return float(read) if isinstance(read, int | float) else None
+
     def parse(self, model: type[M], data: Any) -> M:
         """Validate ``data`` as ``model``, ignoring top-level fields the model does not know.
 
@@ -726,6 +733,10 @@ ParamsInput = Sequence[Param | Mapping[str, Any]] | Mapping[str, str]
 
 DEFAULT_WAIT_SECONDS = 600.0
 """How long :meth:`JobsAPI.wait` waits for a run by default."""
+LONG_POLL_SECONDS = 30.0
+"""The longest one wait request asks the server to hold its answer (it allows 60)."""
+LONG_POLL_MARGIN = 5.0
+"""Seconds of the HTTP timeout left for the answer to arrive after the hold."""
 
 
 def _json_of(value: Any) -> Any:
@@ -949,26 +960,50 @@ class JobsAPI(_Resource):
         poll: float = 0.1,
         max_poll: float | None = None,
     ) -> HistoryEntry:
-        """Poll the run's history until it is Successful, Failed or Canceled; return it.
+        """Wait until the run is Successful, Failed or Canceled; return it.
 
         A failed or canceled run is returned, not raised: check ``entry.status``. Raises
         :class:`RunWaitTimeout` (a :class:`TimeoutError`) when the run is still unfinished
         after ``timeout`` seconds (``None``: wait for ever); the run itself goes on.
 
-        The history is read every ``poll`` seconds; with ``max_poll`` the pause grows by half
-        after each read up to ``max_poll``, so waiting for a long run does not flood the
-        server with requests.
+        Each request is a long poll (``GET .../runs/{runId}?waitSeconds=N``): the server
+        answers as soon as the run ended, so waiting costs it almost nothing and the answer
+        comes at once. Should an answer come back early with the run unfinished, the next
+        request follows after ``poll`` seconds; with ``max_poll`` that pause grows by half
+        after each such answer up to ``max_poll``.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        path = _path("projects", project, "jobs", name, "runs", run_id)
+        while True:
+            hold = self._long_poll_seconds(deadline)
+            asked = time.monotonic()
+            entry = self._get(HistoryEntry, path, {"waitSeconds": round(hold, 3)})
+            if entry.status in TERMINAL:
+                return entry
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise RunWaitTimeout(
+                    f"run {entry.runId} of job '{name}' in project '{project}' is still "
+                    f"{entry.status.value} after {timeout:g} s",
+                    entry,
+                )
+            run_id = entry.runId  # -1 resolved: keep waiting for the same run
+            path = _path("projects", project, "jobs", name, "runs", run_id)
+            if now - asked < hold / 2:  # answered early: do not flood the server
+                pause = poll if deadline is None else min(poll, max(0.0, deadline - now))
+                time.sleep(pause)
+                if max_poll is not None and poll < max_poll:
+                    poll = min(poll * 1.5, max_poll)
 
-        def late(entry: HistoryEntry | None) -> RunWaitTimeout:
-            number, state = (entry.runId, entry.status.value) if entry else (run_id, "unknown")
-            return RunWaitTimeout(
-                f"run {number} of job '{name}' in project '{project}' is still {state} "
-                f"after {timeout:g} s",
-                entry,
-            )
-
-        return _poll(lambda: self.run(project, name, run_id), late, timeout, poll, max_poll)
+    def _long_poll_seconds(self, deadline: float | None) -> float:
+        """How long one wait request may hold: what is left, within the HTTP timeout."""
+        read = self._client.read_timeout
+        hold = LONG_POLL_SECONDS
+        if read is not None:  # the answer must come before the HTTP client gives up
+            hold = min(hold, max(0.0, read - min(LONG_POLL_MARGIN, read / 2)))
+        if deadline is not None:
+            hold = min(hold, max(0.0, deadline - time.monotonic()))
+        return hold
 
 
 class BatchAPI(_Resource):

@@ -69,8 +69,10 @@ def connect_locked(
 
     With ``profiling`` the connection records operator statistics (rows scanned, bytes
     read and written) that :meth:`get_profiling_information` returns after a query.
+    The temp folder's parent must exist; DuckDB creates the folder itself when a query
+    first spills, and removes it on close.
     """
-    sandbox.temp_dir.mkdir(parents=True, exist_ok=True)
+    sandbox.temp_dir.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(database)
     try:
         for fs in sandbox.filesystems:

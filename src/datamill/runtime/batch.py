@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,35 @@ def warehouse(runtime: Runtime, project: str, job: str) -> Path:
     return runtime.settings.projects_dir / project / "warehouse" / job
 
 
+FileStamp = tuple[tuple[str, int, int], ...]
+"""Local files by path, modification time (ns) and size: the same stamp, the same files."""
+
+_COLUMN_TYPES: OrderedDict[tuple[str, FileStamp], dict[str, str]] = OrderedDict()
+COLUMN_TYPES_CACHED = 256
+
+
+def _column_types(
+    con: duckdb.DuckDBPyConnection, files_sql: str, stamp: FileStamp | None
+) -> dict[str, str]:
+    """The files' column types, remembered per worker process for unchanged local files.
+
+    Describing a CSV file means sniffing it; a job that runs again and again over the same
+    files need not pay that each time. Remote files (no stamp) are always described.
+    """
+    if stamp is None:
+        return engine.column_types(con, files_sql)
+    key = (files_sql, stamp)
+    found = _COLUMN_TYPES.get(key)
+    if found is None:
+        found = engine.column_types(con, files_sql)
+        _COLUMN_TYPES[key] = found
+        while len(_COLUMN_TYPES) > COLUMN_TYPES_CACHED:
+            _COLUMN_TYPES.popitem(last=False)
+    else:
+        _COLUMN_TYPES.move_to_end(key)
+    return dict(found)
+
+
 @dataclass
 class SourceView:
     """How one src becomes a table in the run's connection."""
@@ -54,11 +84,12 @@ class SourceView:
     schema: list[SchemaField]
     files_sql: str | None = None
     parquet_sql: str | None = None
+    stamp: FileStamp | None = None
 
     def create(self, con: duckdb.DuckDBPyConnection) -> None:
         name = engine.identifier(self.table)
         if self.files_sql is not None:
-            columns = engine.column_types(con, self.files_sql)
+            columns = _column_types(con, self.files_sql, self.stamp)
             select_sql = engine.typed_select(self.files_sql, self.schema, columns)
             con.execute(f"CREATE VIEW {name} AS {select_sql}")
         elif self.parquet_sql is not None:
@@ -133,13 +164,15 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
             files = reader.files(ds.type, spec, run.batch_time, resolver)
             allowed += files.urls
             filesystems += files.filesystems
-            bytes_in += sum(_size(u) for u in files.urls)
+            stamp = None if files.filesystems else _stamp(files.urls)
+            bytes_in += sum(size for _, _, size in stamp) if stamp else _sizes(files.urls)
             notes.append(f"{src.tableName}: data source '{src.name}', {len(files.urls)} files")
             views.append(
                 SourceView(
                     src.tableName,
                     [SchemaField.model_validate(f) for f in ds.schema],
                     files_sql=engine.read_sql(spec, files.urls) if files.urls else None,
+                    stamp=stamp,
                 )
             )
         else:
@@ -183,6 +216,22 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
         bytes_in=bytes_in,
         notes=notes,
     )
+
+
+def _stamp(paths: list[str]) -> FileStamp | None:
+    """The stamp of local files; None when one cannot be read."""
+    stamp = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        stamp.append((path, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamp)
+
+
+def _sizes(paths: list[str]) -> int:
+    return sum(_size(p) for p in paths)
 
 
 def _size(path: str) -> int:
@@ -311,15 +360,20 @@ def execute(prepared: PreparedRun, stop: threading.Event, deadline: float) -> Ru
     )
 
 
-def publish(staging: Path, target: Path) -> None:
-    """Replace ``target`` with ``staging`` so readers see the old or the new batch, whole."""
+def publish(staging: Path, target: Path, retire_into: Path | None = None) -> None:
+    """Replace ``target`` with ``staging`` so readers see the old or the new batch, whole.
+
+    The replaced result is removed, or with ``retire_into`` moved there (a folder on the
+    same file system that does not exist yet) for the caller to remove later.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
-        retired = target.with_name(target.name + f".old-{os.getpid()}")
+        retired = retire_into or target.with_name(target.name + f".old-{os.getpid()}")
         shutil.rmtree(retired, ignore_errors=True)
         os.replace(target, retired)
         os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
+        if retire_into is None:
+            shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, target)
 

@@ -1,8 +1,10 @@
 """Workers: processes that claim runs, execute them with a heartbeat, and reap lost runs.
 
 A worker process loops: reap runs whose worker vanished, claim the oldest claimable run,
-execute it. While a run executes, a heartbeat thread writes the run's heartbeat every
-``heartbeat_seconds`` and learns of stop requests, which interrupt the query at once.
+execute it. An idle worker sleeps until a run queued on this host wakes it
+(:mod:`datamill.store.wakeups`) or its poll interval passes. While a run executes, a
+heartbeat thread writes the run's heartbeat every ``heartbeat_seconds`` and learns of stop
+requests, which interrupt the query at once.
 A worker that is asked to shut down returns its run to Ready for another worker.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import threading
 import time
 import traceback
@@ -31,8 +34,14 @@ from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
 from datamill.store.jobs import JobRow
 from datamill.store.runs import RunRow
+from datamill.store.wakeups import Listener
 
 log = structlog.get_logger("datamill.worker")
+
+WOKEN_POLL_SECONDS = 0.25
+"""How often an idle worker that wake-ups reach looks for runs anyway."""
+REUSE_CONNECTION_SECONDS = 5.0
+"""A run that took longer finishes on a freshly checked-out (pinged) store connection."""
 
 
 class Worker:
@@ -48,60 +57,83 @@ class Worker:
         self.poll = settings.worker_poll_seconds
         self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
         self._last_reap = 0.0
+        self.listener: Listener | None = None
+        self._janitor = Janitor()
 
     def run_forever(self, parent: int | None = None) -> None:
-        while not self.shutdown.is_set():
-            if parent is not None and not parent_alive(parent):
-                return
-            if not self.step():
-                self.shutdown.wait(self.poll)
+        self.listener = self.runtime.wakeups.listen("worker")
+        # woken when runs are queued here; the poll still finds runs queued elsewhere,
+        # retries whose back-off ended, and runs whose worker was lost
+        idle = max(self.poll, WOKEN_POLL_SECONDS) if self.listener else self.poll
+        try:
+            while not self.shutdown.is_set():
+                if parent is not None and not parent_alive(parent):
+                    return
+                if not self.step():
+                    self._sleep(idle)
+        finally:
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
+
+    def _sleep(self, seconds: float) -> None:
+        if self.listener is None:
+            self.shutdown.wait(seconds)
+        else:
+            self.listener.wait(seconds)
+
+    def stop(self) -> None:
+        """Ask the loop to return (from a signal handler or another thread)."""
+        self.shutdown.set()
+        if self.listener is not None:
+            self.listener.poke()
 
     def step(self) -> bool:
-        """Reap (now and then) and execute one run; False when there was nothing to do."""
+        """Reap (now and then) and execute one run; False when there was nothing to do.
+
+        One session on one pooled connection serves the run (claim, prepare and, for runs
+        shorter than ``REUSE_CONNECTION_SECONDS``, finish), each step its own short
+        transaction; no transaction stays open while DuckDB works.
+        """
         now = time.monotonic()
-        with self.runtime.sessions() as session:
+        # one pooled connection for the run: checked out (and pinged) once, not per commit
+        with (
+            self.runtime.engine.connect() as connection,
+            self.runtime.sessions(bind=connection) as session,
+        ):
             if now - self._last_reap > 1.0:
                 self._last_reap = now
                 runs.reap_lost(session, self.lost_after)
             run = runs.claim_next(session, self.name)
             if run is None:
                 return False
-            run_pk = run.id
-        self.execute(run_pk)
+            self.execute(session, run)
         return True
 
-    def execute(self, run_pk: int) -> None:
-        with self.runtime.sessions() as session:
-            run = session.get(RunRow, run_pk)
-            job = session.get(JobRow, run.job_id) if run else None
-            if run is None or job is None:
-                return
-            runs.log_line(session, run_pk, f"attempt {run.attempt} started on {self.name}")
-            is_export = run.export_id is not None
-        if is_export:
-            self._execute_export(run_pk)
+    def execute(self, session: Session, run: RunRow) -> None:
+        if run.export_id is not None:
+            self._execute_export(run.id)
         else:
-            self._execute_sql(run_pk)
+            self._execute_sql(session, run)
 
-    def _execute_sql(self, run_pk: int) -> None:
+    def _execute_sql(self, session: Session, run: RunRow) -> None:
         stop = threading.Event()
-        with self.runtime.sessions() as session:
-            run = session.get(RunRow, run_pk)
-            job = session.get(JobRow, run.job_id) if run else None
-            if run is None or job is None:
-                return
-            max_seconds = (
-                job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
-            )
-            try:
-                prepared = batch.prepare(self.runtime, session, run)
-            except DatamillError as exc:
-                runs.finish(session, run_pk, self.name, RunStatus.Failed, exc.message)
-                return
-            for note in prepared.notes:
-                runs.log_line(session, run_pk, note)
+        run_pk = run.id
+        job = session.get(JobRow, run.job_id)
+        if job is None:
+            return
+        max_seconds = job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
+        try:
+            prepared = batch.prepare(self.runtime, session, run)
+        except DatamillError as exc:
+            runs.finish(session, run_pk, self.name, RunStatus.Failed, exc.message)
+            return
+        for note in prepared.notes:
+            runs.log_line(session, run_pk, note, commit=False)
+        session.commit()
         beat = threading.Thread(target=self._heartbeat, args=(run_pk, stop), daemon=True)
         beat.start()
+        began = time.monotonic()
         status, message, stats = RunStatus.Failed, "", None
         try:
             stats = batch.execute(prepared, stop, time.monotonic() + max_seconds)
@@ -120,29 +152,41 @@ class Worker:
             stop.set()
             beat.join()
         try:
-            self._conclude(run_pk, prepared, status, message, stats)
+            if time.monotonic() - began < REUSE_CONNECTION_SECONDS:
+                self._conclude(session, run_pk, prepared, status, message, stats)
+            else:  # the run's connection may have gone stale meanwhile: a fresh one
+                with self.runtime.sessions() as fresh:
+                    self._conclude(fresh, run_pk, prepared, status, message, stats)
         finally:
-            batch.cleanup(prepared)
+            self._janitor.discard(prepared)
 
     def _conclude(
         self,
+        session: Session,
         run_pk: int,
         prepared: batch.PreparedRun,
         status: RunStatus,
         message: str,
         stats: batch.RunStats | None,
     ) -> None:
-        """Publish the result (if this worker still holds the run) and finish the run."""
+        """Finish the run and, if Successful, publish its result in the same transaction.
+
+        The finish is a guarded UPDATE (this worker must still hold the run); only once it
+        succeeded is the staged result moved into place, before the commit, so a run taken
+        over by another worker never publishes, and a failed publish finishes nothing.
+        """
         if self.shutdown.is_set() and status == RunStatus.Canceled:
             self._hand_back(run_pk)
             return
-        with self.runtime.sessions() as session:
-            if stats is not None:
-                if runs.holding(session, run_pk, self.name) is None:
-                    log.warning("run was taken over; result discarded", run=run_pk)
-                    return
-                batch.publish(prepared.staging, prepared.target)
-            runs.finish(
+
+        def publish_then_trigger(session: Session, run: RunRow) -> None:
+            # the replaced result goes to the run's folder, which the janitor removes later
+            retired = prepared.staging.parent / "replaced"
+            batch.publish(prepared.staging, prepared.target, retire_into=retired)
+            after_job_success(session, run)
+
+        try:
+            finished = runs.finish(
                 session,
                 run_pk,
                 self.name,
@@ -150,8 +194,15 @@ class Worker:
                 message,
                 stats.as_dict() if stats else None,
                 str(prepared.target) if stats else None,
-                on_success=after_job_success,
+                on_success=publish_then_trigger,
             )
+        except OSError as exc:  # the result could not be moved into place
+            log.error("publishing failed", run=run_pk, error=str(exc))
+            finished = runs.finish(
+                session, run_pk, self.name, RunStatus.Failed, f"could not publish the result: {exc}"
+            )
+        if not finished:
+            log.warning("run was taken over; result discarded", run=run_pk)
 
     def _execute_export(self, run_pk: int) -> None:
         """Write one batch with the export's sink; transient failures are retried."""
@@ -211,6 +262,29 @@ class Worker:
             )
 
 
+class Janitor:
+    """Removes finished runs' folders in a background thread, off the run's path.
+
+    Removing a folder can block for milliseconds (a file system that discards freed
+    blocks); the next run need not wait for it. Folders left by a crash are removed when
+    the same run attempt is prepared again, or stay as harmless litter.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[batch.PreparedRun] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def discard(self, prepared: batch.PreparedRun) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, daemon=True, name="janitor")
+            self._thread.start()
+        self._queue.put(prepared)
+
+    def _work(self) -> None:
+        while True:
+            batch.cleanup(self._queue.get())
+
+
 def after_job_success(session: Session, run: RunRow) -> None:
     """In the transaction that marks a job run Successful: queue depend jobs and exports."""
     scheduling.trigger_dependants(session, run)
@@ -220,8 +294,16 @@ def after_job_success(session: Session, run: RunRow) -> None:
 def worker_main(settings_json: str, index: int, parent_pid: int) -> None:
     """Entry point of a worker process."""
     shutdown = threading.Event()
-    parent, runtime = child_runtime(settings_json, parent_pid, shutdown.set)
+    holder: list[Worker] = []
+
+    def stop() -> None:
+        shutdown.set()
+        for worker in holder:
+            worker.stop()
+
+    parent, runtime = child_runtime(settings_json, parent_pid, stop)
     worker = Worker(runtime, f"{runs.worker_name()}/{index}", shutdown)
+    holder.append(worker)
     log.info("worker started", worker=worker.name)
     try:
         worker.run_forever(parent)

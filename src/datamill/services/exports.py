@@ -35,6 +35,7 @@ from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.projects import ProjectRow
 from datamill.store.runs import JOB_TARGET, RunRow
+from datamill.store.wakeups import mark_runs_changed
 
 
 def sink_of(type_: str) -> Sink:
@@ -250,6 +251,7 @@ def new_export_run(session: Session, job_run: RunRow, export: ExportRow, why: st
     )
     session.add(run)
     session.flush()
+    mark_runs_changed(session)
     runs.log_line(session, run.id, f"export '{export.name}' {why}", commit=False)
     return run
 

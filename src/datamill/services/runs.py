@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import or_, select, update
+from sqlalchemy import String, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import ClauseElement
 
 from datamill.domain.jobs import StartBody
 from datamill.domain.runs import (
     ACTIVE,
     CLAIMABLE,
+    TERMINAL,
     ExportRunEntry,
     History,
     HistoryEntry,
@@ -43,10 +46,11 @@ from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
-from datamill.store.base import fetch_page, utcnow
+from datamill.store.base import UTCDateTime, fetch_page, utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
+from datamill.store.wakeups import mark_runs_changed
 
 DEFAULT_EXPORT_RETRIES = 3
 
@@ -56,19 +60,30 @@ def worker_name() -> str:
 
 
 def _transition(
-    session: Session, run: RunRow, after: RunStatus, *, commit: bool = True, **values: Any
+    session: Session,
+    run: RunRow,
+    after: RunStatus,
+    *,
+    commit: bool = True,
+    holder: str | None = None,
+    **values: Any,
 ) -> bool:
     """Move ``run`` from its current status to ``after`` if nobody changed it meanwhile.
 
     False (and nothing written) when the run is no longer in a state that allows the move:
     another process may have moved it since the caller looked, which is a race, not a bug.
+    With ``holder``, the run must also still be claimed by that worker. On success ``run``
+    carries the values written (no second read of the row).
     """
     before = RunStatus(run.status)
     if not allowed(before, after):
         return False
+    guard = [RunRow.id == run.id, RunRow.status == before.value]
+    if holder is not None:
+        guard.append(RunRow.worker == holder)
     result = session.execute(
         update(RunRow)
-        .where(RunRow.id == run.id, RunRow.status == before.value)
+        .where(*guard)
         .values(status=after.value, **values)
         .execution_options(synchronize_session=False)
     )
@@ -76,16 +91,22 @@ def _transition(
         if commit:  # end the transaction (and its row locks); a caller's open one stays
             session.rollback()
         return False
+    for key, value in {"status": after.value, **values}.items():
+        if isinstance(value, ClauseElement):  # computed by the store: read it when used
+            session.expire(run, [key])
+        else:
+            set_committed_value(run, key, value)
+    if after in CLAIMABLE or after in TERMINAL:
+        mark_runs_changed(session)  # idle workers claim it; waiting clients see the end
     if commit:
         session.commit()
-    session.refresh(run)
     return True
 
 
 def log_line(
     session: Session, run_pk: int, line: str, level: str = "info", *, commit: bool = True
 ) -> None:
-    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level))
+    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level, at=utcnow()))
     if commit:
         session.commit()
 
@@ -93,14 +114,30 @@ def log_line(
 # --- queueing ------------------------------------------------------------------------------
 
 
-def new_run(
-    session: Session, job: JobRow, batch_time: datetime, params: dict[str, str], trigger: str
-) -> RunRow:
-    """Add a Ready run of ``job`` for ``batch_time`` to the session (flushed, not committed).
+def run_variables(session: Session, project_id: int) -> dict[str, Any]:
+    """The project's user variables as a run freezes them."""
+    return {
+        name: v.model_dump(mode="json") for name, v in user_definitions(session, project_id).items()
+    }
 
-    The params and the user variables are frozen into the run, so a rerun of the batch
-    reads the same inputs with the same values. A second run for the same batch fails
-    the flush with IntegrityError (the store's unique key on job and batch time).
+
+def new_run(
+    session: Session,
+    job: JobRow,
+    batch_time: datetime,
+    params: dict[str, str],
+    trigger: str,
+    *,
+    variables: dict[str, Any] | None = None,
+    flush: bool = True,
+) -> RunRow:
+    """Add a Ready run of ``job`` for ``batch_time`` to the session (not committed).
+
+    The params and the user variables (``variables``: already read for the project) are
+    frozen into the run, so a rerun of the batch reads the same inputs with the same
+    values. A second run for the same batch fails the flush with IntegrityError (the
+    store's unique key on job and batch time). Without ``flush`` the caller flushes (many
+    runs in one statement) before it needs the run's id.
     """
     run_id = job.next_run_id
     job.next_run_id = run_id + 1
@@ -112,13 +149,14 @@ def new_run(
         status=RunStatus.Ready.value,
         params=params,
         trigger=trigger,
-        variables={
-            name: v.model_dump(mode="json")
-            for name, v in user_definitions(session, job.project_id).items()
-        },
+        variables=dict(
+            variables if variables is not None else run_variables(session, job.project_id)
+        ),
     )
     session.add(run)
-    session.flush()
+    if flush:
+        session.flush()
+    mark_runs_changed(session)
     return run
 
 
@@ -263,57 +301,81 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
 # --- workers -------------------------------------------------------------------------------
 
 
-def claim_next(session: Session, worker: str) -> RunRow | None:
-    """Claim the oldest claimable run for ``worker`` (SKIP LOCKED where the store has it)."""
-    for _ in range(5):
-        busy = aliased(RunRow)
-        serial_busy = (
-            select(JobRow.id)
-            .join(busy, busy.job_id == JobRow.id)
-            .where(
-                JobRow.serial.is_(True),
-                busy.target == JOB_TARGET,
-                busy.status.in_([s.value for s in ACTIVE]),
-            )
+def _claim_statement(dialect: str) -> Any:
+    """The claim as one UPDATE … RETURNING (built once per dialect: building is costly)."""
+    pick, busy = aliased(RunRow), aliased(RunRow)
+    serial_busy = (
+        select(JobRow.id)
+        .join(busy, busy.job_id == JobRow.id)
+        .where(
+            JobRow.serial.is_(True),
+            busy.target == JOB_TARGET,
+            busy.status.in_([s.value for s in ACTIVE]),
         )
-        stmt = (
-            select(RunRow)
-            .where(
-                RunRow.status.in_([s.value for s in CLAIMABLE]),
-                RunRow.queued_at <= utcnow(),
-                or_(RunRow.target != JOB_TARGET, RunRow.job_id.not_in(serial_busy)),
-            )
-            .order_by(RunRow.queued_at, RunRow.id)
-            .limit(1)
+    )
+    now = bindparam("now", type_=UTCDateTime())
+    oldest = (
+        select(pick.id)
+        .where(
+            pick.status.in_([s.value for s in CLAIMABLE]),
+            pick.queued_at <= now,
+            or_(pick.target != JOB_TARGET, pick.job_id.not_in(serial_busy)),
         )
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        run = session.scalars(stmt).first()
-        if run is None:
-            session.rollback()
-            return None
-        now = utcnow()
-        if _transition(
-            session,
-            run,
-            RunStatus.Running,
-            worker=worker,
+        .order_by(pick.queued_at, pick.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        oldest = oldest.with_for_update(skip_locked=True, of=pick)
+    return (
+        update(RunRow)
+        .where(
+            RunRow.id == oldest.scalar_subquery(),
+            RunRow.status.in_([s.value for s in CLAIMABLE]),
+        )
+        .values(
+            status=RunStatus.Running.value,
+            worker=bindparam("worker", type_=String()),
             heartbeat_at=now,
             start_time=now,
             end_time=None,
-            attempt=run.attempt + 1,
-        ):
-            return run
-    return None
+            attempt=RunRow.attempt + 1,
+        )
+        .returning(RunRow)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+_CLAIMS: dict[str, Any] = {}
+assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # what a claim writes
+
+
+def claim_next(session: Session, worker: str) -> RunRow | None:
+    """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
+
+    One statement, ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
+    (claimable) RETURNING …``, and the attempt's log line in the same transaction. On
+    PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so concurrent workers take
+    different runs; SQLite serializes writers.
+    """
+    dialect = session.get_bind().dialect.name
+    statement = _CLAIMS.get(dialect)
+    if statement is None:
+        statement = _CLAIMS[dialect] = _claim_statement(dialect)
+    run: RunRow | None = session.scalars(statement, {"now": utcnow(), "worker": worker}).first()
+    if run is not None:  # the attempt's first log line, with the claim
+        log_line(session, run.id, f"attempt {run.attempt} started on {worker}", commit=False)
+    session.commit()
+    return run
 
 
 def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
     """Record that ``worker`` still runs ``run_pk``; True when it must stop executing.
 
     That is when a stop was requested, or when the run is no longer this worker's (it was
-    declared lost and claimed again): a run never executes twice at the same time.
+    declared lost and claimed again): a run never executes twice at the same time. One
+    statement (``UPDATE … RETURNING status``) and its commit; no transaction stays open.
     """
-    session.execute(
+    status = session.scalar(
         update(RunRow)
         .where(
             RunRow.id == run_pk,
@@ -321,26 +383,21 @@ def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
             RunRow.status.in_([s.value for s in ACTIVE]),
         )
         .values(heartbeat_at=utcnow())
+        .returning(RunRow.status)
+        .execution_options(synchronize_session=False)
     )
     session.commit()
-    row = session.execute(select(RunRow.status, RunRow.worker).where(RunRow.id == run_pk)).first()
-    if row is None:
-        return True
-    status, holder = row
-    return bool(status != RunStatus.Running.value or holder != worker)
+    return status != RunStatus.Running.value
 
 
 def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
     """The run if ``worker`` still holds it (Running or Cancelling, claimed by it), else None.
 
     A worker whose run was declared lost and reaped (or claimed again) holds it no longer:
-    whatever it does afterwards with that run is ignored.
+    whatever it does afterwards with that run is ignored. Reads the row afresh.
     """
-    run = session.get(RunRow, run_pk)
-    if run is None:
-        return None
-    session.refresh(run)
-    if run.worker != worker or RunStatus(run.status) not in ACTIVE:
+    run = session.get(RunRow, run_pk, populate_existing=True)
+    if run is None or run.worker != worker or RunStatus(run.status) not in ACTIVE:
         return None
     return run
 
@@ -361,7 +418,8 @@ def finish(
     A failure is retried while the job (or export) has retries left, unless it is not
     ``retryable`` (a retry would fail the same way). ``on_success`` runs in the same
     transaction as the Successful transition (depend jobs and exports are queued there),
-    so neither happens without the other.
+    so neither happens without the other; it runs only once the guarded UPDATE succeeded
+    (the run is still this worker's), and if it raises, the finish is rolled back.
     """
     run = holding(session, run_pk, worker)
     if run is None:
@@ -387,12 +445,16 @@ def finish(
         values["worker"] = None
         values["queued_at"] = utcnow() + _backoff(run)
         status = RunStatus.Ready
-    if not _transition(session, run, status, commit=False, **values):
+    if not _transition(session, run, status, commit=False, holder=worker, **values):
         return False
     level = "error" if status == RunStatus.Failed else "info"
     log_line(session, run_pk, f"{status.value}: {values['message']}", level, commit=False)
     if status == RunStatus.Successful and on_success is not None:
-        on_success(session, run)
+        try:
+            on_success(session, run)
+        except BaseException:
+            session.rollback()  # nothing of the finish is written
+            raise
     session.commit()
     return True
 
@@ -521,6 +583,22 @@ def history(
     )
 
 
+def run_entry(
+    session: Session, access: ProjectAccess, job_name: str, run_id: int
+) -> tuple[int, HistoryEntry]:
+    """One run's history entry (with its exports) and its key in the store; -1 = latest."""
+    job, run = get_run(session, access.project_id, job_name, run_id)
+    mine = exports_of_runs(session, job.id, [run.run_id]).get(run.run_id, [])
+    return run.id, history_entry(run).model_copy(update={"exports": mine})
+
+
+def has_ended(runtime: Runtime, run_pk: int) -> bool:
+    """Whether the run is Successful, Failed or Canceled (or gone): one cheap read."""
+    with runtime.sessions() as session:
+        status = session.scalar(select(RunRow.status).where(RunRow.id == run_pk))
+    return status is None or RunStatus(status) in TERMINAL
+
+
 def export_entry(run: RunRow, name: str) -> ExportRunEntry:
     return ExportRunEntry(
         export=name,
@@ -601,13 +679,19 @@ def release(session: Session, run_pk: int, worker: str, why: str) -> bool:
         return False
     if RunStatus(run.status) == RunStatus.Cancelling:
         done = _transition(
-            session, run, RunStatus.Canceled, end_time=utcnow(), message="canceled on request"
+            session,
+            run,
+            RunStatus.Canceled,
+            holder=worker,
+            end_time=utcnow(),
+            message="canceled on request",
         )
     else:
         done = _transition(
             session,
             run,
             RunStatus.Ready,
+            holder=worker,
             worker=None,
             message=why,
             attempt=max(0, run.attempt - 1),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,6 +11,7 @@ from datamill.config import Settings
 from datamill.security.crypto import SecretBox, load_or_create_key
 from datamill.store.base import make_engine, make_session_factory
 from datamill.store.migrate import upgrade
+from datamill.store.wakeups import Wakeups, wakeup_folder
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     secret_box: SecretBox
+    wakeups: Wakeups = field(default_factory=lambda: Wakeups(None))
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -29,7 +31,11 @@ class Runtime:
         if migrate:
             upgrade(engine)
         key = settings.secret_key or load_or_create_key(data_dir / "secret.key")
-        return cls(settings, engine, make_session_factory(engine), SecretBox(key))
+        sessions = make_session_factory(engine)
+        wakeups = Wakeups(wakeup_folder(data_dir) if settings.wakeups else None)
+        wakeups.install(sessions)
+        return cls(settings, engine, sessions, SecretBox(key), wakeups)
 
     def close(self) -> None:
+        self.wakeups.close()
         self.engine.dispose()

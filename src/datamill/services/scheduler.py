@@ -12,8 +12,10 @@ successful run of their upstream job, for the same batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +56,7 @@ def acquire_lease(session: Session, holder: str, ttl: timedelta, name: str = LEA
         return True
     session.rollback()
     if session.get(LeaseRow, name) is not None:
+        session.rollback()  # hold no snapshot until the next check
         return False
     session.add(LeaseRow(name=name, holder=holder, expires_at=now + ttl))
     try:
@@ -125,7 +128,13 @@ def _due_times(
 
 
 def tick(session: Session, now: datetime | None = None) -> TickResult:
-    """Queue the runs of every due job; returns how many and when to wake next."""
+    """Queue the runs of every due job; returns how many and when to wake next.
+
+    All due jobs are fired in one transaction (one commit, the runs inserted together).
+    Should that fail (a batch queued meanwhile by another scheduler, a job stopped or
+    rescheduled during the tick), it is rolled back and each job is fired again in its own
+    transaction, so one job's conflict neither blocks nor undoes the others.
+    """
     now = now or utcnow()
     result = TickResult()
     due_jobs = session.scalars(
@@ -137,12 +146,14 @@ def tick(session: Session, now: datetime | None = None) -> TickResult:
         )
         .order_by(JobRow.next_fire_at)
     ).all()
-    for job in due_jobs:
-        try:
-            _fire(session, job, now, result)
-            session.commit()
-        except (IntegrityError, _Superseded):
-            session.rollback()
+    if due_jobs and not _fire_together(session, due_jobs, now, result):
+        for job in due_jobs:
+            try:
+                with _Batch(session, [job]) as batch:
+                    _fire(session, job, now, result, batch)
+                session.commit()
+            except (IntegrityError, _Superseded):
+                session.rollback()
     try:
         _continuous(session, result)
         session.commit()
@@ -159,7 +170,80 @@ def tick(session: Session, now: datetime | None = None) -> TickResult:
     return result
 
 
-def _fire(session: Session, job: JobRow, now: datetime, result: TickResult) -> None:
+def _fire_together(
+    session: Session, jobs: Sequence[JobRow], now: datetime, result: TickResult
+) -> bool:
+    """Fire ``jobs`` in one transaction; False (rolled back, ``result`` unchanged) on a
+    conflict."""
+    together = TickResult()
+    try:
+        with _Batch(session, jobs) as batch:
+            for job in jobs:
+                _fire(session, job, now, together, batch)
+        session.commit()
+    except (IntegrityError, _Superseded):
+        session.rollback()
+        return False
+    result.queued += together.queued
+    result.skipped += together.skipped
+    return True
+
+
+class _Batch:
+    """What one transaction of a tick shares: the due jobs' existing batches, the
+    projects' variables, and the runs it queues, inserted together (then their log lines)
+    when the block ends."""
+
+    def __init__(self, session: Session, jobs: Sequence[JobRow]) -> None:
+        self.session = session
+        self.jobs = jobs
+        self.existing: set[tuple[int, datetime]] = set()
+        self.variables: dict[int, dict[str, Any]] = {}
+        self.queued: list[tuple[RunRow, str]] = []
+        self.queued_jobs: set[int] = set()
+        self._no_autoflush = session.no_autoflush
+
+    def __enter__(self) -> _Batch:
+        earliest = min((j.next_fire_at for j in self.jobs if j.next_fire_at), default=None)
+        if earliest is not None:
+            self.existing = {
+                (job_id, batch_time)
+                for job_id, batch_time in self.session.execute(
+                    select(RunRow.job_id, RunRow.batch_time).where(
+                        RunRow.job_id.in_([j.id for j in self.jobs]),
+                        RunRow.batch_time >= earliest,
+                    )
+                )
+            }
+        self._no_autoflush.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> None:
+        self._no_autoflush.__exit__(kind, *rest)
+        if kind is None and self.queued:
+            self.session.flush()  # the runs in one INSERT, so they have their ids
+            for run, line in self.queued:
+                runs.log_line(self.session, run.id, line, commit=False)
+
+    def exists(self, job: JobRow, batch_time: datetime) -> bool:
+        return (job.id, batch_time) in self.existing
+
+    def project_variables(self, project_id: int) -> dict[str, Any]:
+        if project_id not in self.variables:
+            self.variables[project_id] = runs.run_variables(self.session, project_id)
+        return self.variables[project_id]
+
+    def add(self, job: JobRow, batch_time: datetime, params: dict[str, str]) -> None:
+        variables = self.project_variables(job.project_id)
+        run = runs.new_run(
+            self.session, job, batch_time, params, "schedule", variables=variables, flush=False
+        )
+        self.existing.add((job.id, batch_time))
+        self.queued_jobs.add(job.id)
+        self.queued.append((run, f"queued by schedule for batch {batch_time.isoformat()}"))
+
+
+def _fire(session: Session, job: JobRow, now: datetime, result: TickResult, batch: _Batch) -> None:
     body = body_of(job)
     scheduler = body.scheduler
     seen = job.next_fire_at
@@ -170,11 +254,14 @@ def _fire(session: Session, job: JobRow, now: datetime, result: TickResult) -> N
     params = {p.name: p.default for p in effective(session, job).params}
     outcome = job.last_outcome
     for batch_time in times:
-        if overlap == OverlapPolicy.skip and _has_active_run(session, job):
+        if overlap == OverlapPolicy.skip and (
+            job.id in batch.queued_jobs or _has_active_run(session, job)
+        ):
             result.skipped += 1
             outcome = f"skipped {batch_time.isoformat()}: the previous run is still active"
             continue
-        if _queue(session, job, batch_time, params, "schedule"):
+        if not batch.exists(job, batch_time):
+            batch.add(job, batch_time, params)
             result.queued += 1
             outcome = f"queued run for {batch_time.isoformat()}"
     advanced = session.execute(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from datamill.api.deps import (
     PageDep,
@@ -15,9 +16,10 @@ from datamill.api.deps import (
     RuntimeDep,
     SessionDep,
 )
+from datamill.api.waits import RunWatch
 from datamill.domain.common import Model
 from datamill.domain.jobs import Job, JobBody, StartBody
-from datamill.domain.runs import History, HistoryEntry, RunLog, RunResult, RunStatus
+from datamill.domain.runs import TERMINAL, History, HistoryEntry, RunLog, RunResult, RunStatus
 from datamill.services import jobs as service
 from datamill.services import runs, triggers
 from datamill.store.base import utcnow
@@ -26,6 +28,7 @@ router = APIRouter(tags=["batch jobs"])
 BASE = "/projects/{project}/jobs"
 MAX_ID = 2**31 - 1
 RunIdPath = Annotated[int, Path(ge=-1, le=MAX_ID, description="run id; -1 = the latest")]
+MAX_WAIT_SECONDS = 60
 
 
 class JobList(Model):
@@ -129,6 +132,58 @@ def history(
     ] = None,
 ) -> History:
     return runs.history(session, access, name, page, size, sortBy, status, runId)
+
+
+def _run_watch(request: Request, runtime: RuntimeDep) -> RunWatch:
+    """The process's watch on run ends, made on first use in the serving event loop."""
+    watch: RunWatch | None = getattr(request.app.state, "run_watch", None)
+    if watch is None or not watch.serves_running_loop():
+        if watch is not None:
+            watch.close()
+        watch = RunWatch(runtime)
+        request.app.state.run_watch = watch
+    return watch
+
+
+@router.get(
+    BASE + "/{name}/runs/{runId}",
+    summary="One run; with waitSeconds, answered once the run has ended (long poll)",
+)
+async def get_run(
+    name: ResourceName,
+    runId: RunIdPath,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    access: ProjectReader,
+    waitSeconds: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description=(
+                "hold the answer until the run is Successful, Failed or Canceled, for at "
+                "most this many seconds; the answer is the run as it then is"
+            ),
+        ),
+    ] = 0,
+) -> HistoryEntry:
+    def read(run_id: int) -> tuple[int, HistoryEntry]:
+        try:
+            return runs.run_entry(session, access, name, run_id)
+        finally:
+            session.rollback()  # hold no connection (or snapshot) while waiting
+
+    run_pk, entry = await run_in_threadpool(read, runId)
+    if waitSeconds <= 0 or entry.status in TERMINAL:
+        return entry
+
+    async def ended() -> bool:
+        return await run_in_threadpool(runs.has_ended, runtime, run_pk)
+
+    await _run_watch(request, runtime).until(ended, waitSeconds)
+    _, entry = await run_in_threadpool(read, entry.runId)  # the same run, even for -1
+    return entry
 
 
 @router.get(BASE + "/{name}/runs/{runId}/logs", summary="A run's log")
