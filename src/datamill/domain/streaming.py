@@ -1331,6 +1331,9 @@ class SinkFormat(StrEnum):
 class DISSinkBasic(Basic):
     dataSourceId: ShortText = Field(None, description="the data source written to")
     target: ShortText = Field(None, description="or a folder of the project's data root")
+    targetJobId: ShortText = Field(
+        None, description="or the job_id of another streaming job whose ingest is written to"
+    )
 
 
 class DISSinkAdvance(Advance):
@@ -1354,7 +1357,8 @@ def _check_each_input(problems: Problems, path: str, inputs: Sequence[Schema], n
 @register
 class DISSink(Operator[DISSinkConfig]):
     """Writes every input's records, as JSON lines, CSV or Parquet, to a data source or a
-    folder of the project's data root."""
+    folder of the project's data root; or, as JSON records, to another streaming job's
+    ingest log (``targetJobId``)."""
 
     class_name = "DISSink"
     role = Role.SINK
@@ -1368,10 +1372,22 @@ class DISSink(Operator[DISSinkConfig]):
         basic, advance = config.basicConfigs, config.advanceConfigs
         check_parallelism(problems, advance)
         source, target = (basic.dataSourceId or "").strip(), (basic.target or "").strip()
-        if not source and not target:
-            problems.empty(f"{BASIC}.dataSourceId", "name the data source written to, or a target")
-        elif source and target:
-            problems.add(f"{BASIC}.target", "give dataSourceId or target, not both")
+        job = (basic.targetJobId or "").strip()
+        given = [
+            name
+            for name, value in (("dataSourceId", source), ("target", target), ("targetJobId", job))
+            if value
+        ]
+        if not given:
+            problems.empty(
+                f"{BASIC}.dataSourceId",
+                "name the data source written to, a target folder or a targetJobId",
+            )
+        elif len(given) > 1:
+            problems.add(
+                f"{BASIC}.{given[-1]}",
+                f"give one of dataSourceId, target or targetJobId, not {' and '.join(given)}",
+            )
         elif target and (target.startswith("/") or ".." in target.split("/")):
             problems.add(f"{BASIC}.target", "a folder relative to the project's data root")
         if advance.format is None:

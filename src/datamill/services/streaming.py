@@ -99,13 +99,55 @@ def stored(body: StreamingJobBody) -> dict[str, Any]:
     }
 
 
-def _check(session: Session, project_id: int, body: StreamingJobBody) -> dict[str, list[str]]:
+def target_job_problems(
+    session: Session, project_id: int, job_id: str, operators: list[Any]
+) -> dict[str, list[str]]:
+    """Operator id → problems with the job a DISSink names in ``targetJobId``: it must be
+    another streaming job of the same project. ``operators`` are ``operatorInstances`` as
+    dicts."""
+    problems: dict[str, list[str]] = {}
+    path = "configs.basicConfigs.targetJobId"
+    for op in operators:
+        configs = op.get("configs") if isinstance(op, dict) else None
+        basic = configs.get("basicConfigs") if isinstance(configs, dict) else None
+        target = basic.get("targetJobId") if isinstance(basic, dict) else None
+        if not isinstance(target, str) or not target.strip():
+            continue
+        target = target.strip()
+        if target == job_id:
+            problem = f"{path}: '{target[:100]}' is this job; name another streaming job"
+        else:
+            row = session.scalars(
+                select(StreamingJobRow).where(
+                    StreamingJobRow.project_id == project_id, StreamingJobRow.job_id == target
+                )
+            ).first()
+            if row is None:
+                problem = f"{path}: streaming job '{target[:100]}' does not exist in this project"
+            elif not _has_ingest_source(row.body):
+                problem = (
+                    f"{path}: streaming job '{target}' has no PipelineSource without "
+                    "dataSourceId to take records"
+                )
+            else:
+                continue
+        problems.setdefault(str(op.get("id")), []).append(problem)
+    return problems
+
+
+def _check(
+    session: Session, project_id: int, body: StreamingJobBody, job_id: str
+) -> dict[str, list[str]]:
     """The whole check: the pipeline itself, then the connections its operators name in
-    ``dataSourceId`` (they must exist in the project and be of a type the operator uses).
-    Problems stay grouped per operator, in the pipeline's order."""
+    ``dataSourceId`` (they must exist in the project and be of a type the operator uses)
+    and the jobs they name in ``targetJobId``. Problems stay grouped per operator, in the
+    pipeline's order."""
     info = {key: list(problems) for key, problems in check_pipeline(body).info.items()}
     operators = stored(body)["operatorInstances"]
-    for op_id, problems in stream_connection_problems(session, project_id, operators).items():
+    found = stream_connection_problems(session, project_id, operators)
+    for op_id, problems in target_job_problems(session, project_id, job_id, operators).items():
+        found.setdefault(op_id, []).extend(problems)
+    for op_id, problems in found.items():
         known = info.setdefault(op_id, [])
         known.extend(p for p in problems if p not in known)
     order = [DEFINITION, GRAPH, *(op.id for op in body.operatorInstances)]
@@ -117,7 +159,7 @@ def _save(
     session: Session, project_id: int, row: StreamingJobRow, body: StreamingJobBody, check: bool
 ) -> SaveResult:
     """Store ``body`` in ``row`` with the state and check_info the save leads to."""
-    info = _check(session, project_id, body) if check else {}
+    info = _check(session, project_id, body, row.job_id) if check else {}
     state = state_after_save(row.job_id, JobState(row.state), check and not info)
     row.name = body.definition.jobName
     row.body = stored(body)

@@ -19,12 +19,15 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from datamill.connectors.streams.base import Position
+from datamill.engines.duckdb import json_safe
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 """A segment is closed once it is this large."""
@@ -73,8 +76,11 @@ class IngestLog:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def append(self, lines: bytes) -> None:
-        """Append whole JSON lines (``lines`` ends with a newline) durably."""
+    def append(self, lines: bytes, before_write: Callable[[int, int], None] | None = None) -> None:
+        """Append whole JSON lines (``lines`` ends with a newline) durably.
+
+        ``before_write(segment, offset)``, when given, is called under the lock with the
+        place the lines are about to be written to (an idempotent writer records it)."""
         if not lines:
             return
         with self._locked():
@@ -86,6 +92,8 @@ class IngestLog:
                 path = self.path(number)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                if before_write is not None:
+                    before_write(number, os.fstat(fd).st_size)
                 view = memoryview(lines)
                 while view:
                     written = os.write(fd, view)
@@ -203,6 +211,113 @@ class IngestSource:
     def lag(self) -> int | None:
         remaining = self.log.size_after(self.segment, self.offset)
         return int(remaining / self._avg_line) if remaining else 0
+
+    def close(self) -> None:
+        return None
+
+
+class JobSink:
+    """A :class:`~datamill.connectors.streams.base.StreamSink` appending rows, as JSON
+    records, to another job's ingest log (DISSink ``targetJobId``), exactly once.
+
+    :meth:`write` stages an epoch's rows as JSON lines in ``staging/<epoch>.ndjson``
+    (fsynced); :meth:`commit` appends every staged epoch up to the committed one with
+    :meth:`IngestLog.append`, the same append the ingest endpoint makes. Before writing,
+    under the log's lock, the sink records where the lines will go (``pending.json``:
+    epoch, segment, offset); after the append it records the epoch as done
+    (``done.json``). After a crash, :meth:`recover` finishes the committed epochs: an
+    epoch whose pending mark shows its lines already in the log (the bytes at that
+    place are the staged ones, or the segment was consumed and deleted since) is not
+    appended again, so each record lands in the target log once.
+    """
+
+    def __init__(self, log: IngestLog, staging: Path) -> None:
+        self.log = log
+        self.staging = staging
+        self.rows_written = 0
+
+    def _staged(self) -> list[int]:
+        if not self.staging.is_dir():
+            return []
+        return sorted(
+            int(p.name[: -len(_SUFFIX)])
+            for p in self.staging.iterdir()
+            if p.name.endswith(_SUFFIX) and p.name[: -len(_SUFFIX)].isdigit()
+        )
+
+    def _path(self, epoch: int) -> Path:
+        return self.staging / f"{epoch}{_SUFFIX}"
+
+    def _read_mark(self, name: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.staging / name).read_text(encoding="utf-8"))
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _write_mark(self, name: str, mark: dict[str, Any]) -> None:
+        path = self.staging / name
+        temp = path.with_name(name + ".tmp")
+        with temp.open("w", encoding="utf-8") as handle:
+            json.dump(mark, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+
+    def write(self, table: pa.Table, epoch: int) -> None:
+        if table.num_rows == 0:
+            return
+        self.staging.mkdir(parents=True, exist_ok=True)
+        lines = encode_records([json_safe(row) for row in table.to_pylist()])
+        with self._path(epoch).open("ab") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.rows_written += table.num_rows
+
+    def _appended(self, epoch: int, data: bytes) -> bool:
+        """Whether the lines of ``epoch`` are in the log already (see the class doc)."""
+        done = self._read_mark("done.json")
+        if int(done.get("epoch", 0)) >= epoch:
+            return True
+        pending = self._read_mark("pending.json")
+        if int(pending.get("epoch", 0)) != epoch:
+            return False
+        segment, offset = int(pending["segment"]), int(pending["offset"])
+        try:
+            with self.log.path(segment).open("rb") as handle:
+                handle.seek(offset)
+                return handle.read(len(data)) == data
+        except FileNotFoundError:
+            # deleted after its records were consumed, when a later segment exists
+            return any(number > segment for number in self.log.segments())
+
+    def _append(self, epoch: int) -> None:
+        path = self._path(epoch)
+        data = path.read_bytes()
+        if data and not self._appended(epoch, data):
+
+            def mark(segment: int, offset: int) -> None:
+                self._write_mark(
+                    "pending.json", {"epoch": epoch, "segment": segment, "offset": offset}
+                )
+
+            self.log.append(data, before_write=mark)
+        self._write_mark("done.json", {"epoch": epoch})
+        path.unlink(missing_ok=True)
+
+    def recover(self, committed_epoch: int) -> None:
+        """Finish the staged epochs up to ``committed_epoch``; discard the later ones."""
+        for epoch in self._staged():
+            if epoch <= committed_epoch:
+                self._append(epoch)
+            else:
+                self._path(epoch).unlink(missing_ok=True)
+
+    def commit(self, epoch: int) -> None:
+        for staged in self._staged():
+            if staged <= epoch:
+                self._append(staged)
 
     def close(self) -> None:
         return None

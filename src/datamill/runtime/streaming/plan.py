@@ -547,6 +547,15 @@ def _sink(ctx: PlanContext, op_id: str, class_name: str, config: Any) -> StreamS
                 "data source"
             )
         assert isinstance(config, DISSinkConfig)
+        target_job = (basic.targetJobId or "").strip()
+        if target_job:
+            from datamill.runtime.streaming.ingest import IngestLog, JobSink
+
+            if target_job == ctx.job_id or not target_job.replace("-", "").isalnum():
+                raise PlanError(f"operator '{op_id}': targetJobId '{target_job[:100]}' is invalid")
+            # jobs of a project share a parent folder (see engine.job_dir)
+            log = IngestLog(ctx.job_dir.parent / target_job / "ingest")
+            return JobSink(log, ctx.job_dir / "staging" / op_id)
         try:
             target = resolve_inside(ctx.project_root, str(basic.target), "target")
         except Exception as exc:
