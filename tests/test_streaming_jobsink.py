@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from datamill.runtime.streaming.engine import Engine, EngineConfig
 from datamill.runtime.streaming.ingest import IngestLog, IngestSource, JobSink
 from tests.conftest import Api
 from tests.test_streaming_engine import (
@@ -34,6 +36,7 @@ from tests.test_streaming_engine import (
     wait_for,
     wait_state,
 )
+from tests.test_streaming_plan import MemorySource
 
 Body = dict[str, Any]
 FIELDS = [*SOURCE_FIELDS, {"field": "seq", "type": "LONG"}]
@@ -226,3 +229,46 @@ def test_the_sink_appends_each_committed_epoch_once(tmp_path: Path) -> None:
     assert _lines(log)[-2:] == [{"other": 3}, {"n": 5}]
     assert not (staging / "4.ndjson").exists()
     assert sorted(p.name for p in staging.iterdir()) == ["done.json", "pending.json"]
+
+
+def test_a_crash_between_the_checkpoint_and_the_append_is_finished_on_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs_dir = tmp_path / "projects" / "p" / "streaming"
+    root = tmp_path / "files" / "p"
+    root.mkdir(parents=True)
+    data = records(30)
+    config = EngineConfig(
+        project="p",
+        job_id="a",
+        job_dir=jobs_dir / "a",
+        project_root=root,
+        body=job_a("b"),
+        stop_when_exhausted=True,
+        threads=1,
+        batch_records=10,
+        epoch_records=10,  # a checkpoint every batch
+    )
+    real_commit = JobSink.commit
+    commits: list[int] = []
+
+    def crash_on_second(self: JobSink, epoch: int) -> None:
+        commits.append(epoch)
+        if len(commits) == 2:
+            raise RuntimeError("crashed after the checkpoint")
+        real_commit(self, epoch)
+
+    monkeypatch.setattr(JobSink, "commit", crash_on_second)
+    first = Engine(config, log=lambda _line: None, sources={"src": MemorySource(data)})
+    with pytest.raises(RuntimeError, match="crashed after the checkpoint"):
+        first.run(threading.Event())
+    target = IngestLog(jobs_dir / "b" / "ingest")
+    assert [r["seq"] for r in _lines(target)] == expected_seqs(10)  # epoch 2 not appended
+    staged = jobs_dir / "a" / "staging" / "out"
+    assert (staged / f"{commits[1]}.ndjson").exists()
+
+    monkeypatch.setattr(JobSink, "commit", real_commit)
+    second = Engine(config, log=lambda _line: None, sources={"src": MemorySource(data)})
+    second.run(threading.Event())
+    assert second.finished
+    assert [r["seq"] for r in _lines(target)] == expected_seqs(30)
