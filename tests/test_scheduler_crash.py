@@ -71,6 +71,9 @@ SERVER_ENV = {
     "DATAMILL_RUN_LOST_AFTER_SECONDS": "2",
     "DATAMILL_SCHEDULER_LEASE_SECONDS": "3",
     "DATAMILL_LOG_LEVEL": "warning",
+    # Batch runs and their schedules are what is killed here; the streaming engine has its
+    # own kill tests (tests/test_streaming_reliability.py), so it does not run in these servers.
+    "DATAMILL_STREAMING_ENGINE": "false",
 }
 START_TIMEOUT = 60.0
 """Seconds a (re)started server gets to be up: generous, the machine is shared."""
