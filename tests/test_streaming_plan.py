@@ -297,12 +297,7 @@ def test_flat_multi_records_and_deduplicate(tmp_path: Path) -> None:
         "orders": conn("orders", "memory", {"records": records}),
         "sink": conn("sink", "collect", {"name": "lines"}),
     }
-    try:
-        engine = run(tmp_path, operators, connections)
-    except PlanError as exc:
-        if "not a stateful operator" in str(exc):
-            pytest.skip("Deduplicate is not built into the stateful steps yet")
-        raise
+    engine = run(tmp_path, operators, connections)
     got = sorted((r["order"], r["sku"], r["n"]) for r in rows("lines"))
     assert got == [("a", "s1", 1), ("a", "s2", 2), ("b", "s1", 5)]
     assert engine.counters["lines"]["recordsOut"] == 4

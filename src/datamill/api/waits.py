@@ -32,7 +32,9 @@ class RunWatch:
         if self._listener is not None:
             try:
                 self._loop.add_reader(self._listener.fileno(), self._woken)
-            except (NotImplementedError, OSError):  # an event loop without readers
+            except (NotImplementedError, OSError):
+                # Not every event loop can watch a socket (add_reader): waiting requests
+                # then fall back to polling the store every RECHECK_POLLING seconds.
                 self._listener.close()
                 self._listener = None
         self.recheck = RECHECK_WOKEN if self._listener is not None else RECHECK_POLLING
