@@ -171,6 +171,19 @@ def test_a_file_export_end_to_end(
     history_table = ok(run("exports", "history", project, job, "daily")).stdout
     assert "Successful" in history_table
     assert "1-1 of 1 runs" in history_table
+    waited = as_json(run("-o", "json", "exports", "wait", project, job, "daily", str(run_id)))
+    assert waited == entry
+    shown = ok(run("exports", "wait", project, job, "daily", "latest"))
+    for needle in ("Successful", "rowsWritten", "waiting for export 'daily' of run"):
+        assert needle in shown.stdout + shown.stderr, (needle, shown)
+    log = ok(run("exports", "logs", project, job, "daily", str(run_id))).stdout.splitlines()
+    assert any("writing 6 rows" in line for line in log), log
+    log_json = as_json(run("-o", "json", "exports", "logs", project, job, "daily", "latest"))
+    assert log_json["runId"] == run_id
+    assert [line.split(" ", 1)[1] for line in log_json["lines"]] == [
+        line.split(" ", 1)[1] for line in log
+    ]
+    api_error(run("exports", "logs", project, job, "daily", "99"), "E18230")
     (location,) = [p for p in (api.data_root / project / "out").iterdir()]
     assert STAMP.fullmatch(location.name), location
     assert (location / "_SUCCESS").is_file()

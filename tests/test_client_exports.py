@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -134,6 +133,10 @@ def test_run_history_wait_and_rerun(
     assert entry.bytesWritten > 0
     assert dm.exports.find(project, job, "files", -1) == entry
     assert dm.exports.find(project, job, "files", run.runId + 1) is None
+    assert dm.exports.run(project, job, "files", run.runId) == entry
+    log = dm.exports.logs(project, job, "files", -1)
+    assert log.runId == run.runId
+    assert any("writing 4 rows" in line for line in log.lines), log.lines
 
     history = dm.exports.history(project, job, "files")
     assert history.total == 1
@@ -164,6 +167,10 @@ def test_run_history_wait_and_rerun(
     assert (queued.preStatus, queued.postStatus) == (RunStatus.Successful, RunStatus.Ready)
     late = dm.exports.wait(project, job, "late", run.runId, timeout=120)
     assert late.status == RunStatus.Successful
+    dm.exports.create(project, job, "later", type="file", spec={"format": "json", "path": "l/"})
+    with pytest.raises(NotFound, match="created after that run") as none:
+        dm.exports.wait(project, job, "later", run.runId, timeout=120)
+    assert none.value.error_code == "E18230"
 
     with pytest.raises(Conflict) as busy:
         dm.exports.create(project, job, "late", type="file", spec={"format": "json"})
@@ -202,12 +209,14 @@ def test_errors(dm: DatamillClient, project: str, job: str) -> None:
     with pytest.raises(InvalidName):
         dm.exports.get(project, job, "a/b")
 
-    # the job never ran: there is nothing to wait for
-    with pytest.raises(RunWaitTimeout) as late:
-        dm.exports.wait(project, job, "ok", 3, timeout=0.3, poll=0.05)
-    assert late.value.entry is None
-    assert f"the export 'ok' of run 3 of job '{job}'" in str(late.value)
-    assert "still not queued after 0.3 s" in str(late.value)
+    # the job never ran: there is no batch to wait for
+    with pytest.raises(NotFound) as no_batch:
+        dm.exports.wait(project, job, "ok", 3, timeout=5)
+    assert no_batch.value.error_code == "E18230"
+    assert dm.exports.find(project, job, "ok", 3) is None
+    with pytest.raises(NotFound) as unknown:
+        dm.exports.find(project, job, "nope", 3)
+    assert unknown.value.error_code == "E18302"
 
 
 # --------------------------------------------------------------------------- mock transport
@@ -229,28 +238,72 @@ def _entry(run_id: int, status: str = "Successful") -> dict[str, Any]:
     }
 
 
-def test_find_walks_the_history_pages_newest_first() -> None:
-    """1200 export runs (ids 1200 … 1), 500 per page: run 650 is on page 2; run 0 is past
-    the end, and the walk stops at the first page once it reads an older run."""
-    seen: list[dict[str, list[str]]] = []
+def _job_entry(status: str, run_id: int = 4) -> dict[str, Any]:
+    entry = {k: v for k, v in _entry(run_id, status).items() if k != "export"}
+    entry.update(duration=None, rowsRead=None, bytesRead=None, rowsWritten=None)
+    return entry
+
+
+def _mock(
+    job_runs: list[str], export_runs: list[str]
+) -> tuple[DatamillClient, list[httpx.Request]]:
+    """A server whose job run 4 and its export run go through the given states, one state
+    per request (the last one repeats)."""
+    seen: list[httpx.Request] = []
+    states = {"job": job_runs, "export": export_runs}
+    asked = {"job": 0, "export": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        query = parse_qs(request.url.query.decode())
-        seen.append(query)
-        page, size = int(query["page"][0]), int(query["size"][0])
-        ids = list(range(1200, 0, -1))[(page - 1) * size : page * size]
-        body = {"total": 1200, "page": page, "size": size, "history": [_entry(i) for i in ids]}
-        return httpx.Response(200, json=body)
+        seen.append(request)
+        kind = "export" if "/exports/" in request.url.path else "job"
+        state = states[kind][min(asked[kind], len(states[kind]) - 1)]
+        asked[kind] += 1
+        if kind == "export":
+            return httpx.Response(200, json=_entry(4, state))
+        if request.url.path.endswith("/history"):
+            body = {"total": 1, "page": 1, "size": 1, "history": [_job_entry(state)]}
+            return httpx.Response(200, json=body)
+        return httpx.Response(200, json=_job_entry(state))
 
     http = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://mock")
-    with DatamillClient(token="dm_t", http=http) as dm:
-        found = dm.exports.find("p", "j", "e", 650)
-        assert found is not None
-        assert found.runId == 650
-        assert [q["page"] for q in seen] == [["1"], ["2"]]
-        seen.clear()
-        assert dm.exports.find("p", "j", "e", 0) is None
-        assert [q["page"] for q in seen] == [["1"], ["2"], ["3"]]
-        seen.clear()
-        assert dm.exports.find("p", "j", "e", 1300) is None
-        assert [q["page"] for q in seen] == [["1"]]
+    return DatamillClient(token="dm_t", http=http), seen
+
+
+def test_wait_follows_the_job_run_then_long_polls_the_export_run() -> None:
+    dm, seen = _mock(["Running", "Running", "Successful"], ["Ready", "Running", "Successful"])
+    entry = dm.exports.wait("p", "j", "e", 4, timeout=10, poll=0.01)
+    assert (entry.runId, entry.status) == (4, RunStatus.Successful)
+    paths = [r.url.path for r in seen]
+    assert paths == [
+        "/api/v1/projects/p/jobs/j/history",  # the job run is still going ...
+        "/api/v1/projects/p/jobs/j/runs/4",  # ... so it is waited for first
+        "/api/v1/projects/p/jobs/j/runs/4",
+        "/api/v1/projects/p/jobs/j/exports/e/runs/4",
+        "/api/v1/projects/p/jobs/j/exports/e/runs/4",
+        "/api/v1/projects/p/jobs/j/exports/e/runs/4",
+    ]
+    # every wait request is a long poll holding for what is left of the timeout
+    holds = [float(r.url.params["waitSeconds"]) for r in seen[1:]]
+    assert all(0 < hold <= 10 for hold in holds), holds
+
+
+def test_wait_gives_up_after_the_timeout() -> None:
+    dm, seen = _mock(["Successful"], ["Running"])
+    started = time.monotonic()
+    with pytest.raises(RunWaitTimeout) as late:
+        dm.exports.wait("p", "j", "e", 4, timeout=0.3, poll=0.05)
+    assert 0.3 <= time.monotonic() - started < 3
+    assert late.value.entry is not None
+    assert late.value.entry.status == RunStatus.Running
+    assert "the export 'e' of run 4 of job 'j' in project 'p' is still Running after 0.3 s" in str(
+        late.value
+    )
+    assert seen[0].url.path == "/api/v1/projects/p/jobs/j/history"  # the job run had ended
+    assert len(seen) >= 3
+
+    # a job run that does not end in time is reported as the export's wait
+    dm, _ = _mock(["Running"], ["Successful"])
+    with pytest.raises(RunWaitTimeout) as still:
+        dm.exports.wait("p", "j", "e", 4, timeout=0.3, poll=0.05)
+    assert still.value.entry is None
+    assert "is still not queued after 0.3 s" in str(still.value)

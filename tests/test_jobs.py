@@ -68,6 +68,14 @@ def start(api: Api, project: str, job: str, params: list[dict[str, str]] | None 
     return int(response.json()["runId"])
 
 
+def stop_running(api: Api, project: str, job: str, run_id: int) -> None:
+    """Stop run ``run_id`` once it is Running (the stop is accepted then)."""
+    wait_for(api, project, job, run_id, {"Running"})
+    body = {"jobName": job, "runId": run_id}
+    response = api.post(f"/projects/{project}/batch/actions/stop", json=body)
+    assert response.status_code == 200, response.text
+
+
 @pytest.fixture
 def source(api: Api, project: str) -> str:
     make_source(api, project)
@@ -438,11 +446,7 @@ def test_get_run_waits_for_the_end(
     assert held.json()["status"] in {"Ready", "Running"}
     assert 0.5 <= time.monotonic() - began < 5
     # a stop ends the wait as soon as the run is Canceled
-    wait_for(api, project, "heavy", heavy, {"Running"})
-    stop = api.post(
-        f"/projects/{project}/batch/actions/stop", json={"jobName": "heavy", "runId": heavy}
-    )
-    assert stop.status_code == 200, stop.text
+    stop_running(api, project, "heavy", heavy)
     began = time.monotonic()
     canceled = api.get(f"/projects/{project}/jobs/heavy/runs/{heavy}", params={"waitSeconds": 30})
     assert canceled.json()["status"] == "Canceled"

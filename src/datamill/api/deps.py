@@ -80,3 +80,5 @@ def page_params(
 
 PageDep = Annotated[Page, Depends(page_params)]
 ResourceName = Annotated[str, AfterValidator(check_name), Path(description="resource name")]
+MAX_RUN_ID = 2**31 - 1
+RunIdPath = Annotated[int, Path(ge=-1, le=MAX_RUN_ID, description="run id; -1 = the latest")]

@@ -11,9 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+from fastapi import Query, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from datamill.services.runtime import Runtime
 from datamill.store.wakeups import Listener
+
+MAX_WAIT_SECONDS = 60
+WaitSeconds = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description=(
+            "hold the answer until the run is Successful, Failed or Canceled, for at "
+            "most this many seconds; the answer is the run as it then is"
+        ),
+    ),
+]
+"""The ``waitSeconds`` query parameter of a long poll (0: answer at once)."""
+
+T = TypeVar("T")
 
 RECHECK_WOKEN = 0.1
 """Seconds between status reads of a waiting request when wake-ups reach this process."""
@@ -74,3 +95,39 @@ class RunWatch:
                 self._loop.remove_reader(self._listener.fileno())
             self._listener.close()
             self._listener = None
+
+
+def run_watch(request: Request, runtime: Runtime) -> RunWatch:
+    """The process's watch on run ends, made on first use in the serving event loop."""
+    watch: RunWatch | None = getattr(request.app.state, "run_watch", None)
+    if watch is None or not watch.serves_running_loop():
+        if watch is not None:
+            watch.close()
+        watch = RunWatch(runtime)
+        request.app.state.run_watch = watch
+    return watch
+
+
+async def wait_until(
+    request: Request, runtime: Runtime, settled: Callable[[], bool], seconds: float
+) -> bool:
+    """Hold the request until ``settled()`` (a blocking store read, run in the thread
+    pool after each wake-up) is True or ``seconds`` have passed; whether it was."""
+
+    async def done() -> bool:
+        return await run_in_threadpool(settled)
+
+    return await run_watch(request, runtime).until(done, seconds)
+
+
+async def read_released(session: Session, read: Callable[[], T]) -> T:
+    """Run a blocking store read in the thread pool, then end its transaction: a waiting
+    request holds no connection (or snapshot) of the pool."""
+
+    def run() -> T:
+        try:
+            return read()
+        finally:
+            session.rollback()
+
+    return await run_in_threadpool(run)

@@ -39,6 +39,7 @@ from datamill.cli.render import (
     duration_text,
     fields_table,
     history_page,
+    show_log,
     show_object,
     show_page,
 )
@@ -476,6 +477,43 @@ def exports_history(
     show_page(get_state(ctx), history_page(history), "history", HISTORY_COLUMNS, noun="runs")
 
 
+@exports_app.command("logs")
+def exports_logs(
+    ctx: typer.Context, project: ProjectArg, job: JobArg, name: NameArg, run_id: RunIdArg
+) -> None:
+    """Print the log of the export run of a batch (RUN_ID is the job's run)."""
+    log = get_client(ctx).exports.logs(project, job, name, run_id_arg(run_id))
+    show_log(get_state(ctx), log)
+
+
+@exports_app.command("wait")
+def exports_wait(
+    ctx: typer.Context,
+    project: ProjectArg,
+    job: JobArg,
+    name: NameArg,
+    run_id: RunIdArg,
+    timeout: TimeoutOpt = 600.0,
+) -> None:
+    """Wait for the export run of a batch to finish and show it (RUN_ID is the job's run).
+
+    A job run still going is waited for first; the exit status is 1 when the export run
+    failed or was canceled.
+    """
+    number = run_id_arg(run_id)
+    if not get_state(ctx).json:
+        typer.echo(f"waiting for export '{name}' of run {number} to finish ...", err=True)
+    _wait_and_show(ctx, project, job, name, number, timeout)
+
+
+def _wait_and_show(
+    ctx: typer.Context, project: str, job: str, name: str, number: int, timeout: float
+) -> None:
+    entry = get_client(ctx).exports.wait(project, job, name, number, timeout=timeout, max_poll=2.0)
+    _show_entry(ctx, entry)
+    exit_if_failed(f"export '{name}' of run {entry.runId}", entry.status, entry.message)
+
+
 @exports_app.command("rerun")
 def exports_rerun(
     ctx: typer.Context,
@@ -500,9 +538,7 @@ def exports_rerun(
         return
     if not get_state(ctx).json:
         typer.echo(f"waiting for export '{name}' of run {number} to finish ...", err=True)
-    entry = client.exports.wait(project, job, name, number, timeout=timeout, max_poll=2.0)
-    _show_entry(ctx, entry)
-    exit_if_failed(f"export '{name}' of run {number}", entry.status, entry.message)
+    _wait_and_show(ctx, project, job, name, number, timeout)
 
 
 EXPORT_GROUPS: list[tuple[str, typer.Typer]] = [("exports", exports_app)]

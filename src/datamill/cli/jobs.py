@@ -30,12 +30,11 @@ from datamill.cli.render import (
     duration_text,
     history_page,
     items_table,
-    print_json,
     schema_table,
+    show_log,
     show_object,
     show_page,
     show_result,
-    to_json,
 )
 from datamill.client import (
     DatamillClient,
@@ -480,12 +479,7 @@ def jobs_history(
 @jobs_app.command("logs")
 def jobs_logs(ctx: typer.Context, project: ProjectArg, name: NameArg, run_id: RunIdArg) -> None:
     """Print a run's log."""
-    log = get_client(ctx).jobs.logs(project, name, run_id_arg(run_id))
-    if get_state(ctx).json:
-        print_json(to_json(log))
-        return
-    for line in log.lines:
-        typer.echo(line)
+    show_log(get_state(ctx), get_client(ctx).jobs.logs(project, name, run_id_arg(run_id)))
 
 
 @jobs_app.command("result")

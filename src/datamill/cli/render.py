@@ -16,7 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from datamill.cli.context import State
-from datamill.client import ExportHistory, History, Page, Preview, RunResult, SchemaField
+from datamill.client import (
+    ExportHistory,
+    History,
+    Page,
+    Preview,
+    RunLog,
+    RunResult,
+    SchemaField,
+)
 
 M = TypeVar("M", bound=BaseModel)
 Column = tuple[str, Callable[[Any], Any]]
@@ -195,6 +203,15 @@ def show_result(state: State, result: RunResult) -> None:
     if result.rowsWritten is not None:
         caption += f" ({result.rowsWritten} written)"
     console().print(rows_table(result.rows, caption=caption))
+
+
+def show_log(state: State, log: RunLog) -> None:
+    """A run's log: its lines as they are, or the whole object with ``--json``."""
+    if state.json:
+        print_json(to_json(log))
+        return
+    for line in log.lines:
+        typer.echo(line)
 
 
 def duration_text(seconds: float | None) -> str | None:

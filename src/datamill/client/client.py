@@ -30,6 +30,7 @@ from datamill.client.errors import (
     DatamillConnectionError,
     DatamillProtocolError,
     InvalidName,
+    NotFound,
     RunWaitTimeout,
     StateWaitTimeout,
     error_from_response,
@@ -80,6 +81,7 @@ from datamill.client.models import (
     VariableType,
     Version,
 )
+from datamill.errors import E
 
 __all__ = [
     "DEFAULT_URL",
@@ -141,27 +143,12 @@ def _schema_json(schema: SchemaInput | None) -> list[dict[str, Any]] | None:
 
 RunEntry = TypeVar("RunEntry", HistoryEntry, ExportRunEntry)
 
-
-def _poll(
-    read: Callable[[], RunEntry | None],
-    late: Callable[[RunEntry | None], RunWaitTimeout],
-    timeout: float | None,
-    poll: float,
-    max_poll: float | None,
-) -> RunEntry:
-    """Call ``read`` until it gives a run in a terminal state; raise ``late(last)`` when
-    ``timeout`` seconds have gone by first. The pause grows by half up to ``max_poll``."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        entry = read()
-        if entry is not None and entry.status in TERMINAL:
-            return entry
-        if deadline is not None and time.monotonic() >= deadline:
-            raise late(entry)
-        pause = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
-        if max_poll is not None and poll < max_poll:
-            poll = min(poll * 1.5, max_poll)
+DEFAULT_WAIT_SECONDS = 600.0
+"""How long :meth:`JobsAPI.wait` waits for a run by default."""
+LONG_POLL_SECONDS = 30.0
+"""The longest one wait request asks the server to hold its answer (it allows 60)."""
+LONG_POLL_MARGIN = 5.0
+"""Seconds of the HTTP timeout left for the answer to arrive after the hold."""
 
 
 def _walk(fetch: Callable[[int, int], Page[T]], size: int) -> Iterator[T]:
@@ -401,6 +388,48 @@ class _Resource:
 
     def _delete(self, path: str) -> None:
         self._client.request("DELETE", path)
+
+    def _wait_for_end(
+        self,
+        model: type[RunEntry],
+        path_of: Callable[[int], str],
+        run_id: int,
+        late: Callable[[RunEntry], RunWaitTimeout],
+        deadline: float | None,
+        poll: float,
+        max_poll: float | None,
+    ) -> RunEntry:
+        """Long-poll ``path_of(run_id)`` (``?waitSeconds=N``) until the run it shows is
+        Successful, Failed or Canceled; raise ``late(last entry)`` past ``deadline``.
+
+        Should an answer come back early with the run unfinished, the next request follows
+        after ``poll`` seconds, a pause that grows by half up to ``max_poll``.
+        """
+        while True:
+            hold = self._long_poll_seconds(deadline)
+            asked = time.monotonic()
+            entry = self._get(model, path_of(run_id), {"waitSeconds": round(hold, 3)})
+            if entry.status in TERMINAL:
+                return entry
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise late(entry)
+            run_id = entry.runId  # -1 resolved: keep waiting for the same run
+            if now - asked < hold / 2:  # answered early: do not flood the server
+                pause = poll if deadline is None else min(poll, max(0.0, deadline - now))
+                time.sleep(pause)
+                if max_poll is not None and poll < max_poll:
+                    poll = min(poll * 1.5, max_poll)
+
+    def _long_poll_seconds(self, deadline: float | None) -> float:
+        """How long one wait request may hold: what is left, within the HTTP timeout."""
+        read = self._client.read_timeout
+        hold = LONG_POLL_SECONDS
+        if read is not None:  # the answer must come before the HTTP client gives up
+            hold = min(hold, max(0.0, read - min(LONG_POLL_MARGIN, read / 2)))
+        if deadline is not None:
+            hold = min(hold, max(0.0, deadline - time.monotonic()))
+        return hold
 
 
 class MembersAPI(_Resource):
@@ -731,13 +760,6 @@ ContainerInput = Container | Mapping[str, Any] | str
 SchedulerInput = Scheduler | Mapping[str, Any] | str
 ParamsInput = Sequence[Param | Mapping[str, Any]] | Mapping[str, str]
 
-DEFAULT_WAIT_SECONDS = 600.0
-"""How long :meth:`JobsAPI.wait` waits for a run by default."""
-LONG_POLL_SECONDS = 30.0
-"""The longest one wait request asks the server to hold its answer (it allows 60)."""
-LONG_POLL_MARGIN = 5.0
-"""Seconds of the HTTP timeout left for the answer to arrive after the hold."""
-
 
 def _json_of(value: Any) -> Any:
     """A model as its JSON (by alias, without unset ``None`` fields), a mapping as a dict."""
@@ -973,37 +995,23 @@ class JobsAPI(_Resource):
         after each such answer up to ``max_poll``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        path = _path("projects", project, "jobs", name, "runs", run_id)
-        while True:
-            hold = self._long_poll_seconds(deadline)
-            asked = time.monotonic()
-            entry = self._get(HistoryEntry, path, {"waitSeconds": round(hold, 3)})
-            if entry.status in TERMINAL:
-                return entry
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise RunWaitTimeout(
-                    f"run {entry.runId} of job '{name}' in project '{project}' is still "
-                    f"{entry.status.value} after {timeout:g} s",
-                    entry,
-                )
-            run_id = entry.runId  # -1 resolved: keep waiting for the same run
-            path = _path("projects", project, "jobs", name, "runs", run_id)
-            if now - asked < hold / 2:  # answered early: do not flood the server
-                pause = poll if deadline is None else min(poll, max(0.0, deadline - now))
-                time.sleep(pause)
-                if max_poll is not None and poll < max_poll:
-                    poll = min(poll * 1.5, max_poll)
 
-    def _long_poll_seconds(self, deadline: float | None) -> float:
-        """How long one wait request may hold: what is left, within the HTTP timeout."""
-        read = self._client.read_timeout
-        hold = LONG_POLL_SECONDS
-        if read is not None:  # the answer must come before the HTTP client gives up
-            hold = min(hold, max(0.0, read - min(LONG_POLL_MARGIN, read / 2)))
-        if deadline is not None:
-            hold = min(hold, max(0.0, deadline - time.monotonic()))
-        return hold
+        def late(entry: HistoryEntry) -> RunWaitTimeout:
+            return RunWaitTimeout(
+                f"run {entry.runId} of job '{name}' in project '{project}' is still "
+                f"{entry.status.value} after {timeout:g} s",
+                entry,
+            )
+
+        return self._wait_for_end(
+            HistoryEntry,
+            lambda number: _path("projects", project, "jobs", name, "runs", number),
+            run_id,
+            late,
+            deadline,
+            poll,
+            max_poll,
+        )
 
 
 class BatchAPI(_Resource):
@@ -1082,20 +1090,14 @@ class ExportsAPI(_Resource):
 
     def find(self, project: str, job: str, name: str, run_id: int) -> ExportRunEntry | None:
         """The export run of job run ``run_id`` (``-1``: the job's latest run), or ``None``
-        while there is none (the job run has not succeeded yet, or the export is newer)."""
-        if run_id == -1:
-            run_id = self._client.jobs.run(project, job, -1).runId
-        page = 1
-        while True:
-            found = self.history(project, job, name, page=page, size=ITER_PAGE_SIZE)
-            for entry in found.history:
-                if entry.runId == run_id:
-                    return entry
-                if entry.runId < run_id:  # newest first: it is not further on
-                    return None
-            if not found.history or page * found.size >= found.total:
+        while there is none (no such job run, it has not succeeded yet, or the export is
+        newer); an unknown job or export still raises :class:`NotFound`."""
+        try:
+            return self.run(project, job, name, run_id)
+        except NotFound as exc:
+            if exc.error_code == E.RUN_NOT_FOUND.value.code:
                 return None
-            page += 1
+            raise
 
     def rerun(self, project: str, job: str, name: str, run_id: int) -> RerunResult:
         """Export the batch of job run ``run_id`` again (``-1``: the job's latest run).
@@ -1105,6 +1107,22 @@ class ExportsAPI(_Resource):
         """
         path = _path("projects", project, "jobs", job, "exports", name, "actions", "rerun")
         return self._send("POST", RerunResult, path, {"runId": run_id})
+
+    def run(self, project: str, job: str, name: str, run_id: int) -> ExportRunEntry:
+        """The export run of job run ``run_id`` (``-1``: the job's latest run).
+
+        Raises :class:`NotFound` while there is none: the job run has not succeeded (yet),
+        or the export was created after it (:meth:`rerun` exports that batch).
+        """
+        return self._get(ExportRunEntry, self._run_path(project, job, name, run_id))
+
+    def logs(self, project: str, job: str, name: str, run_id: int) -> RunLog:
+        """The log of the export run of job run ``run_id`` (``-1``: the job's latest run)."""
+        return self._get(RunLog, self._run_path(project, job, name, run_id) + "/logs")
+
+    @staticmethod
+    def _run_path(project: str, job: str, name: str, run_id: int) -> str:
+        return _path("projects", project, "jobs", job, "exports", name, "runs", run_id)
 
     def wait(
         self,
@@ -1117,14 +1135,18 @@ class ExportsAPI(_Resource):
         poll: float = 0.1,
         max_poll: float | None = None,
     ) -> ExportRunEntry:
-        """Poll until the export run of job run ``run_id`` is Successful, Failed or Canceled.
+        """Wait until the export run of job run ``run_id`` is Successful, Failed or
+        Canceled; return it (a failed one is returned, not raised).
 
-        Waits for the export run to appear first (it is queued when the job run succeeds).
-        A failed export run is returned, not raised; :class:`RunWaitTimeout` is raised when
-        it has not ended within ``timeout`` seconds. ``poll`` and ``max_poll`` work as in
-        :meth:`JobsAPI.wait`.
+        A job run still going is waited for first (its export run is queued when it
+        succeeds). Raises :class:`NotFound` when the batch gets no export run (the job run
+        ended otherwise, or the export is newer than it) and :class:`RunWaitTimeout` when
+        the export run has not ended within ``timeout`` seconds. Each request is a long
+        poll (``GET .../exports/{name}/runs/{runId}?waitSeconds=N``), as in
+        :meth:`JobsAPI.wait`; ``poll`` and ``max_poll`` work as there.
         """
-        if run_id == -1:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if run_id == -1:  # this batch, even if another run starts meanwhile
             run_id = self._client.jobs.run(project, job, -1).runId
 
         def late(entry: ExportRunEntry | None) -> RunWaitTimeout:
@@ -1135,7 +1157,24 @@ class ExportsAPI(_Resource):
                 entry,
             )
 
-        return _poll(lambda: self.find(project, job, name, run_id), late, timeout, poll, max_poll)
+        job_run = self._client.jobs.run(project, job, run_id)
+        if job_run.status not in TERMINAL:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                self._client.jobs.wait(
+                    project, job, run_id, timeout=left, poll=poll, max_poll=max_poll
+                )
+            except RunWaitTimeout:
+                raise late(None) from None
+        return self._wait_for_end(
+            ExportRunEntry,
+            lambda number: self._run_path(project, job, name, number),
+            run_id,
+            late,
+            deadline,
+            poll,
+            max_poll,
+        )
 
 
 StreamingBodyInput = StreamingJobBody | Mapping[str, Any]

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
+from datamill.connectors.s3 import s3_filesystem
 from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
 from datamill.errors import DatamillError, E
-from datamill.security.outbound import check_host, check_url
+from datamill.security.outbound import check_host
 from datamill.security.paths import expand_glob
 
 
@@ -73,28 +74,12 @@ class S3Files:
     type_name: ClassVar[str] = "s3"
 
     def filesystem(self, spec: S3Spec, ctx: SourceContext) -> Any:
-        import s3fs  # imported lazily: it pulls in aiobotocore
-
-        client_kwargs: dict[str, Any] = {"region_name": spec.regionName or "us-east-1"}
-        if spec.endpoint:
-            check_url(spec.endpoint, ctx.outbound_allow, "spec.endpoint")
-            client_kwargs["endpoint_url"] = spec.endpoint.rstrip("/")
-        key = ctx.secret_values.get("accessKeyId")
-        secret = ctx.secret_values.get("secretAccessKey")
-        if spec.secret and (not key or not secret):
-            raise DatamillError(
-                E.SECRET_KEY_MISSING,
-                f"spec.secret: secret '{spec.secret}' needs values accessKeyId and secretAccessKey",
-                field="spec.secret",
-            )
-        return s3fs.S3FileSystem(
-            key=key,
-            secret=secret,
-            anon=not spec.secret,
-            client_kwargs=client_kwargs,
-            config_kwargs={"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 2}},
-            use_listings_cache=False,
-            skip_instance_cache=True,
+        return s3_filesystem(
+            endpoint=spec.endpoint,
+            region=spec.regionName,
+            secret=spec.secret,
+            secret_values=ctx.secret_values,
+            outbound_allow=ctx.outbound_allow,
         )
 
     def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:

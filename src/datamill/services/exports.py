@@ -9,6 +9,8 @@ carries the ``run_id`` and ``batch_time`` of the job run whose result it writes.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,14 @@ from datamill.connectors.sinks.base import ExportBatch, ExportContext, ExportOut
 from datamill.domain.common import Page, validation_failure
 from datamill.domain.datasources import SchemaField
 from datamill.domain.exports import EXPORT_TYPES, Export, ExportCreate, ExportHistory
-from datamill.domain.runs import TERMINAL, RerunResult, RunStatus, check_rerun
+from datamill.domain.runs import (
+    TERMINAL,
+    ExportRunEntry,
+    RerunResult,
+    RunLog,
+    RunStatus,
+    check_rerun,
+)
 from datamill.domain.variables import Resolver, VariableIn
 from datamill.errors import DatamillError, E
 from datamill.services import runs
@@ -177,13 +186,7 @@ def queue_exports(session: Session, job_run: RunRow) -> int:
         return 0
     count = 0
     for export in session.scalars(select(ExportRow).where(ExportRow.job_id == job_run.job_id)):
-        existing = session.scalars(
-            select(RunRow).where(
-                RunRow.job_id == job_run.job_id,
-                RunRow.target == export.id,
-                RunRow.batch_time == job_run.batch_time,
-            )
-        ).first()
+        existing = _batch_export_run(session, job_run.job_id, export.id, job_run.batch_time)
         if existing is None:
             new_export_run(session, job_run, export, "queued for the batch")
             count += 1
@@ -209,6 +212,104 @@ def export_history(
     )
 
 
+@dataclass(frozen=True)
+class ExportRunKey:
+    """Where the export run of one batch is (or will be) in the store."""
+
+    job_name: str
+    export_name: str
+    run_id: int  # the job run's id, -1 resolved
+    job_pk: int
+    job_run_pk: int
+    export_pk: int
+    batch_time: datetime
+    job_run_status: RunStatus  # when read
+
+    @classmethod
+    def of(cls, job: JobRow, job_run: RunRow, export: ExportRow) -> ExportRunKey:
+        return cls(
+            job.name,
+            export.name,
+            job_run.run_id,
+            job.id,
+            job_run.id,
+            export.id,
+            job_run.batch_time,
+            RunStatus(job_run.status),
+        )
+
+
+def _batch_export_run(
+    session: Session, job_pk: int, export_pk: int, batch_time: datetime
+) -> RunRow | None:
+    """The export run of one batch (unique: an export runs once per batch, then reruns)."""
+    return session.scalars(
+        select(RunRow).where(
+            RunRow.job_id == job_pk, RunRow.target == export_pk, RunRow.batch_time == batch_time
+        )
+    ).first()
+
+
+def _export_run_of_batch(
+    session: Session, access: ProjectAccess, job_name: str, name: str, run_id: int
+) -> tuple[ExportRunKey, RunRow | None]:
+    export = _row(session, get_job_row(session, access.project_id, job_name), name)
+    job, job_run = runs.get_run(session, access.project_id, job_name, run_id)
+    key = ExportRunKey.of(job, job_run, export)
+    return key, _batch_export_run(session, job.id, export.id, job_run.batch_time)
+
+
+def export_run(
+    session: Session, access: ProjectAccess, job_name: str, name: str, run_id: int
+) -> tuple[ExportRunKey, ExportRunEntry | None]:
+    """The export run of the batch of job run ``run_id`` (-1: the job's latest run), or
+    ``None`` while there is none; the job and the export must exist."""
+    key, run = _export_run_of_batch(session, access, job_name, name, run_id)
+    return key, (runs.export_entry(run, name) if run is not None else None)
+
+
+def no_export_run(key: ExportRunKey) -> DatamillError:
+    """404 for a batch without an export run, saying why there is none (yet)."""
+    if key.job_run_status not in TERMINAL:
+        why = f"not yet: that run is {key.job_run_status.value}"
+    elif key.job_run_status != RunStatus.Successful:
+        why = f"that run is {key.job_run_status.value}, so there is nothing to export"
+    else:
+        why = "the export was created after that run: rerun the export for that batch"
+    return DatamillError(
+        E.RUN_NOT_FOUND,
+        f"export '{key.export_name}' has no run for run {key.run_id} of job "
+        f"'{key.job_name}' ({why})",
+        field="runId",
+    )
+
+
+def export_run_settled(runtime: Runtime, key: ExportRunKey) -> bool:
+    """Whether a wait for the export run of ``key``'s batch is over: that run ended, or
+    there is none and the job run has ended (none will be queued then)."""
+    with runtime.sessions() as session:
+        status = session.scalar(
+            select(RunRow.status).where(
+                RunRow.job_id == key.job_pk,
+                RunRow.target == key.export_pk,
+                RunRow.batch_time == key.batch_time,
+            )
+        )
+        if status is None:
+            status = session.scalar(select(RunRow.status).where(RunRow.id == key.job_run_pk))
+    return status is None or RunStatus(status) in TERMINAL
+
+
+def export_run_log(
+    session: Session, access: ProjectAccess, job_name: str, name: str, run_id: int
+) -> RunLog:
+    """The log of the export run of the batch of job run ``run_id`` (-1: the latest)."""
+    key, run = _export_run_of_batch(session, access, job_name, name, run_id)
+    if run is None:
+        raise no_export_run(key)
+    return runs.log_of(session, run)
+
+
 def rerun_export(
     session: Session, access: ProjectAccess, job_name: str, name: str, run_id: int
 ) -> RerunResult:
@@ -221,9 +322,7 @@ def rerun_export(
             f"run {job_run.run_id} of job '{job_name}' is {job_run.status}; "
             "only a Successful run's result can be exported",
         )
-    existing = session.scalars(
-        select(RunRow).where(RunRow.export_id == export.id, RunRow.batch_time == job_run.batch_time)
-    ).first()
+    existing = _batch_export_run(session, job.id, export.id, job_run.batch_time)
     if existing is None:
         new_export_run(session, job_run, export, "queued on request")
         session.commit()

@@ -635,6 +635,11 @@ def exports_of_runs(
 
 def run_log(session: Session, access: ProjectAccess, job_name: str, run_id: int) -> RunLog:
     _, run = get_run(session, access.project_id, job_name, run_id)
+    return log_of(session, run)
+
+
+def log_of(session: Session, run: RunRow) -> RunLog:
+    """A run's log lines (a job run's or an export run's), oldest first."""
     lines = session.scalars(
         select(RunLogRow).where(RunLogRow.run_pk == run.id).order_by(RunLogRow.id)
     ).all()

@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, status
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query, Request, status
 
 from datamill.api.deps import (
+    MAX_RUN_ID,
     PageDep,
     ProjectEditor,
     ProjectReader,
     ResourceName,
+    RunIdPath,
     RuntimeDep,
     SessionDep,
 )
-from datamill.api.waits import RunWatch
+from datamill.api.waits import WaitSeconds, read_released, wait_until
 from datamill.domain.common import Model
 from datamill.domain.jobs import Job, JobBody, StartBody
 from datamill.domain.runs import TERMINAL, History, HistoryEntry, RunLog, RunResult, RunStatus
@@ -26,9 +27,6 @@ from datamill.store.base import utcnow
 
 router = APIRouter(tags=["batch jobs"])
 BASE = "/projects/{project}/jobs"
-MAX_ID = 2**31 - 1
-RunIdPath = Annotated[int, Path(ge=-1, le=MAX_ID, description="run id; -1 = the latest")]
-MAX_WAIT_SECONDS = 60
 
 
 class JobList(Model):
@@ -128,21 +126,10 @@ def history(
     sortBy: Annotated[str, Query(max_length=32)] = "-endTime",
     status: Annotated[RunStatus | None, Query()] = None,
     runId: Annotated[
-        int | None, Query(ge=-1, le=MAX_ID, description="one run; -1 = the latest")
+        int | None, Query(ge=-1, le=MAX_RUN_ID, description="one run; -1 = the latest")
     ] = None,
 ) -> History:
     return runs.history(session, access, name, page, size, sortBy, status, runId)
-
-
-def _run_watch(request: Request, runtime: RuntimeDep) -> RunWatch:
-    """The process's watch on run ends, made on first use in the serving event loop."""
-    watch: RunWatch | None = getattr(request.app.state, "run_watch", None)
-    if watch is None or not watch.serves_running_loop():
-        if watch is not None:
-            watch.close()
-        watch = RunWatch(runtime)
-        request.app.state.run_watch = watch
-    return watch
 
 
 @router.get(
@@ -156,33 +143,16 @@ async def get_run(
     runtime: RuntimeDep,
     session: SessionDep,
     access: ProjectReader,
-    waitSeconds: Annotated[
-        float,
-        Query(
-            ge=0,
-            le=MAX_WAIT_SECONDS,
-            description=(
-                "hold the answer until the run is Successful, Failed or Canceled, for at "
-                "most this many seconds; the answer is the run as it then is"
-            ),
-        ),
-    ] = 0,
+    waitSeconds: WaitSeconds = 0,
 ) -> HistoryEntry:
-    def read(run_id: int) -> tuple[int, HistoryEntry]:
-        try:
-            return runs.run_entry(session, access, name, run_id)
-        finally:
-            session.rollback()  # hold no connection (or snapshot) while waiting
-
-    run_pk, entry = await run_in_threadpool(read, runId)
+    run_pk, entry = await read_released(
+        session, lambda: runs.run_entry(session, access, name, runId)
+    )
     if waitSeconds <= 0 or entry.status in TERMINAL:
         return entry
-
-    async def ended() -> bool:
-        return await run_in_threadpool(runs.has_ended, runtime, run_pk)
-
-    await _run_watch(request, runtime).until(ended, waitSeconds)
-    _, entry = await run_in_threadpool(read, entry.runId)  # the same run, even for -1
+    await wait_until(request, runtime, lambda: runs.has_ended(runtime, run_pk), waitSeconds)
+    same_run = entry.runId  # -1 resolved: the answer is about the run waited for
+    _, entry = await read_released(session, lambda: runs.run_entry(session, access, name, same_run))
     return entry
 
 

@@ -161,6 +161,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from datamill.connectors.s3 import s3_filesystem
 from datamill.connectors.sinks.base import (
     ExportBatch,
     ExportContext,
@@ -173,7 +174,7 @@ from datamill.domain.common import FieldName, Model
 from datamill.domain.datasources import Bucket, SchemaField, SecretRef
 from datamill.domain.variables import REFERENCE, java_format, referenced_names
 from datamill.errors import DatamillError, E
-from datamill.security.outbound import check_host, check_url
+from datamill.security.outbound import check_host
 from datamill.security.paths import check_relative_path, resolve_inside
 
 __all__ = [
@@ -1572,34 +1573,13 @@ def _s3_error(exc: BaseException, what: str) -> SinkError:
 
 class _S3:
     def __init__(self, spec: S3ExportSpec, ctx: ExportContext) -> None:
-        import s3fs  # imported lazily: it pulls in aiobotocore
-
-        client_kwargs: dict[str, Any] = {"region_name": spec.regionName or "us-east-1"}
-        if spec.endpoint:
-            check_url(spec.endpoint, ctx.outbound_allow, "spec.endpoint")
-            client_kwargs["endpoint_url"] = spec.endpoint.rstrip("/")
-        key = ctx.secret_values.get("accessKeyId")
-        secret = ctx.secret_values.get("secretAccessKey")
-        if spec.secret and (not key or not secret):
-            raise DatamillError(
-                E.SECRET_KEY_MISSING,
-                f"spec.secret: secret '{spec.secret}' needs values accessKeyId and secretAccessKey",
-                field="spec.secret",
-            )
         self.bucket = spec.bucket
-        self.fs = s3fs.S3FileSystem(
-            key=key,
-            secret=secret,
-            anon=not spec.secret,
-            client_kwargs=client_kwargs,
-            config_kwargs={
-                "s3": {"addressing_style": "path"},
-                "retries": {"max_attempts": 2},
-                "connect_timeout": 5,
-                "read_timeout": 60,
-            },
-            use_listings_cache=False,
-            skip_instance_cache=True,
+        self.fs = s3_filesystem(
+            endpoint=spec.endpoint,
+            region=spec.regionName,
+            secret=spec.secret,
+            secret_values=ctx.secret_values,
+            outbound_allow=ctx.outbound_allow,
         )
 
     def show(self, key: str) -> str:
