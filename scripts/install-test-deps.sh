@@ -5,6 +5,7 @@
 #   mosquitto     - MQTT broker
 #   redis-server  - Redis
 #   influxdb      - InfluxDB 1.x (influxd), the time-series database of the tsdb export tests
+#   victoria-metrics - VictoriaMetrics, the other time-series database of the tsdb export tests
 #
 # Idempotent and non-interactive: if every package is already present (installed
 # according to dpkg, or its binaries are found) nothing is changed and apt is never
@@ -15,15 +16,15 @@
 # available, otherwise it prints what is missing and exits non-zero.
 #
 # While installing, a temporary /usr/sbin/policy-rc.d stops the packages' system
-# services (the default PostgreSQL cluster, mosquitto, redis, influxdb) from being started:
-# the tests start their own servers on free loopback ports. An existing policy-rc.d
-# is left alone. Set DATAMILL_ALLOW_SERVICE_START=1 to skip this.
+# services (the default PostgreSQL cluster, mosquitto, redis, influxdb, victoria-metrics)
+# from being started: the tests start their own servers on free loopback ports. An
+# existing policy-rc.d is left alone. Set DATAMILL_ALLOW_SERVICE_START=1 to skip this.
 #
 # Python packages are not handled here.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES=(postgresql mosquitto redis-server influxdb)
+PACKAGES=(postgresql mosquitto redis-server influxdb victoria-metrics)
 
 log() { printf '[install-test-deps] %s\n' "$*"; }
 die() { printf '[install-test-deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -71,6 +72,7 @@ binaries_present() {
         mosquitto) find_binary mosquitto >/dev/null ;;
         redis-server) find_binary redis-server >/dev/null ;;
         influxdb) find_binary influxd >/dev/null ;;
+        victoria-metrics) find_binary victoria-metrics >/dev/null ;;
         *) return 1 ;;
     esac
 }

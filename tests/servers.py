@@ -738,7 +738,14 @@ def _stop_all() -> None:
 
 # ------------------------------------------------------------------ OpenSearch (osmem)
 
-__all__ += ["find_influxd", "find_osmem", "start_influxdb", "start_opensearch"]
+__all__ += [
+    "find_influxd",
+    "find_osmem",
+    "find_victoria_metrics",
+    "start_influxdb",
+    "start_opensearch",
+    "start_victoria_metrics",
+]
 
 
 def start_opensearch(workdir: Path) -> RunningServer:
@@ -854,7 +861,11 @@ def start_influxdb(workdir: Path) -> RunningServer:
         )
         cmd = [str(influxd), "run", "-config", str(config)]
         process, _ = _launch(
-            "influxd", cmd, log_file, lambda launch: _influx_ready(launch, http_port), cwd=workdir
+            "influxd",
+            cmd,
+            log_file,
+            lambda launch: _http_ready(launch, http_port, "/ping", 204),
+            cwd=workdir,
         )
         return process, http_port, rpc_port
 
@@ -874,33 +885,90 @@ def start_influxdb(workdir: Path) -> RunningServer:
     return _register(server)
 
 
-def _influx_ready(launch: _Launch, port: int) -> None:
-    """Wait until influxd accepts connections on ``port`` and ``/ping`` answers 204."""
+def _http_ready(launch: _Launch, port: int, path: str, status: int) -> None:
+    """Wait until the server accepts connections on ``port`` and ``path`` answers
+    ``status``."""
     import urllib.error
     import urllib.request
 
-    def pong() -> bool | None:
+    def answers() -> bool | None:
         with (
             contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(f"http://{LOOPBACK}:{port}/ping", timeout=2) as answer,
+            urllib.request.urlopen(f"http://{LOOPBACK}:{port}{path}", timeout=2) as answer,
         ):
-            if answer.status == 204:
+            if answer.status == status:
                 return True
         return None
 
     launch.wait_for_port(port)
-    launch.wait(pong, "answer /ping", interval=0.05)
+    launch.wait(answers, f"answer {path}", interval=0.05)
+
+
+def _installed_binary(name: str, package: str) -> Path:
+    """``name`` on PATH or in /usr/bin; the install script provides it (``package``)."""
+    on_path = shutil.which(name)
+    for candidate in ([Path(on_path)] if on_path else []) + [Path("/usr/bin") / name]:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        f"{name} not found: run scripts/install-test-deps.sh (Debian package {package})"
+    )
 
 
 def find_influxd() -> Path:
     """``influxd`` (InfluxDB 1.x) on PATH or in /usr/bin; the install script provides it."""
-    on_path = shutil.which("influxd")
-    for candidate in ([Path(on_path)] if on_path else []) + [Path("/usr/bin/influxd")]:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError(
-        "influxd not found: run scripts/install-test-deps.sh (Debian package influxdb)"
+    return _installed_binary("influxd", "influxdb")
+
+
+def find_victoria_metrics() -> Path:
+    """``victoria-metrics`` (single-node VictoriaMetrics) on PATH or in /usr/bin."""
+    return _installed_binary("victoria-metrics", "victoria-metrics")
+
+
+def start_victoria_metrics(workdir: Path) -> RunningServer:
+    """Start single-node VictoriaMetrics (Debian ``victoria-metrics``) on 127.0.0.1.
+
+    Data under ``workdir/data``, log ``workdir/victoria-metrics.log``; ``url`` is
+    ``http://127.0.0.1:PORT`` (``/write`` takes InfluxDB line protocol, ``/api/v1/export``
+    reads series back, ``/internal/force_flush`` makes fresh samples readable at once).
+    Samples as old as 100 years are kept (the default retention, one month, would drop
+    the tests' fixed timestamps), and samples of one series with the same timestamp are
+    deduplicated (``-dedup.minScrapeInterval=1ms``): how VictoriaMetrics makes a write
+    that is repeated idempotent. Ready when ``/health`` answers 200.
+    """
+    binary = find_victoria_metrics()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "victoria-metrics.log"
+
+    def attempt() -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        cmd = [
+            str(binary),
+            f"-httpListenAddr={LOOPBACK}:{port}",
+            f"-storageDataPath={workdir / 'data'}",
+            "-retentionPeriod=100y",
+            "-dedup.minScrapeInterval=1ms",
+            "-loggerLevel=WARN",
+        ]
+        process, _ = _launch(
+            "victoria-metrics",
+            cmd,
+            log_file,
+            lambda launch: _http_ready(launch, port, "/health", 200),
+            cwd=workdir,
+        )
+        return process, port
+
+    process, port = _retry_taken_port("VictoriaMetrics", log_file, attempt)
+    server = RunningServer(
+        name="victoria-metrics",
+        url=f"http://{LOOPBACK}:{port}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(port), "log": str(log_file)},
     )
+    return _register(server)
 
 
 # ----------------------------------------------------------------------------- MQTT

@@ -38,6 +38,7 @@ from tests.servers import (
     free_port,
     start_influxdb,
     start_opensearch,
+    start_victoria_metrics,
 )
 from tests.test_jobs import TERMINAL, job_body, start, wait_for
 
@@ -144,6 +145,13 @@ def opensearch(workdir: Path) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def influxdb(workdir: Path) -> Iterator[RunningServer]:
     server = start_influxdb(workdir / "influxdb")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(workdir: Path) -> Iterator[RunningServer]:
+    server = start_victoria_metrics(workdir / "victoria-metrics")
     yield server
     server.stop()
 
@@ -811,6 +819,61 @@ def test_tsdb_export_and_rerun(
     assert wait_export(api, project, "points", run_id, reruns=1)["status"] == "Successful"
     counted = influx_query(influxdb, db, f'SELECT count("n") FROM "{measurement}"')
     assert counted[0]["count"] == 5
+
+
+def victoria_series(server: RunningServer, db: str) -> dict[tuple[str, str, str], Any]:
+    """(metric, device, batch) -> (timestamps in ms, values) of every series of ``db``."""
+    flushed = httpx.get(f"{server.url}/internal/force_flush", timeout=10)
+    assert flushed.status_code == 200, flushed.text
+    response = httpx.post(
+        f"{server.url}/api/v1/export", data={"match[]": f'{{db="{db}"}}'}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    found: dict[tuple[str, str, str], Any] = {}
+    for line in response.text.splitlines():
+        series = json.loads(line)
+        labels = series["metric"]
+        key = (labels["__name__"], labels["device"], labels["batch"])
+        found[key] = sorted(zip(series["timestamps"], series["values"], strict=True))
+    return found
+
+
+def test_tsdb_export_to_victoria_metrics_and_rerun(
+    api: Api, project: str, workers: WorkerPool, victoria_metrics: RunningServer
+) -> None:
+    """VictoriaMetrics takes the same ``/write``: a measurement's numeric fields become
+    metrics ``<series>_<field>``, the tags and ``db`` labels. A rerun writes the same
+    samples again, which its deduplication (one sample per series and timestamp) keeps
+    once."""
+    make_job(api, project)
+    db = f"db_{uuid.uuid4().hex[:10]}"
+    spec = {
+        "endpoint": victoria_metrics.url,
+        "destRepoName": db,
+        "series": "dev",
+        "tags": {"device": "device", "batch": "tag"},
+        "fields": {"value": "value", "n": "n"},
+        "timestamp": "ts",
+        "batchSize": 2,
+    }
+    add_export(api, project, "points", "tsdb", spec)
+    run_id = run_job(api, project)
+    rows = result_rows(api, project, "out", run_id)
+    entry = wait_export(api, project, "points", run_id)
+    assert entry["status"] == "Successful", entry
+    assert entry["rowsWritten"] == 5
+
+    expected: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for row in rows:
+        at = int(dt.datetime.fromisoformat(row["ts"]).timestamp() * 1000)
+        for field_name in ("value", "n"):
+            key = (f"dev_{field_name}", row["device"], row["tag"])
+            expected.setdefault(key, []).append((at, row[field_name]))
+    assert victoria_series(victoria_metrics, db) == {k: sorted(v) for k, v in expected.items()}
+
+    rerun_export(api, project, "points", run_id)
+    assert wait_export(api, project, "points", run_id, reruns=1)["status"] == "Successful"
+    assert victoria_series(victoria_metrics, db) == {k: sorted(v) for k, v in expected.items()}
 
 
 def test_tsdb_omit_invalid_precision_and_auth(

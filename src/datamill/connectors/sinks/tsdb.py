@@ -7,8 +7,10 @@ names the job field holding the point's time: a date field, an epoch in millisec
 (long or float) or an ISO 8601 string. ``precision`` (ns, us, ms, s; default ms) is the
 unit the timestamps are sent in.
 
-Writing is idempotent by nature: a point is identified by measurement, tag set and
-timestamp, so re-exporting a batch overwrites its points.
+Writing is idempotent on InfluxDB: a point is identified by measurement, tag set and
+timestamp, so re-exporting a batch overwrites its points. VictoriaMetrics (numeric fields
+become metrics ``<series>_<field>``, tags and ``db`` labels; string fields are dropped)
+keeps a repeated sample once when started with ``-dedup.minScrapeInterval``.
 
 Values: null tags and empty tag values are left out (InfluxDB has no empty tags); null
 fields are left out. Booleans are written as booleans, integers with the ``i`` suffix,
