@@ -776,6 +776,17 @@ def create_influx_db(server: RunningServer) -> str:
     return name
 
 
+def export_points(api: Api, project: str, spec: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Run the job with a tsdb export ``points`` of ``spec``; (run id, the result's rows)
+    once the export has written all 5 rows."""
+    add_export(api, project, "points", "tsdb", spec)
+    run_id = run_job(api, project)
+    entry = wait_export(api, project, "points", run_id)
+    assert entry["status"] == "Successful", entry
+    assert entry["rowsWritten"] == 5
+    return run_id, result_rows(api, project, "out", run_id)
+
+
 def test_tsdb_export_and_rerun(
     api: Api, project: str, workers: WorkerPool, influxdb: RunningServer
 ) -> None:
@@ -791,13 +802,7 @@ def test_tsdb_export_and_rerun(
         "timestamp": "ts",
         "batchSize": 2,
     }
-    add_export(api, project, "points", "tsdb", spec)
-    run_id = run_job(api, project)
-    rows = result_rows(api, project, "out", run_id)
-
-    entry = wait_export(api, project, "points", run_id)
-    assert entry["status"] == "Successful", entry
-    assert entry["rowsWritten"] == 5
+    run_id, rows = export_points(api, project, spec)
     measurement = series.replace('"', '\\"')
     points = influx_query(influxdb, db, f'SELECT * FROM "{measurement}" ORDER BY time')
     expected = [
@@ -856,12 +861,7 @@ def test_tsdb_export_to_victoria_metrics_and_rerun(
         "timestamp": "ts",
         "batchSize": 2,
     }
-    add_export(api, project, "points", "tsdb", spec)
-    run_id = run_job(api, project)
-    rows = result_rows(api, project, "out", run_id)
-    entry = wait_export(api, project, "points", run_id)
-    assert entry["status"] == "Successful", entry
-    assert entry["rowsWritten"] == 5
+    run_id, rows = export_points(api, project, spec)
 
     expected: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
     for row in rows:
