@@ -174,7 +174,7 @@ def test_a_file_export_end_to_end(
     waited = as_json(run("-o", "json", "exports", "wait", project, job, "daily", str(run_id)))
     assert waited == entry
     shown = ok(run("exports", "wait", project, job, "daily", "latest"))
-    for needle in ("Successful", "rowsWritten", "waiting for export 'daily' of run"):
+    for needle in ("Successful", "rowsWritten", f"waiting for export 'daily' of run {run_id} "):
         assert needle in shown.stdout + shown.stderr, (needle, shown)
     log = ok(run("exports", "logs", project, job, "daily", str(run_id))).stdout.splitlines()
     assert any("writing 6 rows" in line for line in log), log

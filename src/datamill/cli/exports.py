@@ -501,6 +501,8 @@ def exports_wait(
     failed or was canceled.
     """
     number = run_id_arg(run_id)
+    if number == -1:  # the batch of the latest run now, even if another run starts meanwhile
+        number = get_client(ctx).jobs.run(project, job, -1).runId
     if not get_state(ctx).json:
         typer.echo(f"waiting for export '{name}' of run {number} to finish ...", err=True)
     _wait_and_show(ctx, project, job, name, number, timeout)
