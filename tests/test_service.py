@@ -90,8 +90,26 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
         docs = httpx.get(f"http://127.0.0.1:{port}/docs")
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()
+        children = server_children(process.pid)
+        assert len(children) >= 4, children  # workers, scheduler, streaming supervisor
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0].decode()
     assert "admin token file" in output
     assert str(tmp_path / "data" / "admin.token") in output
+    # SIGTERM is a graceful stop: the children are stopped and the exit status is 0
+    assert process.returncode == 0, output[-2000:]
+    assert output.rstrip().endswith("datamill stopped"), output[-2000:]
+    # (multiprocessing's resource tracker, also a child, ends just after its parent)
+    deadline = time.monotonic() + 5
+    while (left := [c for c in children if Path(f"/proc/{c}").exists()]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert left == []
+
+
+def server_children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]

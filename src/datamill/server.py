@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
+
 import uvicorn
 
 from datamill.api.app import create_app
@@ -15,8 +19,20 @@ from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, *, demo: bool = False) -> None:
-    """Migrate the store, bootstrap the admin (and the demo), start the workers, serve."""
+    """Migrate the store, bootstrap the admin (and the demo), start the workers, serve.
+
+    SIGTERM (and Ctrl-C) stop the service gracefully. uvicorn finishes the requests in
+    flight and then raises the signal again once its own handlers are gone; SIGTERM then
+    meets :func:`_exit_cleanly`, so the workers, scheduler and streaming engine are stopped
+    here too and the process exits with status 0, as a service manager expects.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.open(settings)
     bootstrap_admin(runtime)
@@ -63,3 +79,4 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
             streaming.stop()
         pool.stop()
         runtime.close()
+        print("datamill stopped", flush=True)
