@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -41,24 +42,41 @@ def raw_request(port: int, request_line: str) -> str:
         return sock.recv(65536).decode("latin-1")
 
 
-def test_server_command_starts_with_demo(tmp_path: Path) -> None:
+def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``datamill server`` in a subprocess on a free port; (process, port, API base URL)."""
     port = free_port()
-    env = {**os.environ, "DATAMILL_DATA_DIR": str(tmp_path / "data")}
+    env = {**os.environ, "DATAMILL_DATA_DIR": str(data_dir)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "datamill.cli.main", "server", "--demo", "--port", str(port)],
+        [sys.executable, "-m", "datamill.cli.main", "server", *extra, "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}/api/v1"
+    return process, port, f"http://127.0.0.1:{port}/api/v1"
+
+
+def wait_healthy(base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{base} did not become healthy in {seconds} s")
+
+
+def assert_stopped_cleanly(process: subprocess.Popen[bytes], output: str) -> None:
+    assert process.returncode == 0, output[-2000:]
+    assert output.rstrip().endswith("datamill stopped"), output[-2000:]
+    assert "Traceback" not in output
+
+
+def test_server_command_starts_with_demo(tmp_path: Path) -> None:
+    process, port, base = start_server(tmp_path / "data", "--demo")
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_healthy(base)
         token_file = tmp_path / "data" / "admin.token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
@@ -98,8 +116,7 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     assert "admin token file" in output
     assert str(tmp_path / "data" / "admin.token") in output
     # SIGTERM is a graceful stop: the children are stopped and the exit status is 0
-    assert process.returncode == 0, output[-2000:]
-    assert output.rstrip().endswith("datamill stopped"), output[-2000:]
+    assert_stopped_cleanly(process, output)
     # (multiprocessing's resource tracker, also a child, ends just after its parent)
     deadline = time.monotonic() + 5
     while (left := [c for c in children if Path(f"/proc/{c}").exists()]) and (
@@ -107,6 +124,17 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     ):
         time.sleep(0.05)
     assert left == []
+
+
+def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
+    process, _, base = start_server(tmp_path / "data")
+    try:
+        wait_healthy(base)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0].decode()
+    assert_stopped_cleanly(process, output)
+    assert "KeyboardInterrupt" not in output
 
 
 def server_children(pid: int) -> list[int]:

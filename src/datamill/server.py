@@ -26,13 +26,15 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def serve(settings: Settings, *, demo: bool = False) -> None:
     """Migrate the store, bootstrap the admin (and the demo), start the workers, serve.
 
-    SIGTERM (and Ctrl-C) stop the service gracefully. uvicorn finishes the requests in
-    flight and then raises the signal again once its own handlers are gone; SIGTERM then
-    meets :func:`_exit_cleanly`, so the workers, scheduler and streaming engine are stopped
-    here too and the process exits with status 0, as a service manager expects.
+    SIGTERM and Ctrl-C (SIGINT) stop the service gracefully. uvicorn finishes the
+    requests in flight and then raises the signal again once its own handlers are gone;
+    the signal then meets :func:`_exit_cleanly`, so the workers, scheduler and streaming
+    engine are stopped here too and the process exits with status 0, as a service manager
+    expects (not killed by the signal, nor with a KeyboardInterrupt).
     """
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _exit_cleanly)
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, _exit_cleanly)
     configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.open(settings)
     bootstrap_admin(runtime)
