@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -361,12 +361,7 @@ def streaming_start(
     timeout: TimeoutOpt = 60.0,
 ) -> None:
     """Start a READY or STOPPED job (it is STARTING until the engine runs it)."""
-    client = get_client(ctx)
-    result = client.streaming.start(project, job_id)
-    if wait:
-        _wait_for(ctx, client, project, job_id, StreamingJobState.RUNNING, timeout)
-    else:
-        show_object(get_state(ctx), result)
+    _change_state(ctx, project, job_id, "start", StreamingJobState.RUNNING, wait, timeout)
 
 
 @streaming_app.command("stop")
@@ -378,10 +373,25 @@ def streaming_stop(
     timeout: TimeoutOpt = 60.0,
 ) -> None:
     """Stop a running job: STOPPING (a last checkpoint), then STOPPED."""
+    _change_state(ctx, project, job_id, "stop", StreamingJobState.STOPPED, wait, timeout)
+
+
+def _change_state(
+    ctx: typer.Context,
+    project: str,
+    job_id: str,
+    action: Literal["start", "stop"],
+    reached: StreamingJobState,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Start or stop a job; show the state change, or with ``wait`` the job once it is
+    ``reached``."""
     client = get_client(ctx)
-    result = client.streaming.stop(project, job_id)
+    act = client.streaming.start if action == "start" else client.streaming.stop
+    result = act(project, job_id)
     if wait:
-        _wait_for(ctx, client, project, job_id, StreamingJobState.STOPPED, timeout)
+        _wait_for(ctx, client, project, job_id, reached, timeout)
     else:
         show_object(get_state(ctx), result)
 
