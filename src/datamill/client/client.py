@@ -1146,8 +1146,8 @@ class ExportsAPI(_Resource):
         :meth:`JobsAPI.wait`; ``poll`` and ``max_poll`` work as there.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if run_id == -1:  # this batch, even if another run starts meanwhile
-            run_id = self._client.jobs.run(project, job, -1).runId
+        job_run = self._client.jobs.run(project, job, run_id)
+        run_id = job_run.runId  # -1 resolved: this batch, even if another run starts
 
         def late(entry: ExportRunEntry | None) -> RunWaitTimeout:
             state = entry.status.value if entry is not None else "not queued"
@@ -1157,7 +1157,6 @@ class ExportsAPI(_Resource):
                 entry,
             )
 
-        job_run = self._client.jobs.run(project, job, run_id)
         if job_run.status not in TERMINAL:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
