@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from datamill.store.wakeups import Wakeups, mark_runs_changed, wakeup_folder
+from datamill.services.wakeups import Wakeups, mark_runs_changed, wakeup_folder
 
 
 def _sessions(tmp_path: Path) -> sessionmaker[Session]:

@@ -1,7 +1,7 @@
 """Waiting for runs to end inside the API process, cheaply (long polls).
 
 A waiting request sleeps on the event loop; it looks at its run's status (one small read
-in the thread pool) when a wake-up says that some run ended (:mod:`datamill.store.wakeups`,
+in the thread pool) when a wake-up says that some run ended (:mod:`datamill.services.wakeups`,
 sent by the worker that finished it) and, as a safety net for runs finished on another
 host, every ``recheck`` seconds. One listener serves every waiting request of the process.
 """
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from datamill.services.runtime import Runtime
-from datamill.store.wakeups import Listener
+from datamill.services.wakeups import Listener
 
 MAX_WAIT_SECONDS = 60
 WaitSeconds = Annotated[

@@ -2,7 +2,7 @@
 
 A worker process loops: reap runs whose worker vanished, claim the oldest claimable run,
 execute it. An idle worker sleeps until a run queued on this host wakes it
-(:mod:`datamill.store.wakeups`) or its poll interval passes. While a run executes, a
+(:mod:`datamill.services.wakeups`) or its poll interval passes. While a run executes, a
 heartbeat thread writes the run's heartbeat every ``heartbeat_seconds`` and learns of stop
 requests, which interrupt the query at once.
 A worker that is asked to shut down returns its run to Ready for another worker.
@@ -32,9 +32,9 @@ from datamill.runtime.lifecycle import child_runtime, parent_alive
 from datamill.services import exports, runs
 from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
+from datamill.services.wakeups import Listener
 from datamill.store.jobs import JobRow
 from datamill.store.runs import RunRow
-from datamill.store.wakeups import Listener
 
 log = structlog.get_logger("datamill.worker")
 

@@ -39,12 +39,12 @@ from datamill.services.access import ProjectAccess
 from datamill.services.jobrefs import get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.secrets import secret_values
+from datamill.services.wakeups import mark_runs_changed
 from datamill.store.base import fetch_page, utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.projects import ProjectRow
 from datamill.store.runs import JOB_TARGET, RunRow
-from datamill.store.wakeups import mark_runs_changed
 
 
 def sink_of(type_: str) -> Sink:

@@ -46,11 +46,11 @@ from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
+from datamill.services.wakeups import mark_runs_changed
 from datamill.store.base import UTCDateTime, fetch_page, utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
-from datamill.store.wakeups import mark_runs_changed
 
 DEFAULT_EXPORT_RETRIES = 3
 

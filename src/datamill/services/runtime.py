@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datamill.config import Settings
 from datamill.security.crypto import SecretBox, load_or_create_key
+from datamill.services.wakeups import Wakeups, wakeup_folder
 from datamill.store.base import make_engine, make_session_factory
 from datamill.store.migrate import upgrade
-from datamill.store.wakeups import Wakeups, wakeup_folder
 
 
 @dataclass
