@@ -28,7 +28,7 @@ from datamill.client import (
     RunStatus,
     RunWaitTimeout,
 )
-from datamill.connectors.sinks.files import FileExportSpec
+from datamill.connectors.sinks.file import FileExportSpec
 from datamill.runtime.worker import WorkerPool
 from tests.conftest import Api
 from tests.test_client_jobs import ev, make_source

@@ -15,9 +15,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from datamill.connectors.sinks import files
-from datamill.connectors.sinks.files import FileExportSpec, encode_file
-from datamill.engines.duckdb import json_safe
+from datamill.connectors.sinks.file import FileExportSpec
+from datamill.connectors.sinks.outputs import encoding
+from datamill.connectors.sinks.outputs.encoding import encode_file
+from datamill.domain.values import json_value
 
 FLOATS = [
     1.0, 0.1, 1e16, 1e15, 123456789012345.6, 1e-4, 1e-5, 1.5e-7, 1e20, 1e22, -0.0, 0.0,
@@ -77,28 +78,28 @@ def rich_table(count: int = len(FLOATS)) -> pa.Table:
 
 
 def reference(table: pa.Table, spec: FileExportSpec) -> bytes:
-    """The row formats, one Python value at a time (the definition in files.py's docs)."""
+    """The row formats, one Python value at a time (as the outputs package's docs define them)."""
     names = table.column_names
     rows = table.to_pylist()
     out: list[str] = []
     if spec.format == "json":
         for row in rows:
-            safe = {k: json_safe(v) for k, v in row.items()}
+            safe = {k: json_value(v) for k, v in row.items()}
             out.append(json.dumps(safe, ensure_ascii=False, separators=(",", ":")))
     elif spec.format == "csv":
         delimiter = spec.delimiter or ","
         if spec.header:
-            out.append(delimiter.join(files._csv_field(n, delimiter) for n in names))
+            out.append(delimiter.join(encoding._csv_field(n, delimiter) for n in names))
         for row in rows:
             out.append(
                 delimiter.join(
-                    files._csv_field(files._scalar_text(row[n]), delimiter) for n in names
+                    encoding._csv_field(encoding.scalar_text(row[n]), delimiter) for n in names
                 )
             )
     else:
         for row in rows:
-            pairs = (f"{n}={files._scalar_text(row[n]) or ''}" for n in names)
-            out.append("\t".join(p.translate(files._TEXT_ESCAPES) for p in pairs))
+            pairs = (f"{n}={encoding.scalar_text(row[n]) or ''}" for n in names)
+            out.append("\t".join(p.translate(encoding._TEXT_ESCAPES) for p in pairs))
     return "".join(line + "\n" for line in out).encode("utf-8")
 
 
@@ -164,7 +165,7 @@ def test_csv_quotes_numbers_and_times_holding_the_delimiter(delimiter: str) -> N
 @pytest.mark.parametrize("compression", ["none", "gzip", "deflate", "bzip2", "lz4", "snappy"])
 def test_pieces_join_into_one_file(compression: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Many pieces (a tiny piece size): one header, every row once, in order, one stream."""
-    monkeypatch.setattr(files, "ROWS_PER_CHUNK", 7)
+    monkeypatch.setattr(encoding, "ROWS_PER_CHUNK", 7)
     table = rich_table(100)
     for fmt in ("csv", "text"):
         spec = spec_of(fmt, compression)
@@ -195,5 +196,5 @@ def test_float_texts_equal_repr_over_many_magnitudes() -> None:
         value = 10 ** rng.uniform(-7, 18) * rng.choice([1, -1])
         digits = rng.randint(1, 17)
         values.append(float(f"{value:.{digits}g}") if rng.random() < 0.7 else value)
-    texts = files._texts(pa.array(values, pa.float64())).to_pylist()
+    texts = encoding._texts(pa.array(values, pa.float64())).to_pylist()
     assert texts == [repr(v) for v in values]

@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from datamill.connectors.sinks.files import CAPABILITIES, SPEC_COMPRESSIONS
-from datamill.engines.duckdb import json_safe
+from datamill.connectors.sinks.outputs.formats import CAPABILITIES, SPEC_COMPRESSIONS
+from datamill.domain.values import json_value
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from tests.conftest import Api, assert_error
@@ -185,10 +185,10 @@ def read_rows(
     """The rows of one exported file; row formats give text values (json: JSON values)."""
     if fmt == "parquet":
         table = pq.read_table(io.BytesIO(data))
-        return [{k: json_safe(v) for k, v in r.items()} for r in table.to_pylist()]
+        return [{k: json_value(v) for k, v in r.items()} for r in table.to_pylist()]
     if fmt == "orc":
         table = orc.read_table(io.BytesIO(data))
-        return [{k: json_safe(v) for k, v in r.items()} for r in table.to_pylist()]
+        return [{k: json_value(v) for k, v in r.items()} for r in table.to_pylist()]
     text = decompress(data, compression).decode("utf-8")
     if fmt == "json":
         return [json.loads(line) for line in text.splitlines()]
@@ -486,7 +486,7 @@ def test_partition_by_and_file_count(
     for file in part_files(parts):
         assert set(pq.read_schema(file).names) == {"value", "kind", "n", "at", "note"}
     dataset = ds.dataset(parts, format="parquet", partitioning="hive")
-    back = [{k: json_safe(v) for k, v in r.items()} for r in dataset.to_table().to_pylist()]
+    back = [{k: json_value(v) for k, v in r.items()} for r in dataset.to_table().to_pylist()]
     back = [{**r, "big": text_of(r["big"])} for r in back]  # a folder name is text
 
     def by_value(row: dict[str, Any]) -> float:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from datamill.connectors.s3 import s3_filesystem
+from datamill.connectors.outbound.s3 import s3_filesystem
 from datamill.errors import DatamillError
 
 KEYS = {"accessKeyId": "datamill-test", "secretAccessKey": "datamill-test-secret"}

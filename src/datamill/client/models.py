@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from datamill.domain.datasources import DataSource, Preview, SchemaField
-from datamill.domain.exports import EXPORT_TYPES, Export, ExportHistory
+from datamill.domain.exports import Export, ExportHistory
 from datamill.domain.jobs import (
     Computation,
     Container,
@@ -50,6 +50,10 @@ from datamill.domain.streaming import (
 from datamill.domain.streaming import SaveResult as StreamingSaveResult
 from datamill.domain.users import IssuedToken, Principal, Token, User
 from datamill.domain.variables import ResolvedVariable, Variable, VariableType
+
+EXPORT_TYPES = ("file", "s3", "hdfs", "http", "logdb", "tsdb", "report")
+"""The export kinds a server of this version knows: the keys of its sink registry, which a
+client that speaks HTTP cannot import (a test keeps the two in step)."""
 
 __all__ = [
     "EXPORT_TYPES",

@@ -1,1 +1,3 @@
-"""Sources and sinks: files and object storage, HDFS, and later HTTP, log search, TSDB, SQL."""
+"""Sources and sinks behind small interfaces: :mod:`.files` (file data sources),
+:mod:`.streams` (stream connections), :mod:`.sinks` (export kinds), and the guarded
+outbound toolkit they share, :mod:`.outbound`."""

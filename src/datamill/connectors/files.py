@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
-from datamill.connectors.s3 import s3_filesystem
+from datamill.connectors.outbound.errors import first_line
+from datamill.connectors.outbound.s3 import s3_filesystem
 from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
-from datamill.security.paths import expand_glob
+from datamill.security.paths import data_root, expand_glob
 
 
 @dataclass
@@ -55,14 +56,7 @@ class LocalFiles:
 
     def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
         assert isinstance(spec, FileSpec)
-        root = ctx.data_roots.get(spec.root)
-        if root is None:
-            known = ", ".join(sorted(ctx.data_roots)) or "none"
-            raise DatamillError(
-                E.PATH_REFUSED,
-                f"spec.root: unknown data root '{spec.root}' (configured: {known})",
-                field="spec.root",
-            )
+        root = data_root(ctx.data_roots, spec.root)
         found: set[Path] = set()
         for i, path in enumerate(spec.paths):
             pattern = path + ctx.file_filter
@@ -97,7 +91,7 @@ class S3Files:
             except Exception as exc:  # the store's own error, for the caller to read
                 raise DatamillError(
                     E.DATA_UNREADABLE,
-                    f"spec.keyPrefixes[{i}]: cannot list s3://{base}: {_first_line(exc)}",
+                    f"spec.keyPrefixes[{i}]: cannot list s3://{base}: {first_line(exc, 300)}",
                     field=f"spec.keyPrefixes[{i}]",
                 ) from exc
             found.update(p for p in listed if p.startswith(f"{spec.bucket}/{full}"))
@@ -134,7 +128,7 @@ class HdfsFiles:
             except Exception as exc:
                 raise DatamillError(
                     E.DATA_UNREADABLE,
-                    f"{field_name}: cannot list {raw}: {_first_line(exc)}",
+                    f"{field_name}: cannot list {raw}: {first_line(exc, 300)}",
                     field=field_name,
                 ) from exc
             found.update(f"webhdfs://{p if p.startswith('/') else '/' + p}" for p in listed)
@@ -155,11 +149,6 @@ def _hdfs_expand(fs: Any, path: str) -> list[str]:
     if fs.isdir(path):
         return list(fs.find(path))
     return [path]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 FILE_SOURCES: dict[str, FileSource] = {

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import FieldName, Model
+from datamill.domain.urls import check_http_url
 from datamill.errors import DatamillError, E
 
 
@@ -130,11 +131,18 @@ class FileSpec(FormatSpec):
     )
 
 
-class S3Spec(FormatSpec):
-    """Objects in an S3-compatible store; credentials come from a stored secret."""
+S3_ENDPOINT_RULE = re.compile(r"https?://[^\s/?#@]+/?")
+
+
+class S3Store(Model):
+    """Where an S3-compatible store is and how to sign in: shared by the ``s3`` data source
+    and the ``s3`` export, so both accept the same endpoints.
+
+    ``endpoint`` is ``http(s)://host[:port]`` (none: AWS). Credentials are never part of
+    it: the access keys come from the stored secret named in ``secret``.
+    """
 
     bucket: Bucket
-    keyPrefixes: list[KeyPrefix] = Field(min_length=1, max_length=100)
     endpoint: str | None = Field(
         None, max_length=512, description="endpoint URL, e.g. http://minio:9000; none = AWS"
     )
@@ -146,13 +154,25 @@ class S3Spec(FormatSpec):
     @field_validator("endpoint")
     @classmethod
     def _endpoint_is_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+/?", value):
+        if value is not None and "@" in value:
+            raise PydanticCustomError(
+                "E18011",
+                "credentials in the endpoint URL are not accepted; store the keys in a secret "
+                "and name it in secret",
+            )
+        if value is not None and not S3_ENDPOINT_RULE.fullmatch(value):
             raise PydanticCustomError(
                 "E18011",
                 "endpoint must look like http(s)://host[:port], got '{value}'",
                 {"value": value[:200]},
             )
         return value
+
+
+class S3Spec(FormatSpec, S3Store):
+    """Objects in an S3-compatible store; credentials come from a stored secret."""
+
+    keyPrefixes: list[KeyPrefix] = Field(min_length=1, max_length=100)
 
 
 HDFS_PATH_RULE = re.compile(r"^(hdfs|webhdfs)://[A-Za-z0-9.\-\[\]:]+(/[^\x00\\<>]*)?$")
@@ -271,30 +291,9 @@ def _check_servers(value: Any) -> str:
     return ",".join(servers)
 
 
-def _check_url(value: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise PydanticCustomError(
-            "E18011", "'{value}' must be an http(s) URL with a host", {"value": value[:200]}
-        )
-    if parts.username is not None or parts.password is not None:
-        raise PydanticCustomError(
-            "E18011", "credentials in the URL are not accepted; store them in a secret"
-        )
-    if parts.fragment or any(c.isspace() or ord(c) < 32 for c in value):
-        raise PydanticCustomError("E18011", "the URL may not have a fragment or spaces")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise PydanticCustomError("E18011", "the URL's port is not a number 0-65535") from None
-    return value
-
-
 Host = Annotated[str, Field(max_length=255), AfterValidator(_check_host)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_check_url)]
+HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(check_http_url)]
 EmailAddress = Annotated[
     str, Field(max_length=254, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 ]

@@ -10,7 +10,6 @@ from pydantic import Field, field_validator
 from datamill.domain.common import Model
 from datamill.domain.runs import ExportRunEntry
 
-EXPORT_TYPES = ("file", "s3", "hdfs", "http", "logdb", "tsdb", "report")
 EXPORT_TYPE_ALIASES = {"kodo": "s3"}
 """Other names of a type: the specification's ``kodo`` (its object storage) is ``s3`` here.
 
@@ -26,9 +25,8 @@ def canonical_type(name: str) -> str:
 
 class ExportCreate(Model):
     type: str = Field(
-        description="one of "
-        + ", ".join(EXPORT_TYPES)
-        + "; kodo is accepted for s3 and stored as s3"
+        description="the export kind: one of the registered sinks (an unknown kind is "
+        "refused with their list); kodo is accepted for s3 and stored as s3",
     )
     spec: dict[str, Any]
 

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from datamill.errors import DatamillError, E
 
 GLOB_CHARS = set("*?[")
+
+
+def data_root(roots: Mapping[str, Path], name: str, field: str = "spec.root") -> Path:
+    """The data root called ``name`` among those the administrator configured."""
+    root = roots.get(name)
+    if root is None:
+        known = ", ".join(sorted(roots)) or "none"
+        raise DatamillError(
+            E.PATH_REFUSED,
+            f"{field}: unknown data root '{name}' (configured: {known})",
+            field=field,
+        )
+    return root
 
 
 def check_relative_path(path: str, field: str) -> str:

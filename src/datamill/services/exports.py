@@ -23,7 +23,7 @@ from datamill.connectors.sinks import SINKS
 from datamill.connectors.sinks.base import ExportBatch, ExportContext, ExportOutcome, Sink
 from datamill.domain.common import Page, validation_failure
 from datamill.domain.datasources import SchemaField
-from datamill.domain.exports import EXPORT_TYPES, Export, ExportCreate, ExportHistory
+from datamill.domain.exports import Export, ExportCreate, ExportHistory
 from datamill.domain.runs import (
     TERMINAL,
     ExportRunEntry,
@@ -33,6 +33,7 @@ from datamill.domain.runs import (
     check_rerun,
 )
 from datamill.domain.variables import Resolver, VariableIn
+from datamill.engines.duckdb.writers import copy_parquet
 from datamill.errors import DatamillError, E
 from datamill.services import runs
 from datamill.services.access import ProjectAccess
@@ -48,11 +49,12 @@ from datamill.store.runs import JOB_TARGET, RunRow
 
 
 def sink_of(type_: str) -> Sink:
+    """The registered sink of an export kind; the kinds are the registry's keys."""
     sink = SINKS.get(type_)
     if sink is None:
         raise DatamillError(
             E.INVALID_PARAMETER,
-            f"type: unknown export type '{type_[:32]}'; use one of {', '.join(EXPORT_TYPES)}",
+            f"type: unknown export type '{type_[:32]}'; use one of {', '.join(sorted(SINKS))}",
             field="type",
         )
     return sink
@@ -404,6 +406,7 @@ def execute_export(
         secret_values=values,
         temp_dir=temp_dir,
         log=log,
+        copy_parquet=copy_parquet,
         extra={"rerun_count": run.rerun_count, "attempt": run.attempt},
     )
     temp_dir.mkdir(parents=True, exist_ok=True)

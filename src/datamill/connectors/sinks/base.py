@@ -13,7 +13,7 @@ deterministic object names, replace-the-batch transactions, deterministic docume
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,16 +22,31 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 from pydantic import BaseModel
 
+from datamill.connectors.outbound.errors import OutboundError, TransientOutboundError
 from datamill.domain.datasources import SchemaField
 from datamill.domain.variables import Resolver
 
+SinkError = OutboundError
+"""The export failed in a way a retry will not fix (bad data, refused request). A sink
+fails the way the outbound toolkit it writes through does: one pair of exceptions."""
+TransientSinkError = TransientOutboundError
+"""The destination is down, timed out or answered 5xx: worth retrying."""
 
-class SinkError(Exception):
-    """The export failed in a way a retry will not fix (bad data, refused request)."""
 
+class ParquetCopier(Protocol):
+    """An engine's writer that copies Parquet result files into one Parquet file.
 
-class TransientSinkError(SinkError):
-    """The destination is down, timed out or answered 5xx: worth retrying."""
+    The service that runs an export hands one to the sink (``ExportContext.copy_parquet``),
+    so sinks stay engine-neutral; without one, sinks write Parquet with Arrow.
+    """
+
+    def __call__(
+        self, sources: Sequence[Path], target: str, compression: str, filesystem: Any = None
+    ) -> None:
+        """Write the rows of ``sources`` to ``target`` (a local path, or ``s3://bucket/key``
+        through the fsspec ``filesystem``) with ``compression`` (none, snappy, gzip); raise
+        an exception whose text says what went wrong."""
+        ...
 
 
 @dataclass
@@ -65,6 +80,7 @@ class ExportContext:
     secret_values: Mapping[str, str]
     temp_dir: Path
     log: Callable[[str], None] = lambda _line: None
+    copy_parquet: ParquetCopier | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -36,11 +36,12 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from datamill.connectors.sinks.http import pin_url, plain, secret_value
+from datamill.connectors.outbound.http import pin_url, secret_value
 from datamill.connectors.streams.base import StreamContext, register_transform
 from datamill.connectors.streams.records import flat, open_spec
 from datamill.domain.datasources import FunctionSpec
 from datamill.domain.expressions import FieldType
+from datamill.domain.values import json_value
 from datamill.errors import DatamillError, E
 
 ARROW_TYPES: dict[FieldType, pa.DataType] = {
@@ -212,7 +213,7 @@ class FunctionTransform:
                 field="basicConfigs.apiParamFields",
             )
         bodies = [
-            {key: plain(value) for key, value in row.items()}
+            {key: json_value(value, strict=True) for key, value in row.items()}
             for row in table.select(self.params).to_pylist()
         ]
         size = self.spec.batchSize

@@ -31,7 +31,6 @@ from typing import Any
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from datamill.connectors.sinks.http import plain
 from datamill.connectors.streams.base import (
     Position,
     StreamContext,
@@ -47,6 +46,7 @@ from datamill.connectors.streams.records import (
     open_spec,
 )
 from datamill.domain.datasources import KafkaSpec
+from datamill.domain.values import json_value
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 
@@ -231,7 +231,7 @@ class KafkaSink:
         for row, payload in encode_rows(table, self.options):
             key = None
             if key_field is not None:
-                value = plain(row.get(key_field))
+                value = json_value(row.get(key_field), strict=True)
                 if value is not None:
                     key = value if isinstance(value, str) else json.dumps(value)
             while True:

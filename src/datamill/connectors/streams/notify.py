@@ -12,7 +12,7 @@ an https / http URL — else ``defaultMessage``. (``smsMessage`` has no channel 
 * email: one mail per record from ``from`` to every ``to`` over SMTP (``smtpSecurity``
   starttls, tls or none); with ``tokenSecret`` its ``username`` and ``password`` log in.
 
-HTTP goes through :class:`~datamill.connectors.sinks.http.OutboundHttp` (outbound guard,
+HTTP goes through :class:`~datamill.connectors.outbound.http.OutboundHttp` (outbound guard,
 resolved address, no redirects, 3 tries on 5xx/timeouts); SMTP connects to the address
 the guard resolved as well. The ``tokenSecret``'s ``token`` is sent as a bearer token.
 
@@ -41,11 +41,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 
-from datamill.connectors.sinks.base import SinkError
-from datamill.connectors.sinks.http import OutboundHttp, plain, secret_value
+from datamill.connectors.outbound.errors import OutboundError
+from datamill.connectors.outbound.http import OutboundHttp, secret_value
 from datamill.connectors.streams.base import StreamContext, register_sink
 from datamill.connectors.streams.records import flat, open_spec
 from datamill.domain.datasources import NotificationChannel, NotificationSpec
+from datamill.domain.values import json_value
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 
@@ -62,7 +63,7 @@ def render(template: str, record: dict[str, Any]) -> str:
         name = match.group(1).strip()
         if name not in record:
             return match.group(0)
-        item = plain(record[name])
+        item = json_value(record[name], strict=True)
         if item is None:
             return ""
         if isinstance(item, bool):
@@ -215,7 +216,7 @@ class NotifySink:
                 )
                 self.sent += 1
                 in_a_row = 0
-            except SinkError as exc:
+            except OutboundError as exc:
                 self.failed += 1
                 in_a_row += 1
                 self.ctx.log(f"notification not delivered: {exc}")

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from datamill.connectors.sinks.http import plain
 from datamill.connectors.streams.base import StreamContext, StreamError
 from datamill.domain.common import validation_failure
+from datamill.domain.values import json_value
 from datamill.errors import DatamillError, E
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -99,7 +99,7 @@ def encode_rows(table: pa.Table, options: SinkOptions) -> Iterator[tuple[dict[st
     for batch in table.to_batches(max_chunksize=4096):
         for row in batch.to_pylist():
             try:
-                values = {key: plain(value) for key, value in row.items()}
+                values = {key: json_value(value, strict=True) for key, value in row.items()}
             except ValueError as exc:
                 raise StreamError(f"a record cannot be written: {exc}") from None
             if options.format == "JSON":

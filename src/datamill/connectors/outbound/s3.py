@@ -1,10 +1,12 @@
-"""Clients of S3-compatible object storage, shared by S3 data sources and S3 exports."""
+"""Clients of S3-compatible object storage, shared by S3 data sources and S3 exports, and
+how their errors read."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from datamill.connectors.outbound.errors import OutboundError, TransientOutboundError, first_line
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_url
 
@@ -59,3 +61,50 @@ def s3_filesystem(
         },
         use_listings_cache=False,
     )
+
+
+_S3_TRANSIENT_NAMES = {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "ClientConnectorError",
+    "ServerDisconnectedError",
+    "ClientOSError",
+    "FSTimeoutError",
+    "IncompleteRead",
+    "ResponseStreamingError",
+}
+_S3_TRANSIENT_CODES = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+}
+
+
+def s3_error(exc: BaseException, what: str) -> OutboundError:
+    """The store's own error text; connection problems, timeouts and 5xx are transient."""
+    transient = False
+    code = ""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | TimeoutError):
+            transient = True
+        if {c.__name__ for c in type(current).__mro__} & _S3_TRANSIENT_NAMES:
+            transient = True
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            code = str(error.get("Code", "")) or code
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if isinstance(status, int) and status >= 500:
+                transient = True
+            if code in _S3_TRANSIENT_CODES:
+                transient = True
+        current = current.__cause__ or current.__context__
+    text = f"{what}: {code + ': ' if code and code not in str(exc) else ''}{first_line(exc)}"
+    return TransientOutboundError(text) if transient else OutboundError(text)

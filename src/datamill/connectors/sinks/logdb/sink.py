@@ -1,34 +1,15 @@
-"""The ``logdb`` sink: index a batch's rows as documents in OpenSearch or Elasticsearch.
-
-Rows go through the ``_bulk`` API, ``batchSize`` documents per request, into the index
-``destRepoName`` (created by the server on first write unless it exists). ``doc`` maps
-document fields to job fields.
-
-Re-exporting a batch never duplicates: every document has a deterministic ``_id``, a hash
-of the job, the batch time and the values of ``idFields`` (default: every mapped field),
-plus the occurrence number among rows with equal id values, so the same batch always
-produces the same set of ids and a rerun overwrites them.
-
-A row is *invalid* when one of its mapped values cannot be written as JSON (NaN,
-infinities), when a job field the schema marks required is null, or when the server
-rejects the document (a per-item 4xx such as a mapping conflict). With ``omitInvalid``
-such rows are skipped and counted; without it the export fails (rows checked locally fail
-it before anything is sent). Per-item 429/5xx answers make the run fail transiently, and
-the retry rewrites the same ids.
-
-Credentials come only from the secret (``username`` and ``password``, basic auth).
-"""
+"""The ``logdb`` sink (see the package's docs)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import BaseModel
 
+from datamill.connectors.outbound.http import OutboundHttp, basic_auth, statuses_text
 from datamill.connectors.sinks.base import (
     ExportBatch,
     ExportContext,
@@ -37,80 +18,10 @@ from datamill.connectors.sinks.base import (
     TransientSinkError,
     register,
 )
-from datamill.connectors.sinks.http import (
-    OutboundHttp,
-    SinkSpec,
-    basic_auth,
-    batch_key,
-    check_fields,
-    check_http_url,
-    check_mapping,
-    plain,
-    row_chunks,
-    statuses_text,
-)
-from datamill.domain.common import FieldName, Name
+from datamill.connectors.sinks.common import batch_key, check_fields, check_mapping, row_chunks
+from datamill.connectors.sinks.logdb.spec import LogdbSpec
 from datamill.domain.datasources import SchemaField
-
-_INDEX_RULE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,254}$")
-_DOC_FIELD_RULE = re.compile(r"^[A-Za-z0-9@][A-Za-z0-9_.@\-]{0,254}$")
-
-
-def _check_doc_field(value: str) -> str:
-    from pydantic_core import PydanticCustomError
-
-    if not _DOC_FIELD_RULE.fullmatch(value) or ".." in value or value.endswith("."):
-        raise PydanticCustomError(
-            "E18106",
-            "invalid document field name '{value}': letters, digits, _ . @ -, "
-            "not starting with _ or .",
-            {"value": value[:140]},
-        )
-    return value
-
-
-DocField = Annotated[str, AfterValidator(_check_doc_field)]
-
-
-class LogdbSpec(SinkSpec):
-    endpoint: str = Field(
-        max_length=1024, description="the cluster's URL, e.g. http://opensearch:9200"
-    )
-    destRepoName: str = Field(description="the index to write to")
-    doc: dict[DocField, FieldName] = Field(
-        min_length=1, max_length=1000, description="document field -> job field"
-    )
-    omitInvalid: bool = Field(False, description="skip invalid rows instead of failing")
-    idFields: list[FieldName] | None = Field(
-        None,
-        min_length=1,
-        max_length=100,
-        description="job fields whose values identify a document (default: all mapped fields)",
-    )
-    batchSize: int = Field(500, ge=1, le=10_000, description="documents per bulk request")
-    timeoutSeconds: float = Field(30, gt=0, le=600)
-    secret: Name | None = Field(
-        None, description="a secret with 'username' and 'password' for basic authentication"
-    )
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_http_url(value)
-
-    @field_validator("destRepoName")
-    @classmethod
-    def _index(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
-
-        if not _INDEX_RULE.fullmatch(value) or value in {".", ".."}:
-            raise PydanticCustomError(
-                "E18103",
-                "invalid index name '{value}': 1-255 lowercase letters, digits, _ . -, "
-                "starting with a letter or digit",
-                {"value": value[:140]},
-            )
-        return value
+from datamill.domain.values import json_value
 
 
 def document_ids(
@@ -132,7 +43,7 @@ def document_ids(
 
 def plain_or_repr(value: Any) -> Any:
     try:
-        return plain(value)
+        return json_value(value, strict=True)
     except ValueError:
         return repr(value)
 
@@ -242,7 +153,7 @@ class LogdbSink:
             if value is None and source in required:
                 raise ValueError(f"job field '{source}' is required but null")
             try:
-                doc[target] = plain(value)
+                doc[target] = json_value(value, strict=True)
             except ValueError as exc:
                 raise ValueError(f"field '{target}': {exc}") from None
         return doc

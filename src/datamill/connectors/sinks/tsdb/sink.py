@@ -1,31 +1,4 @@
-"""The ``tsdb`` sink: write a batch's rows as points through the InfluxDB 1.x line protocol.
-
-Each row becomes one point of measurement ``series`` in database ``destRepoName``, posted
-to ``<endpoint>/write?db=…&precision=…`` (InfluxDB 1.x; VictoriaMetrics accepts the same
-``/write``). ``tags`` and ``fields`` map tag / field keys to job fields; ``timestamp``
-names the job field holding the point's time: a date field, an epoch in milliseconds
-(long or float) or an ISO 8601 string. ``precision`` (ns, us, ms, s; default ms) is the
-unit the timestamps are sent in.
-
-Writing is idempotent on InfluxDB: a point is identified by measurement, tag set and
-timestamp, so re-exporting a batch overwrites its points. VictoriaMetrics (numeric fields
-become metrics ``<series>_<field>``, tags and ``db`` labels; string fields are dropped)
-keeps a repeated sample once when started with ``-dedup.minScrapeInterval``.
-
-Values: null tags and empty tag values are left out (InfluxDB has no empty tags); null
-fields are left out. Booleans are written as booleans, integers with the ``i`` suffix,
-floats as floats, dates as ISO 8601 strings, everything else as strings. Measurement, tag
-keys, tag values and field keys are escaped (commas, spaces, equals signs, backslashes);
-string field values escape double quotes and backslashes.
-
-A row is *invalid* when its timestamp is null or unreadable, when it has no non-null
-field, when a float is NaN or infinite or when a tag holds a line break; the server also
-drops points it cannot store (a field whose type conflicts with earlier points). With
-``omitInvalid`` such rows are skipped and counted; without it the export fails, before
-anything is sent for rows checked locally.
-
-Credentials come only from the secret (``username`` and ``password``, basic auth).
-"""
+"""The ``tsdb`` sink (see the package's docs)."""
 
 from __future__ import annotations
 
@@ -34,10 +7,11 @@ import decimal
 import json
 import math
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel
 
+from datamill.connectors.outbound.http import OutboundHttp, basic_auth, statuses_text
 from datamill.connectors.sinks.base import (
     ExportBatch,
     ExportContext,
@@ -45,105 +19,14 @@ from datamill.connectors.sinks.base import (
     SinkError,
     register,
 )
-from datamill.connectors.sinks.http import (
-    OutboundHttp,
-    SinkSpec,
-    basic_auth,
-    check_http_url,
-    check_mapping,
-    row_chunks,
-    statuses_text,
-)
-from datamill.domain.common import FieldName, Name
+from datamill.connectors.sinks.common import check_mapping, row_chunks
+from datamill.connectors.sinks.tsdb.spec import TsdbSpec
 from datamill.domain.datasources import SchemaField
 from datamill.errors import DatamillError, E
 
-Precision = Literal["ns", "us", "ms", "s"]
 _PER_SECOND = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000, "s": 1}
-_DB_RULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 _DROPPED = re.compile(r"dropped=(\d+)")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _check_key(value: str) -> str:
-    from pydantic_core import PydanticCustomError
-
-    if not value or len(value) > 255 or any(c in value for c in "\r\n") or value == "time":
-        raise PydanticCustomError(
-            "E18106",
-            "invalid key '{value}': 1-255 characters without line breaks, not 'time'",
-            {"value": value[:140]},
-        )
-    return value
-
-
-class TsdbSpec(SinkSpec):
-    endpoint: str = Field(max_length=1024, description="e.g. http://influxdb:8086")
-    destRepoName: str = Field(description="the database")
-    series: str = Field(min_length=1, max_length=255, description="the measurement")
-    tags: dict[str, FieldName] = Field(
-        default_factory=dict, max_length=256, description="tag key -> job field"
-    )
-    fields: dict[str, FieldName] = Field(
-        min_length=1, max_length=1000, description="field key -> job field"
-    )
-    timestamp: FieldName = Field(
-        description="job field with the point's time: a date, epoch milliseconds or ISO 8601"
-    )
-    omitInvalid: bool = Field(False, description="skip invalid rows instead of failing")
-    precision: Precision = "ms"
-    batchSize: int = Field(5000, ge=1, le=100_000, description="points per request")
-    timeoutSeconds: float = Field(30, gt=0, le=600)
-    secret: Name | None = Field(
-        None, description="a secret with 'username' and 'password' for basic authentication"
-    )
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_http_url(value)
-
-    @field_validator("destRepoName")
-    @classmethod
-    def _database(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
-
-        if not _DB_RULE.fullmatch(value):
-            raise PydanticCustomError(
-                "E18103",
-                "invalid database name '{value}': 1-255 letters, digits, _ . -",
-                {"value": value[:140]},
-            )
-        return value
-
-    @field_validator("series")
-    @classmethod
-    def _series(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
-
-        if any(c in value for c in "\r\n") or value.startswith("_"):
-            raise PydanticCustomError(
-                "E18011", "the measurement may not contain line breaks or start with _"
-            )
-        return value
-
-    @field_validator("tags", "fields")
-    @classmethod
-    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            _check_key(key)
-        return value
-
-    @model_validator(mode="after")
-    def _disjoint(self) -> TsdbSpec:
-        from pydantic_core import PydanticCustomError
-
-        both = sorted(set(self.tags) & set(self.fields))
-        if both:
-            raise PydanticCustomError(
-                "E18011", "'{key}' is both a tag and a field", {"key": both[0][:64]}
-            )
-        return self
 
 
 def escape_measurement(text: str) -> str:

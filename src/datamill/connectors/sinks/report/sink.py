@@ -1,45 +1,21 @@
-"""The ``report`` sink: write a batch's rows into a table of a SQL database.
-
-The database is named only by the secret: its value ``url`` is a SQLAlchemy URL, such as
-``postgresql://user:password@host:5432/reports`` or ``sqlite:////srv/data/reports.db``;
-the spec never carries a password. Supported: PostgreSQL (through psycopg 3) and SQLite
-(a file inside one of the server's data roots). ``dbName`` is informational; it names the
-database when the URL has none.
-
-``columns`` maps table columns to job fields. A missing table is created with column types
-from the job's schema (boolean, bigint, double, timestamp with time zone, text) plus a
-``_datamill_batch`` column holding the batch time. A NaN float is written as NULL; nested
-values as text. Save modes (seed 004, 导出数据至报表平台):
-
-* ``overwrite`` (default): the table's whole content is replaced by the batch, in one
-  transaction (DELETE then INSERT; readers see the old rows or the new ones).
-* ``append``: the batch's rows are added; in the same transaction the rows of the same
-  batch (``_datamill_batch``) are deleted first, so re-exporting a batch never duplicates.
-  An existing table without ``_datamill_batch`` is refused in this mode.
-
-Outbound safety: a network database's host is resolved once through
-:func:`datamill.security.outbound.check_host` and libpq connects to that address
-(``hostaddr``) while keeping the name for TLS. Only the URL query options ``sslmode``,
-``connect_timeout`` and ``application_name`` are accepted (no ``host=``/``hostaddr=``
-overrides, no Unix sockets). A SQLite path must resolve inside a data root.
-"""
+"""The ``report`` sink (see the package's docs)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
 import math
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from datamill.connectors.outbound.http import redact
 from datamill.connectors.sinks.base import (
     ExportBatch,
     ExportContext,
@@ -48,16 +24,12 @@ from datamill.connectors.sinks.base import (
     TransientSinkError,
     register,
 )
-from datamill.connectors.sinks.http import SinkSpec, check_mapping, redact, row_chunks
-from datamill.domain.common import Name
+from datamill.connectors.sinks.common import check_mapping, row_chunks
+from datamill.connectors.sinks.report.spec import BATCH_COLUMN, ReportSpec
 from datamill.domain.datasources import SchemaField
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 
-BATCH_COLUMN = "_datamill_batch"
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
-_TABLE_RULE = re.compile(rf"^(?:{_IDENT}\.)?{_IDENT}$")
-_COLUMN_RULE = re.compile(rf"^{_IDENT}$")
 _PG_OPTIONS = frozenset({"sslmode", "connect_timeout", "application_name"})
 _TYPES: dict[str, Any] = {
     "boolean": sa.Boolean(),
@@ -66,47 +38,6 @@ _TYPES: dict[str, Any] = {
     "date": sa.DateTime(timezone=True),
     "string": sa.Text(),
 }
-
-
-class ReportSpec(SinkSpec):
-    secret: Name = Field(description="a secret whose value 'url' is the database's URL")
-    dbName: str | None = Field(None, max_length=128, description="the database (informational)")
-    tableName: str = Field(description="the table, optionally schema-qualified: schema.table")
-    columns: dict[str, str] = Field(
-        min_length=1, max_length=1000, description="table column -> job field"
-    )
-    saveMode: Literal["overwrite", "append"] = "overwrite"
-    batchSize: int = Field(1000, ge=1, le=100_000, description="rows per INSERT")
-    timeoutSeconds: float = Field(30, gt=0, le=600, description="connect timeout")
-
-    @field_validator("tableName")
-    @classmethod
-    def _table(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
-
-        if not _TABLE_RULE.fullmatch(value):
-            raise PydanticCustomError(
-                "E18103",
-                "invalid table name '{value}': [schema.]table, each 1-63 letters, digits or "
-                "underscores, starting with a letter or underscore",
-                {"value": value[:140]},
-            )
-        return value
-
-    @field_validator("columns")
-    @classmethod
-    def _columns(cls, value: dict[str, str]) -> dict[str, str]:
-        from pydantic_core import PydanticCustomError
-
-        for column in value:
-            if not _COLUMN_RULE.fullmatch(column) or column.lower() == BATCH_COLUMN:
-                raise PydanticCustomError(
-                    "E18106",
-                    "invalid column name '{value}': 1-63 letters, digits or underscores, "
-                    "starting with a letter or underscore, not " + BATCH_COLUMN,
-                    {"value": column[:140]},
-                )
-        return value
 
 
 def _engine(spec: ReportSpec, ctx: ExportContext, timeout: float) -> tuple[Engine, str]:

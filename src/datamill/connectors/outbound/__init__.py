@@ -1,0 +1,17 @@
+"""The guarded outbound toolkit that sources and sinks share.
+
+* :mod:`.http`: the one HTTP client for calls on a user's behalf (resolve once, refuse
+  private addresses, connect to the resolved address, never follow redirects);
+* :mod:`.webhdfs`: the WebHDFS operations, over the same guard;
+* :mod:`.s3`: S3-compatible object storage clients for an :class:`~datamill.domain.
+  datasources.S3Store`;
+* :mod:`.errors`: :class:`OutboundError` and :class:`TransientOutboundError`.
+
+The address rule itself is :mod:`datamill.security.outbound`; the URL text rule is
+:func:`datamill.domain.urls.check_http_url`; data roots resolve through
+:func:`datamill.security.paths.data_root`.
+"""
+
+from datamill.connectors.outbound.errors import OutboundError, TransientOutboundError
+
+__all__ = ["OutboundError", "TransientOutboundError"]

@@ -1,0 +1,162 @@
+"""The ``file`` sink: outputs written to a folder under a data root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from datamill.connectors.outbound.errors import first_line
+from datamill.connectors.sinks.base import (
+    ExportBatch,
+    ExportContext,
+    ExportOutcome,
+    SinkError,
+    register,
+)
+from datamill.connectors.sinks.file.spec import FileExportSpec
+from datamill.connectors.sinks.outputs.folders import folder_export
+from datamill.connectors.sinks.outputs.formats import check_partitions
+from datamill.connectors.sinks.outputs.layout import TEMP_NAME, output_location
+from datamill.connectors.sinks.outputs.plan import ParquetCopy, Writer
+from datamill.domain.datasources import SchemaField
+from datamill.errors import DatamillError, E
+from datamill.security.paths import check_relative_path, data_root, resolve_inside
+
+
+class LocalStore:
+    """A folder under a data root; paths are absolute, already checked to stay inside."""
+
+    def __init__(self, real_root: Path, root_name: str) -> None:
+        self.root = real_root
+        self.root_name = root_name
+
+    def show(self, path: str) -> str:
+        try:
+            rel = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            rel = path
+        return f"{self.root_name}:{rel}"
+
+    def _fail(self, action: str, path: str, exc: OSError) -> SinkError:
+        return SinkError(f"{action} {self.show(path)}: {exc.strerror or first_line(exc)}")
+
+    def _inside(self, path: str) -> None:
+        resolved = Path(path).resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise DatamillError(
+                E.PATH_REFUSED, f"spec.path: '{self.show(path)}' leads outside its data root"
+            )
+
+    def kind(self, path: str) -> str | None:
+        if os.path.islink(path):
+            self._inside(path)
+        if os.path.isdir(path):
+            return "dir"
+        return "file" if os.path.lexists(path) else None
+
+    def listdir(self, path: str, hidden: bool = False) -> list[tuple[str, bool, float]]:
+        found: list[tuple[str, bool, float]] = []
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if not hidden and TEMP_NAME.fullmatch(entry.name):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    found.append((entry.name, entry.is_dir(follow_symlinks=False), st.st_mtime))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._fail("cannot list", path, exc) from exc
+        return sorted(found)
+
+    def mkdirs(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise self._fail("cannot create folder", path, exc) from exc
+        self._inside(path)
+
+    def put(self, path: str, data: bytes) -> None:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as stream:
+                stream.write(data)
+        except OSError as exc:
+            raise self._fail("cannot write", path, exc) from exc
+
+    def write(self, path: str, writer: Writer) -> int:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if isinstance(writer, ParquetCopy):
+                writer.to_path(path)
+                return os.path.getsize(path)
+            with pa.OSFile(path, "wb") as stream:
+                writer(stream)
+                return int(stream.tell())
+        except OSError as exc:
+            raise self._fail("cannot write", path, exc) from exc
+
+    def rename(self, src: str, dst: str) -> None:
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            if os.path.isdir(dst) and os.listdir(dst):
+                raise SinkError(f"{self.show(dst)} appeared meanwhile; not replaced") from exc
+            raise self._fail(f"cannot rename {self.show(src)} to", dst, exc) from exc
+
+    def replace_file(self, src: str, dst: str) -> None:
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            raise self._fail("cannot write", dst, exc) from exc
+
+    def delete(self, path: str, recursive: bool) -> None:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                if recursive:
+                    shutil.rmtree(path)
+                else:
+                    os.rmdir(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail("cannot delete", path, exc) from exc
+
+
+# --------------------------------------------------------------------------- WebHDFS
+
+
+class FileSink:
+    type_name: ClassVar[str] = "file"
+    spec_model: ClassVar[type[BaseModel]] = FileExportSpec
+
+    def validate(self, spec: BaseModel, schema: list[SchemaField]) -> None:
+        assert isinstance(spec, FileExportSpec)
+        check_partitions(spec, schema)
+
+    def secret_name(self, spec: BaseModel) -> str | None:
+        return None
+
+    def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
+        assert isinstance(spec, FileExportSpec)
+        root = data_root(ctx.data_roots, spec.root)
+        real_root = root.resolve()
+        relative = output_location(spec.path, batch, "spec.path")
+        check_relative_path(relative, "spec.path")
+        location = resolve_inside(real_root, relative, "spec.path")
+        store = LocalStore(real_root, spec.root)
+
+        def base_of(literal: str) -> str:
+            return str(resolve_inside(real_root, literal, "spec.path") if literal else real_root)
+
+        return folder_export(store, str(location), base_of, spec.path, spec, batch, ctx)
+
+
+register(FileSink())

@@ -1,0 +1,37 @@
+"""The rule for URLs given in specs (data sources, exports, notifications, functions).
+
+This checks the text only; where datamill may connect is decided when it connects, by the
+outbound guard (:mod:`datamill.security.outbound`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic_core import PydanticCustomError
+
+
+def check_http_url(value: str, *, query: bool = True) -> str:
+    """``value`` if it is an http(s) URL with a host, without credentials (they belong in a
+    secret), fragment, spaces or control characters, and without a query unless ``query``.
+
+    Raises ``PydanticCustomError`` E18011, for use in validators.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise PydanticCustomError(
+            "E18011", "'{value}' must be an http(s) URL with a host", {"value": value[:200]}
+        )
+    if parts.username is not None or parts.password is not None:
+        raise PydanticCustomError(
+            "E18011", "credentials in the URL are not accepted; store them in a secret"
+        )
+    if not query and (parts.query or parts.fragment):
+        raise PydanticCustomError("E18011", "the URL may not have a query or a fragment")
+    if parts.fragment or any(c.isspace() or ord(c) < 32 for c in value):
+        raise PydanticCustomError("E18011", "the URL may not have a fragment or spaces")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise PydanticCustomError("E18011", "the URL's port is not a number 0-65535") from None
+    return value
