@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from datamill.connectors.outbound.errors import first_line
-from datamill.connectors.outbound.s3 import s3_filesystem
+from datamill.connectors.outbound.s3 import store_filesystem
 from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
@@ -68,13 +68,7 @@ class S3Files:
     type_name: ClassVar[str] = "s3"
 
     def filesystem(self, spec: S3Spec, ctx: SourceContext) -> Any:
-        return s3_filesystem(
-            endpoint=spec.endpoint,
-            region=spec.regionName,
-            secret=spec.secret,
-            secret_values=ctx.secret_values,
-            outbound_allow=ctx.outbound_allow,
-        )
+        return store_filesystem(spec, ctx.secret_values, ctx.outbound_allow)
 
     def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
         assert isinstance(spec, S3Spec)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from datamill.connectors.outbound.errors import OutboundError, TransientOutboundError, first_line
+from datamill.domain.datasources import S3Store
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_url
 
@@ -60,6 +61,19 @@ def s3_filesystem(
             "read_timeout": 60,
         },
         use_listings_cache=False,
+    )
+
+
+def store_filesystem(
+    store: S3Store, secret_values: Mapping[str, str], outbound_allow: list[str]
+) -> Any:
+    """The file system of an ``s3`` data source's or export's store (:func:`s3_filesystem`)."""
+    return s3_filesystem(
+        endpoint=store.endpoint,
+        region=store.regionName,
+        secret=store.secret,
+        secret_values=secret_values,
+        outbound_allow=outbound_allow,
     )
 
 

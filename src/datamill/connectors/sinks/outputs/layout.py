@@ -96,6 +96,9 @@ def append_marker(run_id: int, seq: int) -> str:
 
 
 def append_seq(ctx: ExportContext, names: list[str], run_id: int) -> int:
+    """The number of this append of the run's batch (see "Save modes" in the package docs):
+    the rerun count when the framework gives one, else one more than the markers in
+    ``names`` (the location's top-level files)."""
     given = ctx.extra.get("rerun_count")
     if isinstance(given, int) and not isinstance(given, bool):
         return given
@@ -106,12 +109,15 @@ def append_seq(ctx: ExportContext, names: list[str], run_id: int) -> int:
 
 @dataclass
 class Written:
+    """What writing one output did: files and bytes written, or skipped (saveMode ignore)."""
+
     files: int = 0
     bytes: int = 0
     skipped: bool = False
 
 
 def outcome(written: Written, rows: int, where: str, spec: FileExportOptions) -> ExportOutcome:
+    """The export run's outcome and the line its log shows."""
     if written.skipped:
         return ExportOutcome(
             rows=0, bytes=0, detail=f"{where} already has files; nothing written (saveMode ignore)"
@@ -138,4 +144,5 @@ def retention_note(ctx: ExportContext, deleted: int, spec: FileExportOptions) ->
 
 
 def part_prefix(append: tuple[int, int] | None) -> str:
+    """How the output files' names start: ``part-``, or ``part-r<runId>-a<n>-`` to append."""
     return f"part-r{append[0]}-a{append[1]}-" if append else "part-"

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from datamill.connectors.outbound.s3 import s3_error, s3_filesystem
+from datamill.connectors.outbound.s3 import s3_error, store_filesystem
 from datamill.connectors.sinks.base import (
     ExportBatch,
     ExportContext,
@@ -38,15 +38,11 @@ from datamill.errors import DatamillError, E
 
 
 class ObjectStore:
+    """One bucket through the toolkit's S3 client; its errors become sink errors."""
+
     def __init__(self, spec: S3ExportSpec, ctx: ExportContext) -> None:
         self.bucket = spec.bucket
-        self.fs = s3_filesystem(
-            endpoint=spec.endpoint,
-            region=spec.regionName,
-            secret=spec.secret,
-            secret_values=ctx.secret_values,
-            outbound_allow=ctx.outbound_allow,
-        )
+        self.fs = store_filesystem(spec, ctx.secret_values, ctx.outbound_allow)
 
     def show(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
