@@ -11,6 +11,9 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from pydantic_core import PydanticCustomError
+
+from datamill.domain.urls import check_http_url
 from datamill.errors import DatamillError, E
 
 _BLOCKED_NETWORKS = [
@@ -58,18 +61,15 @@ def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def check_url(url: str, allow: list[str], field: str) -> str:
-    """Validate ``url`` (http/https only) and return the IP address to connect to."""
+    """Check ``url`` by the spec URL rule (:func:`datamill.domain.urls.check_http_url`) and
+    return the IP address to connect to."""
+    try:
+        check_http_url(url)
+    except PydanticCustomError as exc:
+        raise DatamillError(E.OUTBOUND_REFUSED, f"{field}: {exc.message()}", field=field) from None
     parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise DatamillError(
-            E.OUTBOUND_REFUSED, f"{field}: '{url}' must be an http(s) URL with a host", field=field
-        )
-    if parts.username or parts.password:
-        raise DatamillError(
-            E.OUTBOUND_REFUSED, f"{field}: credentials in the URL are not allowed", field=field
-        )
     return check_host(
-        parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow, field
+        parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), allow, field
     )
 
 
