@@ -60,7 +60,6 @@ class SchemaField(Model):
 
 
 BUCKET_RULE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{2,62}$")
-KEY_PREFIX_FORBIDDEN = set("\\<>")
 
 
 def _check_bucket(value: str) -> str:
@@ -73,12 +72,14 @@ def _check_bucket(value: str) -> str:
     return value
 
 
-def _check_key_prefix(value: str) -> str:
-    if len(value) > 128 or KEY_PREFIX_FORBIDDEN & set(value) or "\x00" in value:
+def check_key_prefix(value: str, forbidden: str = "\\<>") -> str:
+    """An object key prefix: at most 128 characters, none of ``forbidden`` nor NUL, no
+    leading ``/`` and no ``..`` segment (an export's prefix also refuses ``:``)."""
+    if len(value) > 128 or set(forbidden) & set(value) or "\x00" in value:
         raise PydanticCustomError(
             "E18011",
-            "invalid key prefix '{value}': 0-128 characters without \\ < >",
-            {"value": value[:140]},
+            "invalid key prefix '{value}': 0-128 characters without {forbidden}",
+            {"value": value[:140], "forbidden": " ".join(forbidden)},
         )
     if value.startswith("/") or ".." in value.split("/"):
         raise PydanticCustomError(
@@ -90,7 +91,7 @@ def _check_key_prefix(value: str) -> str:
 
 
 Bucket = Annotated[str, AfterValidator(_check_bucket)]
-KeyPrefix = Annotated[str, AfterValidator(_check_key_prefix)]
+KeyPrefix = Annotated[str, AfterValidator(check_key_prefix)]
 SecretRef = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$", max_length=128)]
 
 

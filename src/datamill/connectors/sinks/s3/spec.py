@@ -5,24 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
-from pydantic_core import PydanticCustomError
 
-from datamill.connectors.sinks.outputs.formats import PATH_FORBIDDEN, FileExportOptions
-from datamill.domain.datasources import S3Store
+from datamill.connectors.sinks.outputs.formats import FileExportOptions
+from datamill.domain.datasources import S3Store, check_key_prefix
 
 
 def _check_key_prefix(value: str) -> str:
-    if len(value) > 128 or (PATH_FORBIDDEN | {":"}) & set(value):
-        raise PydanticCustomError(
-            "E18011",
-            "invalid key prefix '{value}': 0-128 characters without : \\ < >",
-            {"value": value[:140]},
-        )
-    if value.startswith("/") or ".." in value.split("/"):
-        raise PydanticCustomError(
-            "E18116", "invalid key prefix '{value}': no leading '/' and no '..'", {"value": value}
-        )
-    return value
+    return check_key_prefix(value, forbidden=":\\<>")
 
 
 ExportKeyPrefix = Annotated[str, AfterValidator(_check_key_prefix)]
