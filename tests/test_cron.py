@@ -93,6 +93,21 @@ QUARTZ_TABLE: list[tuple[str, str, list[str]]] = [
         "2026-05-01T00:00",
         ["2026-05-29T00:00", "2026-06-30T00:00", "2026-07-31T00:00"],
     ),
+    # Quartz's own expectations: Oct 26 2010 is a Tuesday, Oct 30 a Saturday (-> Fri 29),
+    # Dec 26 a Sunday (-> Mon 27).
+    (
+        "0 15 10 L-5W * ? 2010",
+        "2010-10-01T00:00",
+        ["2010-10-26T10:15", "2010-11-25T10:15", "2010-12-27T10:15"],
+    ),
+    (
+        "0 15 10 L-1W * ? 2010",
+        "2010-10-01T00:00",
+        ["2010-10-29T10:15", "2010-11-29T10:15", "2010-12-30T10:15"],
+    ),
+    # L-0W is LW; Feb 2026: L-27 = Sunday the 1st (-> Monday 2), L-2W = Thursday the 26th.
+    ("0 0 0 L-0W * ?", JAN1, ["2026-01-30T00:00", "2026-02-27T00:00", "2026-03-31T00:00"]),
+    ("0 0 0 L-27W 2 ?", JAN1, ["2026-02-02T00:00", "2027-02-01T00:00", "2028-02-02T00:00"]),
     # Feb 15 and Mar 15 2026 are Sundays (-> Monday 16), Apr 15 a Wednesday.
     (
         "0 0 0 15W * ?",
@@ -690,6 +705,10 @@ def _day_rule(kind: str, a: int, b: int) -> tuple[str, Callable[[date], bool]]:
             ),
         ),
         "W": (f"0 0 0 {b + 1}W * ?", lambda d: d.day == _nearest_weekday(d.year, d.month, b + 1)),
+        "L-nW": (
+            f"0 0 0 L-{b}W * ?",
+            lambda d: last(d) - b >= 1 and d.day == _nearest_weekday(d.year, d.month, last(d) - b),
+        ),
         "nL": (f"0 0 0 ? * {a}L", lambda d: d.weekday() == py and d.day + 7 > last(d)),
         "#": (
             f"0 0 0 ? * {quartz_names[a - 1]}#{b % 5 + 1}",
@@ -716,7 +735,7 @@ def _day_rule(kind: str, a: int, b: int) -> tuple[str, Callable[[date], bool]]:
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(
-    kind=st.sampled_from(["L", "L-n", "LW", "W", "nL", "#", "dom", "range"]),
+    kind=st.sampled_from(["L", "L-n", "LW", "L-nW", "W", "nL", "#", "dom", "range"]),
     a=st.integers(1, 7),
     b=st.one_of(st.sampled_from([0, 1, 2, 13, 14, 27, 28, 29, 30]), st.integers(0, 30)),
     day=st.integers(0, 40 * 365),

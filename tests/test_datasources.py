@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,36 @@ def test_request_body_errors(api: Api, project: str) -> None:
 def test_unknown_route_and_method(api: Api) -> None:
     assert_error(api.get("/nothing/here"), 404, "E18009")
     assert_error(api.request("PATCH", "/health"), 405, "E18010")
+
+
+def test_a_chunked_body_over_the_limit_is_refused_with_413(api: Api, project: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"type": "file", "spec": {"x": "'
+        for _ in range(10 * 1024):
+            yield b"y" * 1024
+        yield b'"}}'
+
+    response = api.client.post(
+        f"/api/v1/projects/{project}/datasources/x",
+        content=chunks(),
+        headers={**api.headers(), "Content-Type": "application/json"},
+    )
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "E18005", "limit")
+    assert api.get(f"/projects/{project}/datasources").json()["total"] == 0
+
+
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", "text/csv"])
+def test_a_body_that_is_not_json_is_refused_with_415(api: Api, project: str, media: str) -> None:
+    response = api.post(
+        f"/projects/{project}/datasources/x",
+        content=b'{"type": "file", "spec": {}}',
+        headers={"Content-Type": media},
+    )
+    assert_error(response, 415, "E18012", media)
+    json_suffix = api.post(
+        f"/projects/{project}/datasources/x",
+        content=b'{"type": "file", "spec": {}}',
+        headers={"Content-Type": "application/vnd.datamill+json"},
+    )
+    assert_error(json_suffix, 400, "E18011", "spec.fileType")

@@ -157,6 +157,14 @@ HOSTILE = [
     ),
     case("SELECT content FROM read_blob('/etc/passwd')", "read_blob", id="read-blob"),
     case("SELECT file FROM glob('/etc/*')", TABLE_FUNCTION, "glob", id="glob-etc"),
+    case("SELECT * FROM ROWS FROM (range(3))", TABLE_FUNCTION, "ROWS FROM", id="rows-from"),
+    case(
+        "SELECT * FROM ROWS FROM (read_csv('/etc/passwd'), range(2))",
+        TABLE_FUNCTION,
+        id="rows-from-read-csv",
+    ),
+    case("SELECT " + "(" * 3000 + "1" + ")" * 3000 + " FROM ev", "nested", id="nested-3000"),
+    case("SELECT " + "(" * 33 + "1" + ")" * 33 + " FROM ev", "at most 32", id="nested-33"),
     case(
         "SELECT device FROM ev WHERE device IN (SELECT content FROM read_text('/etc/passwd'))",
         "read_text",

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
+from datamill.config import Settings
 from datamill.errors import CATALOG, render_markdown
 from datamill.services.runtime import Runtime
 from datamill.store.models import Base
@@ -141,3 +143,23 @@ def server_children(pid: int) -> list[int]:
     """The process ids of ``pid``'s children (Linux)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(child) for child in children]
+
+
+def test_the_data_folder_and_the_sqlite_files_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    stale = data_dir / "datamill.db"
+    runtime = Runtime.open(Settings(data_dir=data_dir))
+    try:
+        with runtime.sessions() as session:
+            session.execute(text("SELECT 1"))
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        files = [stale, *data_dir.glob("datamill.db-*"), data_dir / "secret.key"]
+        assert {f.name for f in files} >= {"datamill.db", "datamill.db-wal", "secret.key"}
+        for file in files:
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    finally:
+        runtime.close()
+    stale.chmod(0o644)
+    Runtime.open(Settings(data_dir=data_dir)).close()
+    assert stat.S_IMODE(stale.stat().st_mode) == 0o600

@@ -8,9 +8,11 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datamill.errors import DatamillError, E
+from datamill.services.streaming import NDJSON_TYPES
 
 log = structlog.get_logger("datamill.access")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -31,8 +33,26 @@ def _check_url(scope: Scope) -> DatamillError | None:
     return None
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _check_media_type(headers: dict[str, str], method: str) -> DatamillError | None:
+    """Refuse a body that is neither JSON nor JSON lines with 415, before it is parsed.
+
+    A body without a Content-Type is read as JSON, as before."""
+    raw = headers.get("content-type")
+    if method not in _BODY_METHODS or raw is None or headers.get("content-length") == "0":
+        return None
+    media = raw.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json") or media in NDJSON_TYPES:
+        return None
+    return DatamillError(
+        E.UNSUPPORTED_MEDIA_TYPE,
+        f"Content-Type '{media[:80]}' is not accepted; send application/json "
+        "(or application/x-ndjson where an operation takes records)",
+    )
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while the body is read: FastAPI passes an HTTP exception on untouched, where
+    it turns any other error in reading the body into a 400."""
 
 
 class RequestContextMiddleware:
@@ -65,7 +85,12 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        early = self._check_length(headers, str(scope.get("method", ""))) or _check_url(scope)
+        method = str(scope.get("method", ""))
+        early = (
+            self._check_length(headers, method)
+            or _check_url(scope)
+            or _check_media_type(headers, method)
+        )
         if early is not None:
             await self._reject(send_with_id, early, request_id)
         else:
@@ -77,7 +102,7 @@ class RequestContextMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body_bytes:
-                        raise _BodyTooLarge
+                        raise _BodyTooLarge(413, self._too_large().message)
                 return message
 
             try:

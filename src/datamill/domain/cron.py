@@ -14,10 +14,10 @@ Two forms are accepted, told apart by the number of fields alone:
   ``a/n``, ``*/n`` and ``a-b/n``, names JAN-DEC and SUN-SAT (any case), ``L`` (last day of
   the month), ``L-n`` (n days before it, n <= 30), ``nW`` (the weekday nearest the n-th,
   never leaving the month; a month without an n-th day does not fire), ``LW`` (last weekday
-  of the month); in day-of-week ``L`` alone (= SAT), ``nL`` (last <weekday> of the month)
-  and ``n#k`` (k-th <weekday>, k 1-5; a month without a k-th one does not fire); a year
-  field 1970-2099. ``L``, ``W`` and ``#`` forms stand alone in their field (no lists), as
-  in Quartz.
+  of the month), ``L-nW`` (the weekday nearest the day n days before the last); in
+  day-of-week ``L`` alone (= SAT), ``nL`` (last <weekday> of the month) and ``n#k`` (k-th
+  <weekday>, k 1-5; a month without a k-th one does not fire); a year field 1970-2099.
+  ``L``, ``W`` and ``#`` forms stand alone in their field (no lists), as in Quartz.
 
 In both forms a range whose end is below its start wraps around the field, as Quartz does
 (``22-2`` hours = 22, 23, 0, 1, 2; ``FRI-MON`` = Fri, Sat, Sun, Mon), except in the year.
@@ -75,7 +75,7 @@ _UNIX_DAY_NAMES = {name: i for i, name in enumerate(_DAYS)}
 
 _ITEM = re.compile(r"(\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/([0-9]+))?")
 _VALUE = re.compile(r"[0-9]+|[A-Za-z]+")
-_DOM_LAST = re.compile(r"L(?:-([0-9]+))?", re.IGNORECASE)
+_DOM_LAST = re.compile(r"L(?:-([0-9]+))?(W)?", re.IGNORECASE)
 _DOM_NEAREST = re.compile(r"([0-9]+)W", re.IGNORECASE)
 _DOW_LAST = re.compile(r"([0-9]+|[A-Za-z]{3})L", re.IGNORECASE)
 _DOW_NTH = re.compile(r"([0-9]+|[A-Za-z]{3})#([0-9]+)")
@@ -127,24 +127,25 @@ _YEAR = _Field("year", MIN_YEAR, MAX_YEAR, None)
 
 @dataclass(frozen=True)
 class _DomRule:
-    """A restricted day-of-month: a set of days, ``L-offset``, ``LW`` or ``nW``."""
+    """A restricted day-of-month: a set of days, ``L-offset``, ``L-offsetW`` or ``nW``."""
 
     kind: str  # "days" | "last" | "last_weekday" | "nearest_weekday"
     days: frozenset[int] = frozenset()
-    number: int = 0  # the offset of "last", the day of "nearest_weekday"
+    number: int = 0  # the offset of "last" and "last_weekday", the day of "nearest_weekday"
 
     def days_in(self, length: int, first_weekday: int) -> set[int]:
         if self.kind == "days":
             return {d for d in self.days if d <= length}
-        if self.kind == "last":
+        if self.kind in ("last", "last_weekday"):
             day = length - self.number
-            return {day} if day >= 1 else set()
-        if self.kind == "last_weekday":
-            weekday = (first_weekday + length - 1) % 7
-            return {length - max(0, weekday - 4)}  # Sat -> Fri (-1), Sun -> Fri (-2)
-        day = self.number  # nearest_weekday
-        if day > length:
-            return set()
+            if day < 1:
+                return set()
+            if self.kind == "last":
+                return {day}
+        else:  # nearest_weekday
+            day = self.number
+            if day > length:
+                return set()
         weekday = (first_weekday + day - 1) % 7
         if weekday == 5:  # Saturday: Friday before, or Monday after when the 1st
             day = day + 2 if day == 1 else day - 1
@@ -564,8 +565,6 @@ class _Parser:
                 raise self.field_fail(
                     spec, part, "'L' and 'W' cannot be combined with other days in a list"
                 )
-            if upper == "LW":
-                return _DomRule("last_weekday")
             last = _DOM_LAST.fullmatch(part)
             if last:
                 offset = int(last.group(1) or 0)
@@ -573,7 +572,7 @@ class _Parser:
                     raise self.field_fail(
                         spec, part, f"the offset from the last day must be 0-30, not {offset}"
                     )
-                return _DomRule("last", number=offset)
+                return _DomRule("last_weekday" if last.group(2) else "last", number=offset)
             nearest = _DOM_NEAREST.fullmatch(part)
             if nearest:
                 day = int(nearest.group(1))
@@ -585,7 +584,7 @@ class _Parser:
             raise self.field_fail(
                 spec,
                 part,
-                "'L' and 'W' are allowed only as L, L-n, LW or nW (n a day 1-31), "
+                "'L' and 'W' are allowed only as L, L-n, LW, L-nW or nW (n a day 1-31), "
                 "standing alone in the field",
             )
         if part == "*":

@@ -13,12 +13,14 @@ from collections.abc import Collection
 import sqlglot
 from sqlglot import TokenType, exp
 from sqlglot.dialects.duckdb import DuckDB
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, SqlglotError
 
 from datamill.errors import DatamillError, E
 
 Tokenizer = DuckDB.Tokenizer
 QUERY_TYPES = (exp.Select, exp.Union, exp.Except, exp.Intersect)
+MAX_NESTING = 32
+"""The deepest parentheses a job's SQL may nest."""
 _REFUSED_FUNCTION = re.compile(
     r"^(read_|parquet_|sniff_|glob$|query$|query_table$|getenv$|current_setting$|"
     r"duckdb_|pragma_|which_secret$|load_|install_|iceberg_|delta_|sqlite_|postgres_|mysql_)",
@@ -36,11 +38,29 @@ def query_text(code: str) -> str:
     return code[: tokens[-1].end + 1] if tokens else ""
 
 
+def _check_nesting(code: str, field: str) -> None:
+    """Refuse SQL nested deeper than :data:`MAX_NESTING` parentheses before parsing it:
+    the parsers recurse once a level."""
+    depth = deepest = 0
+    for token in Tokenizer().tokenize(code):
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+    if deepest > MAX_NESTING:
+        raise DatamillError(
+            E.SQL_REFUSED,
+            f"{field}: SQL is nested {deepest} parentheses deep; at most {MAX_NESTING} are allowed",
+            field=field,
+        )
+
+
 def gate(code: str, tables: Collection[str], field: str = "computation.code") -> str:
     """Refuse anything but one read-only query over ``tables``; return the query's text."""
     try:
-        parsed = sqlglot.parse(code, read="duckdb")
-        statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
+        _check_nesting(code, field)
+        return _gate(code, tables, field)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         raise DatamillError(
@@ -49,6 +69,19 @@ def gate(code: str, tables: Collection[str], field: str = "computation.code") ->
             f"{first.get('description') or exc}",
             field=field,
         ) from None
+    except SqlglotError as exc:
+        raise DatamillError(
+            E.INVALID_SQL, f"{field}: SQL does not parse: {str(exc)[:300]}", field=field
+        ) from None
+    except RecursionError:
+        raise DatamillError(
+            E.SQL_REFUSED, f"{field}: SQL is nested too deeply to check", field=field
+        ) from None
+
+
+def _gate(code: str, tables: Collection[str], field: str) -> str:
+    parsed = sqlglot.parse(code, read="duckdb")
+    statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
     if len(statements) != 1:
         raise DatamillError(
             E.SQL_REFUSED,
@@ -74,9 +107,10 @@ def gate(code: str, tables: Collection[str], field: str = "computation.code") ->
     allowed = {t.lower() for t in tables}
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
+            shown = (table.this if table.this is not None else table).sql(dialect="duckdb")
             raise DatamillError(
                 E.SQL_REFUSED,
-                f"{field}: table functions are not allowed in FROM ({table.this.sql()[:60]}); "
+                f"{field}: table functions are not allowed in FROM ({shown[:60]}); "
                 "read only the job's sources",
                 field=field,
             )

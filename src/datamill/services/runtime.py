@@ -27,6 +27,7 @@ class Runtime:
         """Connect to the metadata store (migrating it to the newest schema) and load keys."""
         data_dir = settings.resolved_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)  # metadata, keys and tokens: the server's user only
         engine = make_engine(settings.metadata_url)
         if migrate:
             upgrade(engine)

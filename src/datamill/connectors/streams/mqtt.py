@@ -77,6 +77,10 @@ the pipeline is down."""
 RECEIVE_MAXIMUM = 10_000
 """Unacknowledged messages the broker may send a source: the most records per checkpoint."""
 CONNECT_TIMEOUT = 15.0
+CLOSE_TIMEOUT = 5.0
+"""How long a closing connection waits for the broker to confirm it read what was sent."""
+FLUSH_FILTER = "datamill/no-subscription"
+"""A topic filter the connection never subscribes: unsubscribing it is a harmless round trip."""
 PUBLISH_TIMEOUT = 60.0
 """Seconds :meth:`MqttSink.commit` waits for the broker to take a checkpoint's messages."""
 
@@ -198,11 +202,20 @@ class _Connection:
             self.ctx.log(f"{self.shown}: disconnected ({reason}); reconnecting")
 
     def close(self) -> None:
-        """Disconnect once the packets already queued (acknowledgements) are written."""
+        """Disconnect once the broker has processed what was sent before (acknowledgements).
+
+        Written is not enough: paho closes the socket right after DISCONNECT, and a close
+        with unread data on the socket resets the connection, which may lose packets the
+        broker has not read yet. The broker answers packets in order, so the answer to an
+        UNSUBSCRIBE (of a filter never subscribed: it changes nothing) sent after the
+        acknowledgements proves it has processed them."""
         self._closing = True
-        deadline = time.monotonic() + 5.0
-        while self.client.want_write() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if self.client.is_connected():
+            flushed = threading.Event()
+            self.client.on_unsubscribe = lambda *_args: flushed.set()
+            code, _mid = self.client.unsubscribe(FLUSH_FILTER)
+            if code == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                flushed.wait(CLOSE_TIMEOUT)
         self.client.disconnect()
         self.client.loop_stop()
 
