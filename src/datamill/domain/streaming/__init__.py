@@ -26,6 +26,7 @@ from datamill.domain.streaming.check import (
     check_pipeline,
 )
 from datamill.domain.streaming.jobs import (
+    DEFAULT_ENGINE,
     ENGINES,
     MAX_OPERATORS,
     OPERATOR_ID_RULE,
@@ -210,6 +211,7 @@ __all__ = [
     "ACTIVE",
     "ADVANCE",
     "BASIC",
+    "DEFAULT_ENGINE",
     "DEFINITION",
     "EDITABLE",
     "ENGINE",

@@ -13,7 +13,8 @@ from datamill.domain.common import Model
 
 MAX_OPERATORS = 200
 OPERATOR_ID_RULE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-ENGINES = ("duckdb",)
+DEFAULT_ENGINE = "duckdb"
+ENGINES = (DEFAULT_ENGINE,)
 """The engines a streaming job can name (``engine``)."""
 
 
@@ -132,7 +133,7 @@ class StreamingJobBody(Model):
     )
     runtime: StreamingRuntime | None = None
     engine: str = Field(
-        "duckdb",
+        DEFAULT_ENGINE,
         min_length=1,
         max_length=64,
         description="the engine that runs the job; checked when saving with check=true",

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from datamill.domain.common import Model
 from datamill.domain.streaming.jobs import (
+    DEFAULT_ENGINE,
     Definition,
     JobInputType,
     JobType,
@@ -45,7 +46,7 @@ class StreamingJob(Model):
     definition: Definition
     operatorInstances: list[OperatorInstance]
     runtime: StreamingRuntime
-    engine: str = Field("duckdb", description="the engine that runs the job")
+    engine: str = Field(DEFAULT_ENGINE, description="the engine that runs the job")
     check_info: CheckInfo = Field(description="the problems found by the last check")
     stateMessage: str | None = Field(None, description="why the job is in its state")
     createdAt: datetime

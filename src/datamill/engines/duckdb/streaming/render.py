@@ -90,11 +90,6 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def quote_string(value: str) -> str:
-    """A DuckDB string literal: ``it's`` -> ``'it''s'``."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 Render = Callable[[str], str]
 """A query as a function of its input relation (a table name or a parenthesized query)."""
 
