@@ -213,3 +213,14 @@ def test_the_engine_is_saved_and_checked_through_the_api(api: Api, project: str)
     assert failed["check_info"] == {
         "$engine": ["engine: unknown engine 'teleport'; the engines are duckdb"]
     }
+
+
+def test_operators_declare_the_connection_types_they_name() -> None:
+    declared = {name: kind.connection_types for name, kind in OPERATORS.items()}
+    assert declared == {
+        **dict.fromkeys(SEED_000_OPERATORS, ()),
+        "PipelineSource": ("mqtt", "kafka"),
+        "DISSink": ("mqtt", "kafka"),
+        "SMNSink": ("notification",),
+        "CallFunctionGraph": ("function",),
+    }

@@ -85,6 +85,9 @@ class Operator(ABC, Generic[C]):
     role: ClassVar[Role] = Role.TRANSFORM
     merge_inputs: ClassVar[bool] = True
     """True: several inputs are merged into one schema first (sinks take them apart)."""
+    connection_types: ClassVar[tuple[str, ...]] = ()
+    """The data source types the operator can name in ``dataSourceId`` (none: it names
+    no connection)."""
     config_model: type[C]
 
     def parse_config(self, configs: Configs | None) -> tuple[C | None, Problems]:

@@ -47,6 +47,7 @@ class CallFunctionGraph(Operator[CallFunctionGraphConfig]):
     (``apiOutputField``) and, optionally, its HTTP status (``apiResponseCode``)."""
 
     class_name = "CallFunctionGraph"
+    connection_types = ("function",)
     config_model = CallFunctionGraphConfig
 
     def output_schema(

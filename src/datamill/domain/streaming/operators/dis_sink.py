@@ -63,6 +63,7 @@ class DISSink(Operator[DISSinkConfig]):
     class_name = "DISSink"
     role = Role.SINK
     merge_inputs = False
+    connection_types = ("mqtt", "kafka")
     config_model = DISSinkConfig
 
     def output_schema(

@@ -50,6 +50,7 @@ class PipelineSource(Operator[PipelineSourceConfig]):
 
     class_name = "PipelineSource"
     role = Role.SOURCE
+    connection_types = ("mqtt", "kafka")
     config_model = PipelineSourceConfig
 
     def output_schema(

@@ -49,6 +49,7 @@ class SMNSink(Operator[SMNSinkConfig]):
     class_name = "SMNSink"
     role = Role.SINK
     merge_inputs = False
+    connection_types = ("notification",)
     config_model = SMNSinkConfig
 
     def output_schema(
