@@ -28,9 +28,9 @@ from datamill.domain.expressions import (
     compile_predicate,
     parse,
     parse_path,
-    quote_identifier,
 )
 from datamill.engines.duckdb import Sandbox, connect_locked
+from datamill.engines.duckdb.streaming.render import expression_sql, quote_identifier, sql
 
 SCOPE = Scope(
     {
@@ -142,9 +142,9 @@ def test_valid_expressions_compile_and_evaluate(
 ) -> None:
     compiled = compile_expression(text, SCOPE)
     if sql is not None:
-        assert compiled.sql == sql
+        assert expression_sql(compiled) == sql
     assert compiled.type == kind
-    result = evaluate(con, compiled.sql)
+    result = evaluate(con, expression_sql(compiled))
     if isinstance(value, float):
         assert result == pytest.approx(value)
     else:
@@ -160,7 +160,7 @@ def test_identifiers_are_always_quoted() -> None:
     assert quote_identifier('a"b') == '"a""b"'
     tricky = Scope({'x") OR 1=1 --': FieldType.INTEGER})
     compiled = compile_expression('`x") OR 1=1 --` + 1', tricky)
-    assert compiled.sql == '(CAST("x"") OR 1=1 --" AS BIGINT) + 1)'
+    assert expression_sql(compiled) == '(CAST("x"") OR 1=1 --" AS BIGINT) + 1)'
 
 
 def test_open_scope_accepts_any_field_with_an_unknown_type(con: duckdb.DuckDBPyConnection) -> None:
@@ -168,7 +168,7 @@ def test_open_scope_accepts_any_field_with_an_unknown_type(con: duckdb.DuckDBPyC
     compiled = compile_expression("temp * 2 > 40 AND name = 'Bob'", open_scope)
     assert compiled.type == FieldType.BOOLEAN
     assert compiled.fields == {"temp", "name"}
-    assert evaluate(con, compiled.sql) is True
+    assert evaluate(con, expression_sql(compiled)) is True
     assert compile_expression("whatever", open_scope).type == Loose.ANY
 
 
@@ -195,15 +195,15 @@ def test_filter_conditions(
 ) -> None:
     compiled = compile_condition(left, symbol, right, SCOPE)
     assert compiled.type == FieldType.BOOLEAN
-    assert evaluate(con, compiled.sql) is expected
+    assert evaluate(con, expression_sql(compiled)) is expected
 
 
 def test_conditions_combine_with_and_or(con: duckdb.DuckDBPyConnection) -> None:
     first = compile_condition("n", Symbol.EQUAL, "3", SCOPE)
     second = compile_condition("name", Symbol.EQUAL, "'Al'", SCOPE)
-    assert evaluate(con, combine([first, second], "AND")) is False
-    assert evaluate(con, combine([first, second], "OR")) is True
-    assert combine([], "AND") == "TRUE"
+    assert evaluate(con, sql(combine([first, second], "AND"))) is False
+    assert evaluate(con, sql(combine([first, second], "OR"))) is True
+    assert sql(combine([], "AND")) == "TRUE"
 
 
 @pytest.mark.parametrize(

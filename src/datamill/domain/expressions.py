@@ -2,8 +2,9 @@
 
 An expression is never evaluated by Python. It is tokenized, parsed by a small
 recursive-descent parser into an AST made of a fixed set of node types, type-checked
-against the input schema of its operator and compiled to a DuckDB SQL expression in which
-every field is a quoted identifier and every literal is re-emitted from its parsed value.
+against the input schema of its operator and compiled to a SQL expression tree (sqlglot) in
+which every field is a quoted identifier and every literal is re-emitted from its parsed
+value; the engine renders the tree in its dialect.
 Anything outside the grammar (a statement separator, a comment, a subquery, a function that
 is not on the allow-list) is refused with a message naming its position. Expressions are at
 most :data:`MAX_LENGTH` characters and :data:`MAX_DEPTH` levels deep.
@@ -51,6 +52,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sqlglot import exp
+
 MAX_LENGTH = 4096
 """The longest expression accepted, in characters."""
 MAX_DEPTH = 48
@@ -94,9 +97,9 @@ INTEGRAL = (FieldType.INTEGER, FieldType.LONG)
 ORDERED = (*NUMERIC, FieldType.STRING, FieldType.TIMESTAMP)
 JSON_HOLDERS = (FieldType.MAP, FieldType.ARRAY, FieldType.STRING)
 
-DUCKDB_TYPES: dict[FieldType, str] = {
+SQL_TYPES: dict[FieldType, str] = {
     FieldType.STRING: "VARCHAR",
-    FieldType.INTEGER: "INTEGER",
+    FieldType.INTEGER: "INT",
     FieldType.LONG: "BIGINT",
     FieldType.FLOAT: "FLOAT",
     FieldType.DOUBLE: "DOUBLE",
@@ -105,7 +108,7 @@ DUCKDB_TYPES: dict[FieldType, str] = {
     FieldType.MAP: "JSON",
     FieldType.ARRAY: "JSON",
 }
-"""How the engine holds each type in DuckDB: MAP and ARRAY values are JSON."""
+"""The SQL type (sqlglot's name) holding each type: MAP and ARRAY values are JSON."""
 
 
 def is_loose(kind: ValueType) -> bool:
@@ -163,21 +166,6 @@ def comparable(left: ValueType, right: ValueType, ordering: bool) -> bool:
     if left != right or left in (FieldType.MAP, FieldType.ARRAY):
         return False
     return not ordering or left in ORDERED
-
-
-def quote_identifier(name: str) -> str:
-    """A DuckDB quoted identifier: ``a"b`` -> ``"a""b"``."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_string(value: str) -> str:
-    """A DuckDB string literal: ``it's`` -> ``'it''s'``."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def cast_sql(sql: str, kind: FieldType) -> str:
-    """``sql`` converted to a field of type ``kind``: NULL where a value does not convert."""
-    return f"TRY_CAST({sql} AS {DUCKDB_TYPES[kind]})"
 
 
 class ExpressionError(ValueError):
@@ -744,21 +732,22 @@ class Scope:
 
 @dataclass(frozen=True)
 class Compiled:
-    """An expression compiled to DuckDB SQL, with its type and the fields it reads."""
+    """An expression compiled to a SQL expression tree, with its type and the fields it
+    reads. An engine renders ``expression`` in its dialect."""
 
-    sql: str
+    expression: exp.Expr
     type: ValueType
     fields: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
 class Typed:
-    sql: str
+    expression: exp.Expr
     type: ValueType
 
 
 def json_path(keys: Sequence[str | int]) -> str:
-    """DuckDB's JSON path for keys: ``("a", 0, "b c")`` -> ``$.a[0]."b c"``."""
+    """The JSON path of keys: ``("a", 0, "b c")`` -> ``$.a[0]."b c"``."""
     out = "$"
     for key in keys:
         if isinstance(key, int):
@@ -768,6 +757,75 @@ def json_path(keys: Sequence[str | int]) -> str:
         else:
             out += f'."{key}"'
     return out
+
+
+def column(name: str) -> exp.Column:
+    """A field as a quoted column reference."""
+    return exp.column(name, quoted=True)
+
+
+def string(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def sql_type(kind: FieldType) -> exp.DataType:
+    """The SQL type holding values of ``kind`` (MAP and ARRAY values are JSON)."""
+    return exp.DataType.build(SQL_TYPES[kind])
+
+
+def cast(value: exp.Expr, kind: FieldType) -> exp.Expr:
+    """``value`` converted to a field of type ``kind``: NULL where a value does not convert."""
+    return exp.TryCast(this=value, to=sql_type(kind))
+
+
+def json_value(value: exp.Expr, keys: Sequence[str | int]) -> exp.Expr:
+    """The JSON value at ``keys`` in ``value`` (NULL when the path does not exist)."""
+    return exp.JSONExtract(this=value, expression=string(json_path(keys)))
+
+
+def json_text(value: exp.Expr, keys: Sequence[str | int]) -> exp.Expr:
+    """The value at ``keys`` in ``value``, as text (NULL when the path does not exist)."""
+    return exp.JSONExtractScalar(this=value, expression=string(json_path(keys)))
+
+
+def _paren(value: exp.Expr) -> exp.Paren:
+    return exp.Paren(this=value)
+
+
+def _function(name: str, args: Sequence[Typed]) -> exp.Expr:
+    return exp.Anonymous(this=name, expressions=[a.expression for a in args])
+
+
+def _chain(kind: type[exp.Connector], items: Sequence[exp.Expr]) -> exp.Expr:
+    joined = items[0]
+    for item in items[1:]:
+        joined = kind(this=joined, expression=item)
+    return joined
+
+
+COMPARISONS: dict[str, type[exp.Binary]] = {
+    "=": exp.EQ,
+    "<>": exp.NEQ,
+    "<": exp.LT,
+    "<=": exp.LTE,
+    ">": exp.GT,
+    ">=": exp.GTE,
+}
+ARITHMETIC: dict[str, type[exp.Binary]] = {"+": exp.Add, "-": exp.Sub, "*": exp.Mul}
+
+
+def _comparison(op: str, left: exp.Expr, right: exp.Expr) -> exp.Expr:
+    return _paren(COMPARISONS[op](this=left, expression=right))
+
+
+def _is_null(value: exp.Expr, negated: bool) -> exp.Expr:
+    test: exp.Expr = exp.Is(this=value, expression=exp.Null())
+    return _paren(exp.Not(this=test) if negated else test)
+
+
+def _in(value: exp.Expr, items: Sequence[exp.Expr], negated: bool) -> exp.Expr:
+    test: exp.Expr = exp.In(this=value, expressions=list(items))
+    return _paren(exp.Not(this=test) if negated else test)
 
 
 FunctionRule = Callable[[Call, list[Typed]], Typed]
@@ -788,12 +846,12 @@ class _Compiler:
         if isinstance(node, Binary):
             return self.binary(node)
         if isinstance(node, Logical):
-            items = [self.boolean(item, node.op) for item in node.items]
-            return Typed("(" + f" {node.op} ".join(i.sql for i in items) + ")", FieldType.BOOLEAN)
+            items = [self.boolean(item, node.op).expression for item in node.items]
+            joiner = exp.And if node.op == "AND" else exp.Or
+            return Typed(_paren(_chain(joiner, items)), FieldType.BOOLEAN)
         if isinstance(node, IsNull):
             operand = self.visit(node.operand)
-            word = "IS NOT NULL" if node.negated else "IS NULL"
-            return Typed(f"({operand.sql} {word})", FieldType.BOOLEAN)
+            return Typed(_is_null(operand.expression, node.negated), FieldType.BOOLEAN)
         if isinstance(node, InList):
             return self.in_list(node)
         if isinstance(node, Call):
@@ -809,51 +867,54 @@ class _Compiler:
     def field(self, node: FieldRef) -> Typed:
         kind = self.scope.type_of(node.name, node.pos)
         self.used.add(node.name)
-        sql = quote_identifier(node.name)
+        ref = column(node.name)
         if not node.keys:
-            return Typed(sql, kind)
+            return Typed(ref, kind)
         if kind not in JSON_HOLDERS and not is_loose(kind):
             raise ExpressionError(
                 f"field '{node.name}' is {kind}; a path (. or [...]) reads into a MAP, ARRAY "
                 "or JSON STRING field",
                 node.pos,
             )
-        path = quote_string(json_path(node.keys))
-        return Typed(f"TRY(json_extract_string({sql}, {path}))", FieldType.STRING)
+        return Typed(exp.Try(this=json_text(ref, node.keys)), FieldType.STRING)
 
     def unary(self, node: Unary) -> Typed:
         if node.op == "NOT":
             operand = self.boolean(node.operand, "NOT")
-            return Typed(f"(NOT {operand.sql})", FieldType.BOOLEAN)
+            return Typed(_paren(exp.Not(this=operand.expression)), FieldType.BOOLEAN)
         operand = self.visit(node.operand)
         if not is_numeric(operand.type):
             raise ExpressionError(f"'-' needs a number, not {operand.type}", node.pos)
-        return Typed(f"(-{operand.sql})", operand.type)
+        return Typed(_paren(exp.Neg(this=operand.expression)), operand.type)
 
     def binary(self, node: Binary) -> Typed:
         left, right = self.visit(node.left), self.visit(node.right)
-        if node.op in ("=", "<>", "<", "<=", ">", ">="):
+        if node.op in COMPARISONS:
             if not comparable(left.type, right.type, node.op not in ("=", "<>")):
                 raise ExpressionError(
                     f"cannot compare {left.type} with {right.type} using '{node.op}'", node.pos
                 )
-            return Typed(f"({left.sql} {node.op} {right.sql})", FieldType.BOOLEAN)
+            return Typed(_comparison(node.op, left.expression, right.expression), FieldType.BOOLEAN)
         for side in (left, right):
             if not is_numeric(side.type):
                 hint = "; join strings with concat()" if side.type == FieldType.STRING else ""
                 raise ExpressionError(f"'{node.op}' needs numbers, not {side.type}{hint}", node.pos)
+        divisor = exp.Nullif(this=right.expression, expression=exp.Literal.number(0))
         if node.op == "/":
             kind: ValueType = (
                 Loose.ANY if Loose.ANY in (left.type, right.type) else FieldType.DOUBLE
             )
-            return Typed(f"(CAST({left.sql} AS DOUBLE) / NULLIF({right.sql}, 0))", kind)
+            dividend = exp.Cast(this=left.expression, to=sql_type(FieldType.DOUBLE))
+            return Typed(_paren(exp.Div(this=dividend, expression=divisor)), kind)
         kind = wider(left.type, right.type)
         if node.op == "%":
-            return Typed(f"({left.sql} % NULLIF({right.sql}, 0))", kind)
-        left_sql = left.sql
+            return Typed(_paren(exp.Mod(this=left.expression, expression=divisor)), kind)
+        left_value = left.expression
         if kind in INTEGRAL:
-            kind, left_sql = FieldType.LONG, f"CAST({left.sql} AS BIGINT)"
-        return Typed(f"({left_sql} {node.op} {right.sql})", kind)
+            kind = FieldType.LONG
+            left_value = exp.Cast(this=left_value, to=sql_type(FieldType.LONG))
+        operation = ARITHMETIC[node.op](this=left_value, expression=right.expression)
+        return Typed(_paren(operation), kind)
 
     def in_list(self, node: InList) -> Typed:
         operand = self.visit(node.operand)
@@ -861,23 +922,22 @@ class _Compiler:
         for item, source in zip(items, node.items, strict=True):
             if not comparable(operand.type, item.type, False):
                 raise ExpressionError(f"IN compares {operand.type} with {item.type}", _pos(source))
-        word = "NOT IN" if node.negated else "IN"
-        values = ", ".join(i.sql for i in items)
-        return Typed(f"({operand.sql} {word} ({values}))", FieldType.BOOLEAN)
+        values = [i.expression for i in items]
+        return Typed(_in(operand.expression, values, node.negated), FieldType.BOOLEAN)
 
     def case(self, node: Case) -> Typed:
-        parts: list[str] = []
+        branches: list[exp.Expr] = []
         kind: ValueType = Loose.NULL
         for condition, value in node.whens:
             test, result = self.boolean(condition, "WHEN"), self.visit(value)
             kind = self.unify(kind, result.type, _pos(value), "CASE")
-            parts.append(f"WHEN {test.sql} THEN {result.sql}")
-        default = "NULL"
+            branches.append(exp.If(this=test.expression, true=result.expression))
+        default: exp.Expr = exp.Null()
         if node.default is not None:
             result = self.visit(node.default)
             kind = self.unify(kind, result.type, _pos(node.default), "CASE")
-            default = result.sql
-        return Typed(f"(CASE {' '.join(parts)} ELSE {default} END)", kind)
+            default = result.expression
+        return Typed(_paren(exp.Case(ifs=branches, default=default)), kind)
 
     @staticmethod
     def unify(left: ValueType, right: ValueType, pos: int, what: str) -> ValueType:
@@ -909,18 +969,30 @@ class _Compiler:
         return build(node, [self.visit(arg) for arg in node.args])
 
 
+def constant(value: str | int | float | bool | None) -> exp.Expr:
+    """A JSON scalar as a SQL literal."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float):
+        return exp.Literal.number(repr(value))
+    return string(value)
+
+
 def literal(node: Literal) -> Typed:
     value = node.value
     if value is None:
-        return Typed("NULL", Loose.NULL)
+        return Typed(exp.Null(), Loose.NULL)
     if isinstance(value, bool):
-        return Typed("TRUE" if value else "FALSE", FieldType.BOOLEAN)
+        return Typed(exp.Boolean(this=value), FieldType.BOOLEAN)
     if isinstance(value, int):
         kind = FieldType.INTEGER if -(2**31) <= value < 2**31 else FieldType.LONG
-        return Typed(str(value), kind)
+        return Typed(exp.Literal.number(str(value)), kind)
     if isinstance(value, float):
-        return Typed(f"CAST({value!r} AS DOUBLE)", FieldType.DOUBLE)
-    return Typed(quote_string(value), FieldType.STRING)
+        number = exp.Cast(this=exp.Literal.number(repr(value)), to=sql_type(FieldType.DOUBLE))
+        return Typed(number, FieldType.DOUBLE)
+    return Typed(string(value), FieldType.STRING)
 
 
 # --------------------------------------------------------------------------- functions
@@ -938,7 +1010,7 @@ def _numeric_same(sql_name: str) -> FunctionRule:
         _need(node, 0, args[0], NUMERIC, "a number")
         if len(args) > 1:
             _need(node, 1, args[1], INTEGRAL, "an integer")
-        return Typed(f"{sql_name}({', '.join(a.sql for a in args)})", args[0].type)
+        return Typed(_function(sql_name, args), args[0].type)
 
     return build
 
@@ -946,7 +1018,8 @@ def _numeric_same(sql_name: str) -> FunctionRule:
 def _power(node: Call, args: list[Typed]) -> Typed:
     for i, arg in enumerate(args):
         _need(node, i, arg, NUMERIC, "a number")
-    return Typed(f"pow(CAST({args[0].sql} AS DOUBLE), {args[1].sql})", FieldType.DOUBLE)
+    base = exp.Cast(this=args[0].expression, to=sql_type(FieldType.DOUBLE))
+    return Typed(exp.Pow(this=base, expression=args[1].expression), FieldType.DOUBLE)
 
 
 def _string_fn(sql_name: str, result: FieldType, extra: Sequence[FieldType] = ()) -> FunctionRule:
@@ -955,20 +1028,26 @@ def _string_fn(sql_name: str, result: FieldType, extra: Sequence[FieldType] = ()
         for i, arg in enumerate(args[1:], start=1):
             kinds = extra or (FieldType.STRING,)
             _need(node, i, arg, kinds, " or ".join(kinds))
-        return Typed(f"{sql_name}({', '.join(a.sql for a in args)})", result)
+        return Typed(_function(sql_name, args), result)
 
     return build
 
 
+def _contains(node: Call, args: list[Typed]) -> Typed:
+    _string_fn("contains", FieldType.BOOLEAN)(node, args)
+    contains = exp.Contains(this=args[0].expression, expression=args[1].expression)
+    return Typed(contains, FieldType.BOOLEAN)
+
+
 def _concat(node: Call, args: list[Typed]) -> Typed:
-    return Typed(f"concat({', '.join(a.sql for a in args)})", FieldType.STRING)
+    return Typed(exp.Concat(expressions=[a.expression for a in args]), FieldType.STRING)
 
 
 def _coalesce(node: Call, args: list[Typed]) -> Typed:
     kind: ValueType = Loose.NULL
     for arg in args:
         kind = _Compiler.unify(kind, arg.type, node.pos, "coalesce()")
-    return Typed(f"coalesce({', '.join(a.sql for a in args)})", kind)
+    return Typed(_function("coalesce", args), kind)
 
 
 def _if(node: Call, args: list[Typed]) -> Typed:
@@ -976,11 +1055,13 @@ def _if(node: Call, args: list[Typed]) -> Typed:
     if condition.type != FieldType.BOOLEAN and not is_loose(condition.type):
         raise ExpressionError(f"if() needs a BOOLEAN condition, not {condition.type}", node.pos)
     kind = _Compiler.unify(then.type, otherwise.type, node.pos, "if()")
-    return Typed(f"(CASE WHEN {condition.sql} THEN {then.sql} ELSE {otherwise.sql} END)", kind)
+    branch = exp.If(this=condition.expression, true=then.expression)
+    return Typed(_paren(exp.Case(ifs=[branch], default=otherwise.expression)), kind)
 
 
 def _now(node: Call, args: list[Typed]) -> Typed:
-    return Typed("(now() AT TIME ZONE 'UTC')", FieldType.TIMESTAMP)
+    utc = exp.AtTimeZone(this=exp.CurrentTimestamp(), zone=string("UTC"))
+    return Typed(_paren(utc), FieldType.TIMESTAMP)
 
 
 def _to_timestamp(node: Call, args: list[Typed]) -> Typed:
@@ -990,26 +1071,34 @@ def _to_timestamp(node: Call, args: list[Typed]) -> Typed:
         fmt = node.args[1]
         if not (isinstance(fmt, Literal) and isinstance(fmt.value, str)):
             raise ExpressionError("to_timestamp() format must be a string literal", node.pos)
-        return Typed(f"try_strptime({value.sql}, {args[1].sql})", FieldType.TIMESTAMP)
+        parsed = exp.StrToTime(this=value.expression, format=args[1].expression, safe=True)
+        return Typed(parsed, FieldType.TIMESTAMP)
     if value.type in NUMERIC:
-        micros = f"CAST(CAST({value.sql} AS DOUBLE) * 1000000 AS BIGINT)"
-        return Typed(f"TRY(make_timestamp({micros}))", FieldType.TIMESTAMP)
+        seconds = exp.Cast(this=value.expression, to=sql_type(FieldType.DOUBLE))
+        micros = exp.Cast(
+            this=exp.Mul(this=seconds, expression=exp.Literal.number(1000000)),
+            to=sql_type(FieldType.LONG),
+        )
+        return Typed(
+            exp.Try(this=exp.UnixToTime(this=micros, scale=exp.UnixToTime.MICROS)),
+            FieldType.TIMESTAMP,
+        )
     if value.type == FieldType.TIMESTAMP:
         return value
     _need(node, 0, value, (FieldType.STRING, *NUMERIC), "epoch seconds or a STRING")
-    return Typed(f"TRY_CAST({value.sql} AS TIMESTAMP)", FieldType.TIMESTAMP)
+    return Typed(cast(value.expression, FieldType.TIMESTAMP), FieldType.TIMESTAMP)
 
 
 def _to_epoch_ms(node: Call, args: list[Typed]) -> Typed:
     _need(node, 0, args[0], (FieldType.TIMESTAMP,), "a TIMESTAMP")
-    return Typed(f"epoch_ms({args[0].sql})", FieldType.LONG)
+    return Typed(exp.UnixMillis(this=args[0].expression), FieldType.LONG)
 
 
 def _converter(kind: FieldType) -> FunctionRule:
     def build(node: Call, args: list[Typed]) -> Typed:
         if kind != FieldType.STRING:
             _need(node, 0, args[0], (*NUMERIC, FieldType.STRING, FieldType.BOOLEAN), "a scalar")
-        return Typed(cast_sql(args[0].sql, kind), kind)
+        return Typed(cast(args[0].expression, kind), kind)
 
     return build
 
@@ -1026,7 +1115,7 @@ FUNCTIONS: dict[str, tuple[int, int, FunctionRule]] = {
     "length": (1, 1, _string_fn("length", FieldType.LONG)),
     "substring": (2, 3, _string_fn("substring", FieldType.STRING, INTEGRAL)),
     "replace": (3, 3, _string_fn("replace", FieldType.STRING)),
-    "contains": (2, 2, _string_fn("contains", FieldType.BOOLEAN)),
+    "contains": (2, 2, _contains),
     "concat": (1, MAX_ARGS, _concat),
     "coalesce": (1, MAX_ARGS, _coalesce),
     "if": (3, 3, _if),
@@ -1045,7 +1134,7 @@ FUNCTIONS: dict[str, tuple[int, int, FunctionRule]] = {
 def compile_node(node: Node, scope: Scope) -> Compiled:
     compiler = _Compiler(scope)
     typed = compiler.visit(node)
-    return Compiled(typed.sql, typed.type, frozenset(compiler.used))
+    return Compiled(typed.expression, typed.type, frozenset(compiler.used))
 
 
 def compile_expression(text: str, scope: Scope) -> Compiled:
@@ -1108,8 +1197,8 @@ def compile_condition(left: str, symbol: Symbol, right: str | None, scope: Scope
     if symbol in UNARY_SYMBOLS:
         if right is not None and right.strip():
             raise ExpressionError(f"{symbol} takes no right value", part="rightValue")
-        word = "IS NULL" if symbol == Symbol.IS_NULL else "IS NOT NULL"
-        return Compiled(f"({lhs.sql} {word})", FieldType.BOOLEAN, lhs.fields)
+        test = _is_null(lhs.expression, symbol == Symbol.NOT_NULL)
+        return Compiled(test, FieldType.BOOLEAN, lhs.fields)
     if right is None or not right.strip():
         raise ExpressionError("empty", part="rightValue")
     if symbol == Symbol.IN:
@@ -1117,28 +1206,29 @@ def compile_condition(left: str, symbol: Symbol, right: str | None, scope: Scope
         for item in items:
             if not comparable(lhs.type, item.type, False):
                 raise ExpressionError(f"IN compares {lhs.type} with {item.type}", part="rightValue")
-        values = ", ".join(i.sql for i in items)
         used = lhs.fields.union(*(i.fields for i in items))
-        return Compiled(f"({lhs.sql} IN ({values}))", FieldType.BOOLEAN, used)
+        test = _in(lhs.expression, [i.expression for i in items], False)
+        return Compiled(test, FieldType.BOOLEAN, used)
     rhs = _part("rightValue", lambda: compile_expression(right, scope))
     used = lhs.fields | rhs.fields
     if symbol == Symbol.CONTAINS:
         for part, side in (("leftValue", lhs), ("rightValue", rhs)):
             if side.type != FieldType.STRING and not is_loose(side.type):
                 raise ExpressionError(f"CONTAINS needs a STRING, not {side.type}", part=part)
-        return Compiled(f"contains({_text(lhs)}, {_text(rhs)})", FieldType.BOOLEAN, used)
+        test = exp.Contains(this=_text(lhs), expression=_text(rhs))
+        return Compiled(test, FieldType.BOOLEAN, used)
     op = SYMBOL_OPERATORS[symbol]
     if not comparable(lhs.type, rhs.type, op not in ("=", "<>")):
         raise ExpressionError(
             f"cannot compare {lhs.type} with {rhs.type} using {symbol}", part="rightValue"
         )
-    return Compiled(f"({lhs.sql} {op} {rhs.sql})", FieldType.BOOLEAN, used)
+    return Compiled(_comparison(op, lhs.expression, rhs.expression), FieldType.BOOLEAN, used)
 
 
-def _text(compiled: Compiled) -> str:
+def _text(compiled: Compiled) -> exp.Expr:
     if compiled.type == FieldType.STRING:
-        return compiled.sql
-    return cast_sql(compiled.sql, FieldType.STRING)
+        return compiled.expression
+    return cast(compiled.expression, FieldType.STRING)
 
 
 def _compile_list(text: str, scope: Scope) -> list[Compiled]:
@@ -1148,9 +1238,9 @@ def _compile_list(text: str, scope: Scope) -> list[Compiled]:
         raise ExpressionError(exc.message, exc.position, "rightValue") from None
 
 
-def combine(conditions: Sequence[Compiled], relationship: str) -> str:
-    """The conditions joined by AND or OR into one SQL predicate."""
+def combine(conditions: Sequence[Compiled], relationship: str) -> exp.Expr:
+    """The conditions joined by AND or OR into one predicate."""
     if not conditions:
-        return "TRUE"
-    joiner = " OR " if relationship.upper() == "OR" else " AND "
-    return "(" + joiner.join(c.sql for c in conditions) + ")"
+        return exp.Boolean(this=True)
+    joiner = exp.Or if relationship.upper() == "OR" else exp.And
+    return _paren(_chain(joiner, [c.expression for c in conditions]))

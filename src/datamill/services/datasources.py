@@ -38,6 +38,7 @@ from datamill.domain.datasources import (
     parse_stream_spec,
     schema_changes,
 )
+from datamill.domain.streaming import OPERATORS
 from datamill.domain.variables import Resolver
 from datamill.engines import duckdb as engine
 from datamill.errors import DatamillError, E
@@ -475,15 +476,6 @@ def stream_connection(
     return resolve_stream_connection(runtime, session, access.project_id, name)
 
 
-CONNECTION_TYPES: dict[str, tuple[str, ...]] = {
-    "PipelineSource": ("mqtt", "kafka"),
-    "DISSink": ("mqtt", "kafka"),
-    "SMNSink": ("notification",),
-    "CallFunctionGraph": ("function",),
-}
-"""The stream connection types each operator class can name in ``dataSourceId``."""
-
-
 def _data_source_ids(operators: list[Any]) -> list[tuple[str, str, str]]:
     """``(operator id, className, dataSourceId)`` of the operators naming a connection."""
     found = []
@@ -512,7 +504,8 @@ def stream_connection_problems(
                 DataSourceRow.project_id == project_id, DataSourceRow.name == name
             )
         ).first()
-        wanted = CONNECTION_TYPES.get(class_name)
+        kind = OPERATORS.get(class_name)
+        wanted = (kind.connection_types if kind is not None else None) or None
         if row is None:
             problem = f"{path}: data source '{name[:128]}' does not exist"
         elif wanted is not None and row.type not in wanted:

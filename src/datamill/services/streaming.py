@@ -24,6 +24,7 @@ from datamill.domain.common import Page, PageOf
 from datamill.domain.streaming import (
     ACTIVE,
     DEFINITION,
+    ENGINE,
     GRAPH,
     ActionResult,
     IngestResult,
@@ -96,6 +97,7 @@ def stored(body: StreamingJobBody) -> dict[str, Any]:
             op.model_dump(mode="json", exclude_unset=True) for op in body.operatorInstances
         ],
         "runtime": body.runtime.model_dump(mode="json") if body.runtime else None,
+        "engine": body.engine,
     }
 
 
@@ -150,7 +152,7 @@ def _check(
     for op_id, problems in found.items():
         known = info.setdefault(op_id, [])
         known.extend(p for p in problems if p not in known)
-    order = [DEFINITION, GRAPH, *(op.id for op in body.operatorInstances)]
+    order = [ENGINE, DEFINITION, GRAPH, *(op.id for op in body.operatorInstances)]
     rank = {key: i for i, key in enumerate(order)}
     return dict(sorted(info.items(), key=lambda item: rank.get(item[0], len(rank))))
 
@@ -208,6 +210,7 @@ def job_out(row: StreamingJobRow) -> StreamingJob:
         definition=body.definition,
         operatorInstances=body.operatorInstances,
         runtime=StreamingRuntime.model_validate((body.runtime or StreamingRuntime()).model_dump()),
+        engine=body.engine,
         check_info=row.check_info,
         stateMessage=row.state_message,
         createdAt=row.created_at,

@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from datamill.connectors.streams.base import StreamConnection, StreamSource
-from datamill.domain.expressions import DUCKDB_TYPES, FieldType, quote_identifier
+from datamill.domain.expressions import FieldType
 from datamill.domain.streaming import (
     Schema,
     StreamingJobBody,
@@ -42,6 +42,13 @@ from datamill.domain.streaming import (
     merge,
 )
 from datamill.engines import duckdb as engine_db
+from datamill.engines.duckdb.streaming.render import (
+    DUCKDB_TYPES,
+    arrow_sql,
+    describe_structure,
+    json_lines_sql,
+    quote_identifier,
+)
 from datamill.runtime.streaming.ingest import IngestLog, IngestSource, JsonLines, encode_records
 from datamill.runtime.streaming.plan import (
     Plan,
@@ -51,10 +58,7 @@ from datamill.runtime.streaming.plan import (
     SqlNode,
     StatefulNode,
     TransformNode,
-    arrow_sql,
     compile_plan,
-    describe_structure,
-    json_lines_sql,
 )
 from datamill.runtime.streaming.state import BatchContext
 

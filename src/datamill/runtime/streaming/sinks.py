@@ -1,5 +1,9 @@
-"""The folder sink of DISSink: records written as files under the project's data root.
+"""The built-in sinks of DISSink, in the sink registry by kind: ``folder`` (records written
+as files under the project's data root, ``target``) and ``job`` (records appended to
+another streaming job's ingest log, ``targetJobId``). Their factories read the job's
+folder and the project's data root from the context's ``extra``.
 
+The folder sink:
 Each write is staged as one file per partition under the job's private staging folder,
 ``<staging>/<epoch>/``; :meth:`FolderSink.commit` moves every staged epoch up to the
 committed one into the target folder under deterministic names
@@ -16,13 +20,18 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from datamill.connectors.streams.base import StreamContext, StreamSink, register_sink
+from datamill.domain.streaming import FOLDER_SINK, JOB_SINK
 from datamill.engines.duckdb import json_safe
+from datamill.runtime.streaming.ingest import IngestLog, JobSink
+from datamill.security.paths import resolve_inside
 
 EXTENSIONS = {"JSON": "json", "CSV": "csv", "PARQUET": "parquet"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -151,3 +160,36 @@ class FolderSink:
         with contextlib.suppress(OSError):
             if self.staging.is_dir() and not any(self.staging.iterdir()):
                 self.staging.rmdir()
+
+
+class SinkTargetError(ValueError):
+    """A built-in sink's target cannot be used (the job fails with this reason)."""
+
+
+@register_sink(FOLDER_SINK)
+def folder_sink(spec: dict[str, Any], config: dict[str, Any], context: StreamContext) -> StreamSink:
+    """DISSink ``target``: a folder of the project's data root."""
+    job_dir: Path = context.extra["job_dir"]
+    try:
+        target = resolve_inside(context.extra["project_root"], str(config.get("target")), "target")
+    except Exception as exc:
+        raise SinkTargetError(str(exc)) from exc
+    return FolderSink(
+        target,
+        job_dir / "staging" / context.operator_id,
+        str(config.get("format") or "JSON"),
+        config.get("csvSeparator"),
+        config.get("partitioner"),
+    )
+
+
+@register_sink(JOB_SINK)
+def job_sink(spec: dict[str, Any], config: dict[str, Any], context: StreamContext) -> StreamSink:
+    """DISSink ``targetJobId``: another streaming job's ingest log."""
+    job_dir: Path = context.extra["job_dir"]
+    target_job = str(config.get("targetJobId") or "").strip()
+    if target_job == context.job_id or not target_job.replace("-", "").isalnum():
+        raise SinkTargetError(f"targetJobId '{target_job[:100]}' is invalid")
+    # jobs of a project share a parent folder (see engine.job_dir)
+    log = IngestLog(job_dir.parent / target_job / "ingest")
+    return JobSink(log, job_dir / "staging" / context.operator_id)

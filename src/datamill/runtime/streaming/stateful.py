@@ -74,13 +74,7 @@ from typing import Any
 
 import duckdb
 
-from datamill.domain.expressions import (
-    DUCKDB_TYPES,
-    FieldType,
-    ValueType,
-    compile_predicate,
-    quote_identifier,
-)
+from datamill.domain.expressions import FieldType, ValueType, compile_predicate
 from datamill.domain.streaming import (
     WINDOW_END,
     WINDOW_START,
@@ -93,6 +87,11 @@ from datamill.domain.streaming import (
     StreamingRuntime,
     TimeType,
     WindowType,
+)
+from datamill.engines.duckdb.streaming.render import (
+    DUCKDB_TYPES,
+    expression_sql,
+    quote_identifier,
 )
 from datamill.runtime.streaming.state import BatchContext, StatefulStep
 
@@ -418,8 +417,8 @@ class AggregateStep:
         self.flip_sql = ""
         if self.gated:
             scope = input_schema.scope
-            on_sql = compile_predicate(on, scope).sql
-            off_sql = compile_predicate(off, scope).sql
+            on_sql = expression_sql(compile_predicate(on, scope))
+            off_sql = expression_sql(compile_predicate(off, scope))
             self.flip_sql = f"CASE WHEN {off_sql} THEN FALSE WHEN {on_sql} THEN TRUE END"
         self.partials = [c for m in self.measures for c in m.partial_columns()]
         if self.window == WindowType.SessionWindows and self.gap <= 0:
