@@ -8,7 +8,7 @@
   input's SQL: a chain of them is one DuckDB query per batch (fused). An operator read by
   several others is materialized once per batch.
 * Aggregate and Deduplicate become :class:`~.state.StatefulStep` objects built by
-  ``runtime.streaming.stateful.build_stateful``; CallFunctionGraph a
+  ``engines.duckdb.streaming.stateful.build_stateful``; CallFunctionGraph a
   :class:`~datamill.connectors.streams.base.StreamTransform`; sinks
   :class:`~datamill.connectors.streams.base.StreamSink` objects.
 
@@ -70,7 +70,7 @@ from datamill.domain.streaming import (
     merge,
 )
 from datamill.domain.streaming import Filter as FilterOperator
-from datamill.runtime.streaming.state import StatefulStep
+from datamill.engines.duckdb.streaming.state import StatefulStep
 from datamill.security.paths import resolve_inside
 
 ONE_TO_ONE = frozenset({"Map", "SelectFields", "Nest", "CallFunctionGraph"})
@@ -429,7 +429,7 @@ def _build_stateful(
     runtime: StreamingRuntime,
 ) -> StatefulStep:
     try:
-        stateful: Any = importlib.import_module("datamill.runtime.streaming.stateful")
+        stateful: Any = importlib.import_module("datamill.engines.duckdb.streaming.stateful")
     except ImportError as exc:
         raise PlanError(
             f"operator '{op_id}': {class_name} is not available in this engine"
@@ -549,11 +549,12 @@ def _sink(ctx: PlanContext, op_id: str, class_name: str, config: Any) -> StreamS
         assert isinstance(config, DISSinkConfig)
         target_job = (basic.targetJobId or "").strip()
         if target_job:
-            from datamill.runtime.streaming.ingest import IngestLog, JobSink
+            from datamill.connectors.streams.ingest_log import IngestLog
+            from datamill.runtime.streaming.ingest import JobSink
 
             if target_job == ctx.job_id or not target_job.replace("-", "").isalnum():
                 raise PlanError(f"operator '{op_id}': targetJobId '{target_job[:100]}' is invalid")
-            # jobs of a project share a parent folder (see engine.job_dir)
+            # jobs of a project share a parent folder (see ingest_log.job_dir)
             log = IngestLog(ctx.job_dir.parent / target_job / "ingest")
             return JobSink(log, ctx.job_dir / "staging" / op_id)
         try:

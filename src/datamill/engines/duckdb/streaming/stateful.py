@@ -94,7 +94,8 @@ from datamill.domain.streaming import (
     TimeType,
     WindowType,
 )
-from datamill.runtime.streaming.state import BatchContext, StatefulStep
+from datamill.engines.duckdb.streaming.state import StatefulStep
+from datamill.engines.streaming import BatchContext
 
 US = 1_000_000
 """Microseconds per second: windows are computed on ``epoch_us`` integers."""
