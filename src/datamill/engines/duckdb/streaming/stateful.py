@@ -66,21 +66,18 @@ key was already evicted is emitted.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import duckdb
+from sqlglot import exp
 
-from datamill.domain.expressions import (
-    DUCKDB_TYPES,
-    FieldType,
-    ValueType,
-    compile_predicate,
-    quote_identifier,
-)
+from datamill.domain.expressions import DUCKDB_TYPES, FieldType, ValueType, compile_predicate
 from datamill.domain.streaming import (
     WINDOW_END,
     WINDOW_START,
@@ -94,11 +91,27 @@ from datamill.domain.streaming import (
     TimeType,
     WindowType,
 )
+from datamill.engines.duckdb.streaming.sql import (
+    Statement,
+    col,
+    cols,
+    fill,
+    parse,
+    render,
+    same,
+    subquery,
+    table,
+)
 from datamill.engines.duckdb.streaming.state import StatefulStep
 from datamill.engines.streaming import BatchContext
 
 US = 1_000_000
 """Microseconds per second: windows are computed on ``epoch_us`` integers."""
+
+Values = dict[str, Any]
+"""A batch's parameters: ``now`` (processing time), ``now_us``, ``batch`` (the step's
+batch number), ``prev`` (the previous watermark in µs), ``close_at`` (windows ending by
+it close), ``watermark`` and ``horizon``."""
 
 
 def duckdb_type(kind: ValueType) -> str | None:
@@ -113,12 +126,12 @@ def state_prefix(operator_id: str) -> str:
     return f"dm_{re.sub(r'[^A-Za-z0-9_]', '_', operator_id)}_{digest}"
 
 
-def table_ref(name: str) -> str:
-    """``name`` as SQL: a plain or dotted identifier is quoted part by part; anything
-    else is taken as already quoted."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*", name):
-        return ".".join(quote_identifier(part) for part in name.split("."))
-    return name
+def source_table(name: str) -> exp.Table:
+    """The table a step reads: a plain or dotted name, or one already quoted."""
+    ref = exp.to_table(name, dialect="duckdb")
+    for part in ref.parts:
+        part.set("quoted", True)
+    return ref
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -128,39 +141,65 @@ def utc_naive(value: datetime) -> datetime:
     return value
 
 
-def ts_literal(value: datetime) -> str:
-    return f"TIMESTAMP '{utc_naive(value).isoformat(sep=' ')}'"
-
-
 def us_of(value: datetime) -> int:
     """Microseconds since the epoch of a (naive = UTC) datetime."""
     delta = utc_naive(value) - datetime(1970, 1, 1)
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
 
 
-def same(columns: Sequence[str], left: str, right: str) -> str:
-    """NULL-safe equality of ``columns`` between two aliases (TRUE when there are none)."""
-    parts = [f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in columns]
-    return " AND ".join(parts) or "TRUE"
+def alias(expression: exp.Expr, name: str, *, quoted: bool = False) -> exp.Expr:
+    return exp.alias_(expression, exp.to_identifier(name, quoted=quoted))
 
 
-def prefixed(columns: Sequence[str], alias: str) -> str:
-    return ", ".join(f"{alias}.{c}" for c in columns)
+def cast(expression: exp.Expr, sql_type: str) -> exp.Expr:
+    return exp.cast(expression, exp.DataType.build(sql_type, dialect="duckdb"))
 
 
-def part_g(keys: Sequence[str]) -> str:
-    """The window of one island: its key and island number."""
-    return "PARTITION BY " + ", ".join([*keys, "_g"])
+def _column_type(kind: str) -> exp.DataType:
+    try:
+        return exp.DataType.build(kind, dialect="duckdb")
+    except Exception:  # a type sqlglot does not know: passed through as written
+        return exp.DataType.build(kind, udt=True)
 
 
-def aliased(columns: Sequence[str], alias: str) -> str:
-    """``columns`` of ``alias`` as the leading items of a select list."""
-    return "".join(f"{alias}.{c}, " for c in columns)
+def create_table(name: exp.Table, columns: Sequence[tuple[str, str]]) -> exp.Create:
+    """``CREATE TABLE IF NOT EXISTS`` with the given (name, DuckDB type) columns."""
+    return exp.Create(
+        this=exp.Schema(
+            this=name,
+            expressions=[
+                exp.ColumnDef(this=exp.to_identifier(n, quoted=True), kind=_column_type(t))
+                for n, t in columns
+            ],
+        ),
+        kind="TABLE",
+        exists=True,
+    )
 
 
-def lead(columns: Sequence[str]) -> str:
-    """``columns`` as the leading items of a select list (empty string when none)."""
-    return "".join(f"{c}, " for c in columns)
+class Prepared:
+    """A step's statements, rendered the first time each is needed and reused."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[Any, ...], list[Statement]] = {}
+
+    def __call__(
+        self, key: tuple[Any, ...], build: Callable[[], list[exp.Expr]]
+    ) -> list[Statement]:
+        statements = self._done.get(key)
+        if statements is None:
+            statements = self._done[key] = [Statement(e) for e in build()]
+        return statements
+
+    def run(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        values: Values,
+        key: tuple[Any, ...],
+        build: Callable[[], list[exp.Expr]],
+    ) -> None:
+        for statement in self(key, build):
+            statement.run(con, values)
 
 
 class Meta:
@@ -177,28 +216,45 @@ class Meta:
     }
 
     def __init__(self, prefix: str) -> None:
-        self.table = quote_identifier(f"{prefix}_meta")
+        self.name = f"{prefix}_meta"
+        self.table = table(self.name)
+        zeros = [exp.null() if k == "watermark" else exp.Literal.number(0) for k in self.COLUMNS]
+        self._create = [
+            Statement(create_table(self.table, list(self.COLUMNS.items()))),
+            Statement(
+                fill(
+                    "INSERT INTO $t SELECT $zeros WHERE NOT EXISTS (SELECT 1 FROM $t)",
+                    t=self.table,
+                    zeros=zeros,
+                )
+            ),
+        ]
+        self._read = Statement(fill("SELECT * FROM $t", t=self.table))
 
     def create(self, con: duckdb.DuckDBPyConnection) -> None:
-        columns = ", ".join(f"{name} {kind}" for name, kind in self.COLUMNS.items())
-        con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
-        zeros = ", ".join("NULL" if k == "watermark" else "0" for k in self.COLUMNS)
-        con.execute(
-            f"INSERT INTO {self.table} SELECT {zeros} WHERE NOT EXISTS (SELECT 1 FROM {self.table})"
-        )
+        for statement in self._create:
+            statement.run(con, {})
 
     def read(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-        rows = con.execute(f"SELECT * FROM {self.table}").fetchall()
+        rows = self._read.rows(con, {})
         if not rows:
             return {name: None for name in self.COLUMNS}
         return dict(zip(self.COLUMNS, rows[0], strict=True))
 
-    def add(self, con: duckdb.DuckDBPyConnection, counter: str, count_sql: str) -> None:
+    def add(self, counter: str, count: exp.Expr) -> exp.Expr:
         """Add the value of a scalar query to a counter."""
-        con.execute(f"UPDATE {self.table} SET {counter} = {counter} + coalesce(({count_sql}), 0)")
+        return fill(
+            "UPDATE $t SET $c = $c + coalesce(($q), 0)", t=self.table, c=col(counter), q=count
+        )
 
-    def set(self, con: duckdb.DuckDBPyConnection, assignments: str) -> None:
-        con.execute(f"UPDATE {self.table} SET {assignments}")
+    def set(self, assignments: Sequence[exp.Expr]) -> exp.Expr:
+        return fill("UPDATE $t SET $sets", t=self.table, sets=list(assignments))
+
+
+_ALL_EXIST = (
+    "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND list_contains(?, table_name)"
+)
+_EXISTS = "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary"
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -208,38 +264,42 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ())
     return rows[0][0] if rows else None
 
 
-def create_like(con: duckdb.DuckDBPyConnection, table: str, query: str) -> None:
-    """``CREATE TABLE IF NOT EXISTS table`` with the columns (names and types) of ``query``.
+def create_like(
+    con: duckdb.DuckDBPyConnection, name: exp.Table, query: exp.Expr, values: Values
+) -> None:
+    """``CREATE TABLE IF NOT EXISTS`` ``name`` with the columns (names and types) of
+    ``query``.
 
     Not ``CREATE TABLE … AS … LIMIT 0``: on DuckDB 2.0 a table created that way inside a
     transaction loses the rows later appended to it in the same transaction once they
     exceed a row group (aggregates over it see nothing), which would break the first
     checkpoint of a job.
     """
-    columns = con.execute(f"DESCRIBE {query}").fetchall()
-    items = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind, *_ in columns)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({items})")
+    columns = Statement(exp.Describe(this=query)).rows(con, values)
+    Statement(create_table(name, [(n, kind) for n, kind, *_ in columns])).run(con, {})
 
 
-def all_exist(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> bool:
-    """Whether every one of the (quoted) state tables exists: one catalog query, so a
-    batch does not re-run the creation statements."""
-    names = [t.strip('"').replace('""', '"') for t in tables]
-    found = scalar(
-        con,
-        "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND list_contains(?, table_name)",
-        [names],
-    )
+def all_exist(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> bool:
+    """Whether every one of the state tables exists: one catalog query, so a batch does
+    not re-run the creation statements."""
+    found = scalar(con, _ALL_EXIST, [list(names)])
     return int(found or 0) == len(set(names))
 
 
-def count_of(con: duckdb.DuckDBPyConnection, table: str) -> int:
+def count_of(con: duckdb.DuckDBPyConnection, name: str) -> int:
     """Rows of a state table, 0 when it does not exist yet."""
-    name = table.strip('"').replace('""', '"')
-    exists = scalar(
-        con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [name]
-    )
-    return int(scalar(con, f"SELECT count(*) FROM {table}")) if exists else 0
+    if not scalar(con, _EXISTS, [name]):
+        return 0
+    return int(Statement(fill("SELECT count(*) FROM $t", t=table(name))).rows(con, {})[0][0])
+
+
+def _values(ctx: BatchContext, **more: Any) -> Values:
+    return {
+        "now": utc_naive(ctx.processing_time),
+        "now_us": us_of(ctx.processing_time),
+        "watermark": utc_naive(ctx.watermark) if ctx.watermark is not None else None,
+        **more,
+    }
 
 
 # =========================================================================== Aggregate
@@ -249,9 +309,9 @@ def count_of(con: duckdb.DuckDBPyConnection, table: str) -> int:
 class Measure:
     """One aggregateFields entry: how it is accumulated, merged and finished.
 
-    ``source`` is the SQL of the aggregated input column in the record CTE (``x<i>``), or
-    None for COUNT of records. Partial columns are named ``a<i>`` (``a<i>s``/``a<i>c`` for
-    AVG, ``a<i>v``/``a<i>k`` for FIRST/LAST).
+    ``source`` is the aggregated input column in the record query (``x<i>``), or None for
+    COUNT of records. Partial columns are named ``a<i>`` (``a<i>s``/``a<i>c`` for AVG,
+    ``a<i>v``/``a<i>k`` for FIRST/LAST).
     """
 
     index: int
@@ -274,76 +334,111 @@ class Measure:
             return []
         return [a]
 
-    def raw(self) -> list[str]:
+    def raw(self) -> list[exp.Expr]:
         """Partial aggregates over record rows (``_o`` is the record's order struct)."""
-        a, x, kind = self.a, self.source, self.kind
-        if kind == AggregateType.COUNT:
-            return [f"count({x or '*'}) AS {a}"]
-        if kind == AggregateType.SUM:
-            return [f"sum({x}) AS {a}"]
-        if kind == AggregateType.AVG:
-            return [f"sum({x}) AS {a}s", f"count({x}) AS {a}c"]
-        if kind in (AggregateType.MAX, AggregateType.MIN):
-            return [f"{kind.value.lower()}({x}) AS {a}"]
-        if kind in (AggregateType.FIRST, AggregateType.LAST):
-            arg, ext = ("arg_min", "min") if kind == AggregateType.FIRST else ("arg_max", "max")
-            where = f"FILTER (WHERE {x} IS NOT NULL)"
-            return [f"{arg}({x}, _o) {where} AS {a}v", f"{ext}(_o) {where} AS {a}k"]
-        return []
-
-    def combine(self) -> list[str]:
-        """Aggregates over partial rows (merging sessions)."""
         a, kind = self.a, self.kind
+        x = col(self.source) if self.source else None
         if kind == AggregateType.COUNT:
-            return [f"CAST(sum({a}) AS BIGINT) AS {a}"]
+            return [alias(fill("count($x)", x=x) if x else parse("count(*)"), a)]
         if kind == AggregateType.SUM:
-            return [f"sum({a}) AS {a}"]
+            return [alias(fill("sum($x)", x=x), a)]
         if kind == AggregateType.AVG:
-            return [f"sum({a}s) AS {a}s", f"CAST(sum({a}c) AS BIGINT) AS {a}c"]
-        if kind in (AggregateType.MAX, AggregateType.MIN):
-            return [f"{kind.value.lower()}({a}) AS {a}"]
-        if kind in (AggregateType.FIRST, AggregateType.LAST):
-            arg, ext = ("arg_min", "min") if kind == AggregateType.FIRST else ("arg_max", "max")
-            return [f"{arg}({a}v, {a}k) AS {a}v", f"{ext}({a}k) AS {a}k"]
-        return []
-
-    def merge(self) -> list[str]:
-        """``SET`` items of the MERGE: state ``s`` updated with batch partials ``b``."""
-        a, kind = self.a, self.kind
-        if kind == AggregateType.COUNT:
-            return [f"{a} = s.{a} + b.{a}"]
-        if kind == AggregateType.SUM:
-            return [f"{a} = coalesce(s.{a} + b.{a}, s.{a}, b.{a})"]
-        if kind == AggregateType.AVG:
-            return [f"{a}s = coalesce(s.{a}s + b.{a}s, s.{a}s, b.{a}s)", f"{a}c = s.{a}c + b.{a}c"]
+            return [alias(fill("sum($x)", x=x), f"{a}s"), alias(fill("count($x)", x=x), f"{a}c")]
         if kind == AggregateType.MAX:
-            return [f"{a} = greatest(s.{a}, b.{a})"]
+            return [alias(fill("max($x)", x=x), a)]
         if kind == AggregateType.MIN:
-            return [f"{a} = least(s.{a}, b.{a})"]
-        if kind in (AggregateType.FIRST, AggregateType.LAST):
-            better = "<" if kind == AggregateType.FIRST else ">"
-            pick = "least" if kind == AggregateType.FIRST else "greatest"
+            return [alias(fill("min($x)", x=x), a)]
+        if kind == AggregateType.FIRST:
             return [
-                f"{a}v = CASE WHEN s.{a}k IS NULL OR b.{a}k {better} s.{a}k "
-                f"THEN b.{a}v ELSE s.{a}v END",
-                f"{a}k = {pick}(s.{a}k, b.{a}k)",
+                alias(fill("arg_min($x, _o) FILTER (WHERE $x IS NOT NULL)", x=x), f"{a}v"),
+                alias(fill("min(_o) FILTER (WHERE $x IS NOT NULL)", x=x), f"{a}k"),
+            ]
+        if kind == AggregateType.LAST:
+            return [
+                alias(fill("arg_max($x, _o) FILTER (WHERE $x IS NOT NULL)", x=x), f"{a}v"),
+                alias(fill("max(_o) FILTER (WHERE $x IS NOT NULL)", x=x), f"{a}k"),
             ]
         return []
 
-    def final(self) -> str:
+    def combine(self) -> list[exp.Expr]:
+        """Aggregates over partial rows (merging sessions)."""
+        a, kind = self.a, self.kind
+        if kind == AggregateType.COUNT:
+            return [alias(fill("CAST(sum($a) AS BIGINT)", a=col(a)), a)]
+        if kind == AggregateType.SUM:
+            return [alias(fill("sum($a)", a=col(a)), a)]
+        if kind == AggregateType.AVG:
+            return [
+                alias(fill("sum($s)", s=col(f"{a}s")), f"{a}s"),
+                alias(fill("CAST(sum($c) AS BIGINT)", c=col(f"{a}c")), f"{a}c"),
+            ]
+        if kind == AggregateType.MAX:
+            return [alias(fill("max($a)", a=col(a)), a)]
+        if kind == AggregateType.MIN:
+            return [alias(fill("min($a)", a=col(a)), a)]
+        if kind in (AggregateType.FIRST, AggregateType.LAST):
+            arg, ext = ("arg_min", "min") if kind == AggregateType.FIRST else ("arg_max", "max")
+            v, k = col(f"{a}v"), col(f"{a}k")
+            return [
+                alias(exp.func(arg, v, k), f"{a}v"),
+                alias(exp.func(ext, k.copy()), f"{a}k"),
+            ]
+        return []
+
+    def merge(self) -> list[exp.Expr]:
+        """``SET`` items of the MERGE: state ``s`` updated with batch partials ``b``."""
+        a, kind = self.a, self.kind
+
+        def item(name: str, template: str) -> exp.Expr:
+            value = fill(template, s=col(name, "s"), b=col(name, "b"))
+            return exp.EQ(this=col(name), expression=value)
+
+        if kind == AggregateType.COUNT:
+            return [item(a, "$s + $b")]
+        if kind == AggregateType.SUM:
+            return [item(a, "coalesce($s + $b, $s, $b)")]
+        if kind == AggregateType.AVG:
+            return [item(f"{a}s", "coalesce($s + $b, $s, $b)"), item(f"{a}c", "$s + $b")]
+        if kind == AggregateType.MAX:
+            return [item(a, "greatest($s, $b)")]
+        if kind == AggregateType.MIN:
+            return [item(a, "least($s, $b)")]
+        if kind in (AggregateType.FIRST, AggregateType.LAST):
+            first = kind == AggregateType.FIRST
+            value = fill(
+                "CASE WHEN $sk IS NULL OR $bk < $sk THEN $bv ELSE $sv END"
+                if first
+                else "CASE WHEN $sk IS NULL OR $bk > $sk THEN $bv ELSE $sv END",
+                sk=col(f"{a}k", "s"),
+                bk=col(f"{a}k", "b"),
+                bv=col(f"{a}v", "b"),
+                sv=col(f"{a}v", "s"),
+            )
+            return [
+                exp.EQ(this=col(f"{a}v"), expression=value),
+                item(f"{a}k", "least($s, $b)" if first else "greatest($s, $b)"),
+            ]
+        return []
+
+    def final(self) -> exp.Expr:
         """The output value from state row ``s`` (and ``d<i>`` for COUNT_DISTINCT)."""
         a, kind = self.a, self.kind
+        value: exp.Expr
         if kind == AggregateType.AVG:
-            value = f"CASE WHEN s.{a}c > 0 THEN CAST(s.{a}s AS DOUBLE) / s.{a}c END"
+            value = fill(
+                "CASE WHEN $c > 0 THEN CAST($s AS DOUBLE) / $c END",
+                c=col(f"{a}c", "s"),
+                s=col(f"{a}s", "s"),
+            )
         elif kind in (AggregateType.FIRST, AggregateType.LAST):
-            value = f"s.{a}v"
+            value = col(f"{a}v", "s")
         elif kind == AggregateType.COUNT_DISTINCT:
-            value = f"coalesce(d{self.index}.n, 0)"
+            value = fill("coalesce($n, 0)", n=col("n", f"d{self.index}"))
         else:
-            value = f"s.{a}"
+            value = col(a, "s")
         if self.out_type:
-            value = f"CAST({value} AS {self.out_type})"
-        return f"{value} AS {quote_identifier(self.name)}"
+            value = cast(value, self.out_type)
+        return alias(value, self.name, quoted=True)
 
 
 class AggregateStep:
@@ -353,6 +448,9 @@ class AggregateStep:
     ``<p>_win`` (one row per open window and key: keys ``k<i>``, ``_ws``, ``_we``, the
     partial aggregates, ``_touched``), ``<p>_d<i>`` (the distinct values of COUNT_DISTINCT
     ``i`` per window) and ``<p>_gate`` (the eventConditions gate of each key).
+
+    A batch's statements depend on its shape (the input table, whether a previous
+    watermark exists, how windows close); each shape is rendered once.
     """
 
     def __init__(
@@ -377,28 +475,29 @@ class AggregateStep:
         time_field = assigner.timeField or input_schema.event_time
         if self.event_time and not time_field:
             raise ValueError(f"Aggregate '{operator_id}': event time needs a time field")
-        self.time_sql = quote_identifier(time_field) if time_field else None
+        self.time_col = col(time_field, quoted=True) if time_field else None
         self.prefix = state_prefix(operator_id)
         self.meta = Meta(self.prefix)
-        self.win = quote_identifier(f"{self.prefix}_win")
-        self.gate = quote_identifier(f"{self.prefix}_gate")
+        self.win_name = f"{self.prefix}_win"
+        self.gate_name = f"{self.prefix}_gate"
+        self.win = table(self.win_name)
+        self.gate = table(self.gate_name)
         self.keys = [f"k{i}" for i in range(len(basic.keyFields))]
-        self.key_sources = [quote_identifier(name) for name in basic.keyFields]
+        self.key_sources = [col(name, quoted=True) for name in basic.keyFields]
         out_types = {name: duckdb_type(kind) for name, kind in output_schema.fields.items()}
-        self.key_out = [
-            f"CAST(s.{k} AS {out_types[name]}) AS {quote_identifier(name)}"
-            if out_types.get(name)
-            else f"s.{k} AS {quote_identifier(name)}"
-            for k, name in zip(self.keys, basic.keyFields, strict=True)
-        ]
+        self.key_out: list[exp.Expr] = []
+        for k, name in zip(self.keys, basic.keyFields, strict=True):
+            out_type = out_types.get(name)
+            value = cast(col(k, "s"), out_type) if out_type else col(k, "s")
+            self.key_out.append(alias(value, name, quoted=True))
         self.measures: list[Measure] = []
-        self.sources: list[str] = []
+        self.sources: list[exp.Expr] = []
         for i, field in enumerate(basic.aggregateFields or []):
             if field.aggregateType is None or not field.field:
                 raise ValueError(f"Aggregate '{operator_id}': aggregateFields[{i}] is incomplete")
             source = (field.aggregateField or "").strip()
             if source:
-                self.sources.append(f"{quote_identifier(source)} AS x{i}")
+                self.sources.append(alias(col(source, quoted=True), f"x{i}"))
             self.measures.append(
                 Measure(
                     i,
@@ -416,12 +515,14 @@ class AggregateStep:
         on = (conditions.eventOnCondition or "").strip() if conditions else ""
         off = (conditions.eventOffCondition or "").strip() if conditions else ""
         self.gated = bool(on and off)
-        self.flip_sql = ""
+        self.flip: exp.Expr | None = None
         if self.gated:
             scope = input_schema.scope
-            on_sql = compile_predicate(on, scope).sql
-            off_sql = compile_predicate(off, scope).sql
-            self.flip_sql = f"CASE WHEN {off_sql} THEN FALSE WHEN {on_sql} THEN TRUE END"
+            self.flip = fill(
+                "CASE WHEN $off THEN FALSE WHEN $on THEN TRUE END",
+                off=parse(compile_predicate(off, scope).sql),
+                on=parse(compile_predicate(on, scope).sql),
+            )
         self.partials = [c for m in self.measures for c in m.partial_columns()]
         if self.window == WindowType.SessionWindows and self.gap <= 0:
             raise ValueError(f"Aggregate '{operator_id}': a session window needs a gap")
@@ -429,89 +530,154 @@ class AggregateStep:
             raise ValueError(f"Aggregate '{operator_id}': the window needs a size")
         if self.window == WindowType.SlidingTimeWindows and self.slide <= 0:
             raise ValueError(f"Aggregate '{operator_id}': a sliding window needs a slide")
+        self.fused = (
+            self.event_time
+            and self.window == WindowType.TumblingTimeWindows
+            and not self.gated
+            and not self.distinct
+        )
+        """Tumbling windows without gate or distinct values count late and time-less
+        records from the batch's groups instead of in a scan of their own."""
+        self.needs_rows = (
+            self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
+        )
+        self.sql = Prepared()
+        self.out = table(f"{self.prefix}_out")
+        self.out_ref = render(self.out)
 
     # ------------------------------------------------------------------ SQL pieces
 
-    def distinct_table(self, measure: Measure) -> str:
-        return quote_identifier(f"{self.prefix}_d{measure.index}")
+    def distinct_name(self, measure: Measure) -> str:
+        return f"{self.prefix}_d{measure.index}"
 
-    def records_sql(self, input_sql: str, ctx: BatchContext, batch: int) -> str:
+    def distinct_table(self, measure: Measure) -> exp.Table:
+        return table(self.distinct_name(measure))
+
+    def records_sql(self, source: exp.Table) -> exp.Expr:
         """The batch's records as ``k<i>``, ``_us`` (time in µs), ``x<i>`` (aggregated
         values), ``_o`` (order: time, batch, rowid), ``_r`` (rowid) and ``_f`` (gate flip)."""
-        if self.event_time:
-            time = f"epoch_us({self.time_sql})"
-        else:
-            time = f"CAST({us_of(ctx.processing_time)} AS BIGINT)"
-        items = [f"{src} AS {k}" for k, src in zip(self.keys, self.key_sources, strict=True)]
-        items.append(f"{time} AS _us")
+        time = (
+            fill("epoch_us($t)", t=self.time_col)
+            if self.event_time
+            else parse("CAST($now_us AS BIGINT)")
+        )
+        items: list[exp.Expr] = [
+            alias(src, k) for k, src in zip(self.keys, self.key_sources, strict=True)
+        ]
+        items.append(alias(time, "_us"))
         items += self.sources
         if self.ordered:
-            items.append(f"{{'t': {time}, 'b': {batch}, 'r': rowid}} AS _o")
+            order = fill("{'t': $time, 'b': CAST($batch AS INTEGER), 'r': rowid}", time=time)
+            items.append(alias(order, "_o"))
         if self.gated:
-            items += ["rowid AS _r", f"{self.flip_sql} AS _f"]
-        return f"SELECT {', '.join(items)} FROM {input_sql}"
+            assert self.flip is not None
+            items += [parse("rowid AS _r"), alias(self.flip, "_f")]
+        return fill("SELECT $items FROM $t", items=items, t=source)
 
-    def late_sql(self, prev_us: int) -> str:
-        """A condition on ``_us``: every window of the record ended by ``prev_us``."""
+    def late_sql(self) -> exp.Expr:
+        """A condition on ``_us``: every window of the record ended by ``$prev``."""
         if self.window == WindowType.SessionWindows:
-            return f"_us + {self.gap} <= {prev_us}"
+            return fill("_us + $gap <= $prev", gap=self.gap)
         step = self.slide if self.window == WindowType.SlidingTimeWindows else self.size
-        return (
-            f"_us - (((_us - {self.offset}) % {step} + {step}) % {step}) + {self.size} <= {prev_us}"
+        return fill(
+            "_us - (((_us - $off) % $step + $step) % $step) + $size <= $prev",
+            off=self.offset,
+            step=step,
+            size=self.size,
         )
 
-    def ontime_sql(self, input_sql: str, ctx: BatchContext, batch: int, prev: int | None) -> str:
+    def ontime_sql(self, source: exp.Table, prev: bool) -> exp.Expr:
         """The records on time and with a time; with eventConditions, ``_open`` tells
         whether the key's gate is open after each (those are aggregated)."""
-        where = "_us IS NOT NULL"
-        if prev is not None:
-            where += f" AND NOT ({self.late_sql(prev)})"
-        rows = f"SELECT * FROM ({self.records_sql(input_sql, ctx, batch)}) WHERE {where}"
+        where = (
+            fill("_us IS NOT NULL AND NOT ($late)", late=self.late_sql())
+            if prev
+            else parse("_us IS NOT NULL")
+        )
+        rows = fill("SELECT * FROM $r WHERE $w", r=self.records_sql(source), w=where)
         if not self.gated:
             return rows
         keys = self.keys or ["_nokey"]
-        nokey = "" if self.keys else "TRUE AS _nokey, "
-        return f"""
-            SELECT r.*, coalesce(
+        if not self.keys:
+            rows = fill("SELECT TRUE AS _nokey, * FROM $r", r=rows)
+        return fill(
+            """SELECT r.*, coalesce(
                 last_value(r._f IGNORE NULLS) OVER (
-                    PARTITION BY {prefixed(keys, "r")} ORDER BY r._r
+                    PARTITION BY $keys ORDER BY r._r
                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
                 g._open, FALSE) AS _open
-            FROM (SELECT {nokey}* FROM ({rows})) r
-            LEFT JOIN {self.gate} g ON {same(keys, "r", "g")}"""
+            FROM $rows r LEFT JOIN $gate g ON $same""",
+            keys=cols(keys, "r"),
+            rows=rows,
+            gate=self.gate,
+            same=same(keys, "r", "g"),
+        )
 
-    def windowed_sql(self, accepted: str, prev: int | None) -> str:
+    def windowed_sql(self, accepted: exp.Expr, prev: bool) -> exp.Expr:
         """Tumbling / sliding: the accepted records with ``_wsu``, the start (µs) of each of
         their windows (one row per record and window; closed windows of sliding ones
         left out)."""
         if self.window == WindowType.TumblingTimeWindows:
-            size, off = self.size, self.offset
-            start = f"_us - (((_us - {off}) % {size} + {size}) % {size})"
-            return f"SELECT *, {start} AS _wsu FROM ({accepted})"
-        slide, off, size = self.slide, self.offset, self.size
-        count = -(-size // slide)
-        last = f"_us - (((_us - {off}) % {slide} + {slide}) % {slide})"
-        keep = f"_wsu + {size} > _us"
-        if prev is not None:
-            keep += f" AND _wsu + {size} > {prev}"
-        return f"""
-            SELECT * FROM (
-                SELECT r.*, {last} - j.j * {slide} AS _wsu
-                FROM ({accepted}) r CROSS JOIN range({count}) AS j(j)
-            ) WHERE {keep}"""
+            return fill(
+                "SELECT *, _us - (((_us - $off) % $size + $size) % $size) AS _wsu FROM $a",
+                off=self.offset,
+                size=self.size,
+                a=accepted,
+            )
+        keep = (
+            fill("_wsu + $size > _us AND _wsu + $size > $prev", size=self.size)
+            if prev
+            else fill("_wsu + $size > _us", size=self.size)
+        )
+        return fill(
+            """SELECT * FROM (
+                SELECT r.*, _us - (((_us - $off) % $slide + $slide) % $slide) - j.j * $slide
+                    AS _wsu
+                FROM $a r CROSS JOIN range($count) AS j(j)
+            ) WHERE $keep""",
+            off=self.offset,
+            slide=self.slide,
+            a=accepted,
+            count=math.ceil(self.size / self.slide),
+            keep=keep,
+        )
 
-    def partial_select(self, windowed: str, touched: str, counted: bool = False) -> str:
+    def partial_select(
+        self, windowed: exp.Expr, touched: exp.Expr, counted: bool = False
+    ) -> exp.Expr:
         """The partial aggregates of ``windowed`` per key and window: a state row (and,
         ``counted``, ``_n`` the records of the group)."""
         raw = [c for m in self.measures for c in m.raw()]
         if counted:
-            raw.append("count(*) AS _n")
-        return f"""
-            SELECT {lead(self.keys)}make_timestamp(_wsu) AS _ws,
-                make_timestamp(_wsu + {self.size}) AS _we,
-                {lead(raw)}{touched} AS _touched
-            FROM ({windowed})
-            GROUP BY {lead(self.keys)}_wsu"""
+            raw.append(parse("count(*) AS _n"))
+        return fill(
+            """SELECT $keys, make_timestamp(_wsu) AS _ws,
+                make_timestamp(_wsu + $size) AS _we, $raw, $touched AS _touched
+            FROM $w GROUP BY $keys, _wsu""",
+            keys=cols(self.keys),
+            size=self.size,
+            raw=raw,
+            touched=touched,
+            w=windowed,
+        )
+
+    def closing(self, kind: str) -> exp.Expr:
+        """The condition (on alias ``s``) of the windows this batch closes: all of them
+        (``all``), none, or those ending by ``$close_at``."""
+        if kind == "all":
+            return exp.true()
+        if kind == "none":
+            return exp.false()
+        return parse("s._we <= $close_at")
+
+    def _closing_kind(self, ctx: BatchContext) -> tuple[str, datetime | None]:
+        if ctx.final:
+            return "all", None
+        if self.event_time:
+            if ctx.watermark is None:
+                return "none", None
+            return "at", utc_naive(ctx.watermark)
+        return "at", utc_naive(ctx.processing_time)
 
     # ------------------------------------------------------------------ state
 
@@ -520,348 +686,169 @@ class AggregateStep:
         column types are known for sure (an open schema leaves them to the data)."""
         self.meta.create(con)
 
-    def tables(self) -> list[str]:
+    def table_names(self) -> list[str]:
         """All of the step's state tables."""
-        tables = [self.meta.table, self.win, *(self.distinct_table(m) for m in self.distinct)]
-        return [*tables, self.gate] if self.gated else tables
+        names = [self.meta.name, self.win_name, *(self.distinct_name(m) for m in self.distinct)]
+        return [*names, self.gate_name] if self.gated else names
 
-    def _create_tables(self, con: duckdb.DuckDBPyConnection, input_sql: str) -> None:
+    def _create_tables(self, con: duckdb.DuckDBPyConnection, source: exp.Table) -> None:
         """Create the tables whose column types come from the data (``IF NOT EXISTS``:
         cheap once they exist). The gate first: the record query reads it."""
+        values = _values(_NO_CONTEXT, batch=0)
         if self.gated:
-            records = self.records_sql(input_sql, _NO_CONTEXT, 0)
-            nokey = "" if self.keys else "TRUE AS _nokey, "
+            records = self.records_sql(source)
+            if not self.keys:
+                records = fill("SELECT TRUE AS _nokey, * FROM $r", r=records)
             create_like(
                 con,
                 self.gate,
-                f"SELECT {nokey}{lead(self.keys)}_f AS _open, "
-                f"CAST(NULL AS TIMESTAMP) AS _touched FROM ({records})",
+                fill(
+                    "SELECT $keys, _f AS _open, CAST(NULL AS TIMESTAMP) AS _touched FROM $r",
+                    keys=cols(self.keys or ["_nokey"]),
+                    r=records,
+                ),
+                values,
             )
-        accepted = self.ontime_sql(input_sql, _NO_CONTEXT, 0, None)
+        accepted = self.ontime_sql(source, False)
         if self.window == WindowType.SessionWindows:
-            windowed = f"SELECT *, _us AS _wsu FROM ({accepted})"
+            windowed = fill("SELECT *, _us AS _wsu FROM $a", a=accepted)
         else:
-            windowed = self.windowed_sql(accepted, None)
-        create_like(con, self.win, self.partial_select(windowed, "CAST(NULL AS TIMESTAMP)"))
+            windowed = self.windowed_sql(accepted, False)
+        query = self.partial_select(windowed, parse("CAST(NULL AS TIMESTAMP)"))
+        create_like(con, self.win, query, values)
         for m in self.distinct:
+            assert m.source is not None
             create_like(
                 con,
                 self.distinct_table(m),
-                f"SELECT {lead(self.keys)}make_timestamp(_wsu) AS _ws, {m.source} AS v "
-                f"FROM ({windowed})",
+                fill(
+                    "SELECT $keys, make_timestamp(_wsu) AS _ws, $v AS v FROM $w",
+                    keys=cols(self.keys),
+                    v=col(m.source),
+                    w=windowed,
+                ),
+                values,
             )
 
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Fold one batch into the windows, emit the closed ones (see the module doc)."""
-        input_sql = table_ref(input_table)
-        if not all_exist(con, self.tables()):
+        if not all_exist(con, self.table_names()):
             self.meta.create(con)
-            self._create_tables(con, input_sql)
+            self._create_tables(con, source_table(input_table))
         meta = self.meta.read(con)
         batch = int(meta["batches"] or 0) + 1
         prev_wm = meta["watermark"]
         prev = us_of(prev_wm) if (self.event_time and prev_wm is not None) else None
-        now = ts_literal(ctx.processing_time)
+        kind, close_at = self._closing_kind(ctx)
+        values = _values(ctx, batch=batch, prev=prev, close_at=close_at)
+        shape = (input_table, prev is not None, kind)
         if self.ttl:
-            self._expire(con, ctx)
-        if not scalar(con, f"SELECT count(*) FROM (SELECT 1 FROM {input_sql} LIMIT 1)"):
-            return self._finish(con, ctx, batch, None)
-        # tumbling windows without gate or distinct values count late and time-less
-        # records from the batch's groups instead of in a scan of their own
-        fused = (
-            self.event_time
-            and self.window == WindowType.TumblingTimeWindows
-            and not self.gated
-            and not self.distinct
-        )
-        if self.event_time and not fused:
-            late = self.late_sql(prev) if prev is not None else "FALSE"
-            con.execute(
-                f"""UPDATE {self.meta.table} SET
-                    null_time_records = null_time_records + c.no_time,
-                    late_records = late_records + c.late
-                FROM (SELECT count(*) FILTER (WHERE _us IS NULL) AS no_time,
-                        count(*) FILTER (WHERE {late}) AS late
-                    FROM (SELECT epoch_us({self.time_sql}) AS _us FROM {input_sql})) c"""
-            )
-        if fused:
-            ontime = self.records_sql(input_sql, ctx, batch)
-        else:
-            ontime = self.ontime_sql(input_sql, ctx, batch, prev)
-        needs_rows = self.gated or bool(self.distinct) or self.window == WindowType.SessionWindows
-        scratch = quote_identifier(f"{self.prefix}_acc")
-        if needs_rows:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {scratch} AS {ontime}")
-            ontime = f"SELECT * FROM {scratch}"
-        accepted = f"SELECT * FROM ({ontime}) WHERE _open" if self.gated else ontime
-        closing = self.closing(ctx)
-        fresh = None
-        if self.window == WindowType.SessionWindows:
-            self._fold_sessions(con, accepted, now)
-        else:
-            fresh = self._fold_windows(con, accepted, prev, now, closing, fused)
-        if self.gated:
-            self._update_gate(con, ontime, now)
-        if needs_rows:
-            con.execute(f"DROP TABLE IF EXISTS {scratch}")
-        return self._finish(con, ctx, batch, fresh)
+            self.sql.run(con, values, ("expire",), self._expire)
+        (empty,) = self.sql(("empty", input_table), lambda: self._build("empty", shape))
+        folded = bool(empty.rows(con, values)[0][0])
+        if folded:
+            for name in self._fold_names():
+                self.sql.run(con, values, (name, *shape), partial(self._build, name, shape))
+        fresh = folded and self.window != WindowType.SessionWindows
+        self.sql.run(con, values, ("finish", fresh, kind), lambda: self._finish(fresh, kind))
+        return self.out_ref
 
-    def _finish(
-        self, con: duckdb.DuckDBPyConnection, ctx: BatchContext, batch: int, fresh: str | None
-    ) -> str:
+    def _finish(self, fresh: bool, kind: str) -> list[exp.Expr]:
         """Emit what the batch closes, and note the batch in the meta table."""
-        out = self._emit(con, self.closing(ctx), fresh)
-        if fresh is not None:
-            con.execute(f"DROP TABLE {fresh}")
-        watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
-        self.meta.set(
-            con,
-            f"batches = {batch}, watermark = greatest(watermark, {watermark}), "
-            f"emitted_rows = emitted_rows + (SELECT count(*) FROM {out})",
-        )
-        return out
-
-    def closing(self, ctx: BatchContext) -> str:
-        """The condition (on alias ``s``) of the windows this batch closes."""
-        if ctx.final:
-            return "TRUE"
-        if self.event_time:
-            return f"s._we <= {ts_literal(ctx.watermark)}" if ctx.watermark else "FALSE"
-        return f"s._we <= {ts_literal(ctx.processing_time)}"
-
-    def _fold_windows(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        accepted: str,
-        prev: int | None,
-        now: str,
-        closing: str,
-        fused: bool = False,
-    ) -> str:
-        """Tumbling / sliding: the batch's partial aggregates per key and window are
-        merged into the windows already in state; the others are inserted when they stay
-        open, and otherwise emitted straight from the batch (most windows of a large batch
-        open and close within it: they never touch the state table). Returns the table of
-        the batch's partials, ``_old`` telling those merged into state and ``_drop`` those
-        to ignore. ``fused``: ``accepted`` holds every record, late and time-less ones
-        included; their groups are counted into the meta table and dropped."""
-        windowed = self.windowed_sql(accepted, None if fused else prev)
-        fresh = quote_identifier(f"{self.prefix}_batch")
-        drop = "FALSE"
-        if fused:
-            late = f"b._we <= make_timestamp({prev})" if prev is not None else "FALSE"
-            drop = f"b._ws IS NULL OR {late}"
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {fresh} AS
-            SELECT b.*, w._ws IS NOT NULL AS _old, {drop} AS _drop
-            FROM ({self.partial_select(windowed, now, fused)}) b
-            LEFT JOIN (SELECT {lead(self.keys)}_ws FROM {self.win}) w
-                ON {same(self.keys, "w", "b")} AND w._ws = b._ws"""
-        )
-        if fused:
-            con.execute(
-                f"""UPDATE {self.meta.table} SET
-                    null_time_records = null_time_records + c.no_time,
-                    late_records = late_records + c.late
-                FROM (SELECT coalesce(sum(_n) FILTER (WHERE _ws IS NULL), 0) AS no_time,
-                        coalesce(sum(_n) FILTER (WHERE _ws IS NOT NULL AND _drop), 0) AS late
-                    FROM {fresh}) c"""
+        statements = self._emit(self.closing(kind), fresh)
+        if fresh:
+            statements.append(fill("DROP TABLE $t", t=table(f"{self.prefix}_batch")))
+        statements.append(
+            self.meta.set(
+                [
+                    parse("batches = $batch"),
+                    parse("watermark = greatest(watermark, CAST($watermark AS TIMESTAMP))"),
+                    fill("emitted_rows = emitted_rows + (SELECT count(*) FROM $out)", out=self.out),
+                ]
             )
-        sets = [item for m in self.measures for item in m.merge()]
-        sets.append("_touched = b._touched")
-        con.execute(
-            f"""UPDATE {self.win} AS s SET {", ".join(sets)} FROM {fresh} AS b
-            WHERE b._old AND NOT b._drop AND {same(self.keys, "s", "b")} AND s._ws = b._ws"""
         )
-        columns = ", ".join([*self.keys, "_ws", "_we", *self.partials, "_touched"])
-        con.execute(
-            f"INSERT INTO {self.win} ({columns}) SELECT {columns} FROM {fresh} AS s "
-            f"WHERE NOT s._old AND NOT s._drop AND NOT ({closing})"
-        )
-        for m in self.distinct:
-            table = self.distinct_table(m)
-            con.execute(
-                f"""INSERT INTO {table}
-                SELECT n.* FROM (
-                    SELECT DISTINCT {lead(self.keys)}make_timestamp(_wsu) AS _ws, {m.source} AS v
-                    FROM ({windowed}) WHERE {m.source} IS NOT NULL
-                ) n WHERE NOT EXISTS (
-                    SELECT 1 FROM {table} d
-                    WHERE {same(self.keys, "d", "n")} AND d._ws = n._ws AND d.v = n.v)"""
-            )
-        return fresh
+        return statements
 
-    def _fold_sessions(self, con: duckdb.DuckDBPyConnection, accepted: str, now: str) -> None:
-        """Session windows: each record is the interval ``[time, time + gap)``; with the
-        sessions in state of the keys the batch touches, overlapping or touching intervals
-        are merged (gaps and islands over the intervals sorted by start), their partials
-        combined, and the sessions of those keys replaced by the merged ones."""
-        keys, p = self.keys, self.prefix
-        part = f"PARTITION BY {', '.join(keys)} " if keys else ""
-        touched = quote_identifier(f"{p}_keys")
-        islands = quote_identifier(f"{p}_iv")
-        merged = quote_identifier(f"{p}_new")
-        key_items = ", ".join(keys) if keys else "TRUE AS _all"
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {touched} AS "
-            f"SELECT DISTINCT {key_items} FROM ({accepted})"
-        )
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {islands} AS
-            WITH iv AS (
-                SELECT DISTINCT {lead(keys)}_us AS _s, _us + {self.gap} AS _e, FALSE AS _st
-                FROM ({accepted})
-                UNION ALL
-                SELECT {aliased(keys, "w")}epoch_us(w._ws),
-                    epoch_us(w._we), TRUE
-                FROM {self.win} w SEMI JOIN {touched} t ON {same(keys, "w", "t")}
-            ), flagged AS (
-                SELECT *, CASE WHEN _s <= max(_e) OVER (
-                    {part}ORDER BY _s, _e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                    THEN 0 ELSE 1 END AS _first
-                FROM iv
-            ), grouped AS (
-                SELECT *, sum(_first) OVER ({part}ORDER BY _s, _e ROWS UNBOUNDED PRECEDING) AS _g
-                FROM flagged
-            )
-            SELECT {lead(keys)}_s, _st, min(_s) OVER ({part_g(keys)}) AS _ns,
-                max(_e) OVER ({part_g(keys)}) AS _ne
-            FROM grouped"""
-        )
-        raw = [c for m in self.measures for c in m.raw()]
-        combine = [c for m in self.measures for c in m.combine()]
-        partials = ", ".join(f"w.{c}" for c in self.partials)
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {merged} AS
-            SELECT {lead(keys)}make_timestamp(_ns) AS _ws, make_timestamp(_ne) AS _we,
-                {lead(combine)}max(_touched) AS _touched
-            FROM (
-                SELECT {aliased(keys, "r")}m._ns, m._ne,
-                    {lead(raw)}{now} AS _touched
-                FROM ({accepted}) r JOIN (SELECT * FROM {islands} WHERE NOT _st) m
-                    ON {same(keys, "r", "m")} AND r._us = m._s
-                GROUP BY {aliased(keys, "r")}m._ns, m._ne
-                UNION ALL BY NAME
-                SELECT {aliased(keys, "w")}m._ns, m._ne,
-                    {lead([partials] if partials else [])}w._touched
-                FROM {self.win} w JOIN (SELECT * FROM {islands} WHERE _st) m
-                    ON {same(keys, "w", "m")} AND epoch_us(w._ws) = m._s
-            ) GROUP BY {lead(keys)}_ns, _ne"""
-        )
-        for m in self.distinct:
-            table = self.distinct_table(m)
-            fresh = quote_identifier(f"{p}_dn")
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE {fresh} AS
-                SELECT DISTINCT {lead(keys)}make_timestamp(_ns) AS _ws, v FROM (
-                    SELECT {aliased(keys, "r")}m._ns,
-                        r.{m.source} AS v
-                    FROM ({accepted}) r JOIN (SELECT * FROM {islands} WHERE NOT _st) m
-                        ON {same(keys, "r", "m")} AND r._us = m._s
-                    WHERE r.{m.source} IS NOT NULL
-                    UNION ALL
-                    SELECT {aliased(keys, "d")}m._ns, d.v
-                    FROM {table} d JOIN (SELECT * FROM {islands} WHERE _st) m
-                        ON {same(keys, "d", "m")} AND epoch_us(d._ws) = m._s
-                )"""
-            )
-            con.execute(f"DELETE FROM {table} d USING {touched} t WHERE {same(keys, 'd', 't')}")
-            con.execute(f"INSERT INTO {table} SELECT * FROM {fresh}")
-            con.execute(f"DROP TABLE {fresh}")
-        columns = ", ".join([*keys, "_ws", "_we", *self.partials, "_touched"])
-        con.execute(f"DELETE FROM {self.win} w USING {touched} t WHERE {same(keys, 'w', 't')}")
-        con.execute(f"INSERT INTO {self.win} ({columns}) SELECT {columns} FROM {merged}")
-        for table in (touched, islands, merged):
-            con.execute(f"DROP TABLE {table}")
-
-    def _update_gate(self, con: duckdb.DuckDBPyConnection, ontime: str, now: str) -> None:
-        """Each key's gate after the batch: its last flip in arrival order. A closed gate
-        is no row (closed is the initial state)."""
-        keys = self.keys or ["_nokey"]
-        flips = quote_identifier(f"{self.prefix}_flips")
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {flips} AS
-            SELECT {lead(keys)}arg_max(_f, _r) FILTER (WHERE _f IS NOT NULL) AS _open,
-                {now} AS _touched
-            FROM ({ontime}) GROUP BY ALL HAVING count(_f) > 0"""
-        )
-        con.execute(f"DELETE FROM {self.gate} g USING {flips} f WHERE {same(keys, 'g', 'f')}")
-        con.execute(
-            f"INSERT INTO {self.gate} ({', '.join([*keys, '_open', '_touched'])}) "
-            f"SELECT {', '.join([*keys, '_open', '_touched'])} FROM {flips} WHERE _open"
-        )
-        con.execute(f"DROP TABLE {flips}")
-
-    def _drop_windows(self, con: duckdb.DuckDBPyConnection, condition: str) -> None:
+    def _drop_windows(self, condition: exp.Expr) -> list[exp.Expr]:
         """Delete the windows meeting ``condition`` (on ``s``) and their distinct values."""
-        for m in self.distinct:
-            table = self.distinct_table(m)
-            con.execute(
-                f"""DELETE FROM {table} d USING (
-                    SELECT {lead(self.keys)}_ws FROM {self.win} s WHERE {condition}) e
-                WHERE {same(self.keys, "d", "e")} AND d._ws = e._ws"""
+        statements = [
+            fill(
+                """DELETE FROM $d d USING (SELECT $keys, _ws FROM $win s WHERE $c) e
+                WHERE $same AND d._ws = e._ws""",
+                d=self.distinct_table(m),
+                keys=cols(self.keys),
+                win=self.win,
+                c=condition,
+                same=same(self.keys, "d", "e"),
             )
-        con.execute(f"DELETE FROM {self.win} s WHERE {condition}")
+            for m in self.distinct
+        ]
+        statements.append(fill("DELETE FROM $win s WHERE $c", win=self.win, c=condition))
+        return statements
 
-    def _expire(self, con: duckdb.DuckDBPyConnection, ctx: BatchContext) -> None:
-        limit = f"{ts_literal(ctx.processing_time)} - to_microseconds({self.ttl})"
-        condition = f"s._touched <= {limit}"
-        self.meta.add(
-            con, "expired_state_rows", f"SELECT count(*) FROM {self.win} s WHERE {condition}"
-        )
-        self._drop_windows(con, condition)
+    def _expire(self) -> list[exp.Expr]:
+        condition = fill("s._touched <= $now - to_microseconds($ttl)", ttl=self.ttl)
+        count = fill("SELECT count(*) FROM $win s WHERE $c", win=self.win, c=condition)
+        statements = [self.meta.add("expired_state_rows", count), *self._drop_windows(condition)]
         if self.gated:
-            self.meta.add(
-                con, "expired_state_rows", f"SELECT count(*) FROM {self.gate} s WHERE {condition}"
-            )
-            con.execute(f"DELETE FROM {self.gate} s WHERE {condition}")
+            count = fill("SELECT count(*) FROM $gate s WHERE $c", gate=self.gate, c=condition)
+            statements.append(self.meta.add("expired_state_rows", count))
+            statements.append(fill("DELETE FROM $gate s WHERE $c", gate=self.gate, c=condition))
+        return statements
 
-    def _emit(self, con: duckdb.DuckDBPyConnection, closing: str, fresh: str | None) -> str:
-        """The closed windows into the output table (from state, and from ``fresh`` those
-        not merged into state), then out of state."""
-        out = quote_identifier(f"{self.prefix}_out")
-        joins = ""
-        for m in self.distinct:
-            d = f"d{m.index}"
-            joins += (
-                f" LEFT JOIN (SELECT {lead(self.keys)}_ws, count(*) AS n "
-                f"FROM {self.distinct_table(m)} GROUP BY ALL) {d} "
-                f"ON {same(self.keys, 's', d)} AND s._ws = {d}._ws"
-            )
-        items = ", ".join(
-            [
-                *self.key_out,
-                f"s._ws AS {quote_identifier(WINDOW_START)}",
-                f"s._we AS {quote_identifier(WINDOW_END)}",
-                *(m.final() for m in self.measures),
-            ]
-        )
-        query = f"SELECT {items} FROM {self.win} s{joins} WHERE {closing}"
-        if fresh is not None:
-            query += (
-                f" UNION ALL SELECT {items} FROM {fresh} s{joins} "
-                f"WHERE NOT s._old AND NOT s._drop AND {closing}"
-            )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {query}")
-        self._drop_windows(con, closing)
-        if fresh is not None:
+    def _emit(self, closing: exp.Expr, fresh: bool) -> list[exp.Expr]:
+        """The closed windows into the output table (from state, and from the batch's
+        partials those not merged into state), then out of state."""
+        items = [
+            *self.key_out,
+            alias(col("_ws", "s"), WINDOW_START, quoted=True),
+            alias(col("_we", "s"), WINDOW_END, quoted=True),
+            *(m.final() for m in self.measures),
+        ]
+
+        def select(source: exp.Table, condition: exp.Expr) -> exp.Select:
+            query = exp.select(*items).from_(source.as_("s"))
             for m in self.distinct:
-                table = self.distinct_table(m)
-                con.execute(
-                    f"""DELETE FROM {table} d USING (
-                        SELECT {lead(self.keys)}_ws FROM {fresh} s
-                        WHERE NOT s._old AND {closing}) e
-                    WHERE {same(self.keys, "d", "e")} AND d._ws = e._ws"""
+                d = f"d{m.index}"
+                counts = fill(
+                    "SELECT $keys, _ws, count(*) AS n FROM $t GROUP BY ALL",
+                    keys=cols(self.keys),
+                    t=self.distinct_table(m),
                 )
-        return out
+                on = fill("$same AND s._ws = $dws", same=same(self.keys, "s", d), dws=col("_ws", d))
+                query = query.join(subquery(counts, d), on=on, join_type="LEFT")
+            return query.where(condition)
+
+        fresh_table = table(f"{self.prefix}_batch")
+        query: exp.Expr = select(self.win, closing)
+        if fresh:
+            pending = fill("NOT s._old AND NOT s._drop AND $c", c=closing)
+            query = exp.union(query, select(fresh_table, pending), distinct=False)
+        statements = [fill("CREATE OR REPLACE TEMP TABLE $out AS $q", out=self.out, q=query)]
+        statements += self._drop_windows(closing)
+        if fresh:
+            for m in self.distinct:
+                statements.append(
+                    fill(
+                        """DELETE FROM $d d USING (
+                            SELECT $keys, _ws FROM $fresh s WHERE NOT s._old AND $c) e
+                        WHERE $same AND d._ws = e._ws""",
+                        d=self.distinct_table(m),
+                        keys=cols(self.keys),
+                        fresh=fresh_table,
+                        c=closing,
+                        same=same(self.keys, "d", "e"),
+                    )
+                )
+        return statements
 
     def metrics(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         """``state_rows`` counts the rows of every state table (windows, distinct values,
         gates); ``windows`` the open windows."""
-        meta = self.meta.read(con) if count_of(con, self.meta.table) else {}
-        windows = count_of(con, self.win)
-        rows = windows + count_of(con, self.gate)
-        rows += sum(count_of(con, self.distinct_table(m)) for m in self.distinct)
+        meta = self.meta.read(con) if count_of(con, self.meta.name) else {}
+        windows = count_of(con, self.win_name)
+        rows = windows + count_of(con, self.gate_name)
+        rows += sum(count_of(con, self.distinct_name(m)) for m in self.distinct)
         return {
             "state_rows": rows,
             "windows": windows,
@@ -872,6 +859,341 @@ class AggregateStep:
             "batches": int(meta.get("batches") or 0),
             "watermark": meta.get("watermark"),
         }
+
+    def _fold_names(self) -> list[str]:
+        names = ["late"] if self.event_time and not self.fused else []
+        if self.needs_rows:
+            names.append("scratch")
+        if self.window == WindowType.SessionWindows:
+            names += ["touched", "islands", "merged"]
+            for m in self.distinct:
+                names += [f"dn{m.index}", f"dn_del{m.index}", f"dn_ins{m.index}"]
+                names.append(f"dn_drop{m.index}")
+            names += ["sess_del", "sess_ins", "sess_drop"]
+        else:
+            names.append("fresh")
+            if self.fused:
+                names.append("fused_counts")
+            names += ["merge", "insert"]
+            names += [f"distinct{m.index}" for m in self.distinct]
+        if self.gated:
+            names += ["flips", "gate_del", "gate_ins", "flips_drop"]
+        if self.needs_rows:
+            names.append("scratch_drop")
+        return names
+
+    def _build(self, name: str, shape: tuple[Any, ...]) -> list[exp.Expr]:
+        """The statement ``name`` of a batch of ``shape`` (see :meth:`process`)."""
+        input_name, has_prev, kind = shape
+        source = source_table(input_name)
+        p = self.prefix
+        keys = self.keys
+        scratch = table(f"{p}_acc")
+        fresh = table(f"{p}_batch")
+        closing = self.closing(kind)
+        ontime = self.records_sql(source) if self.fused else self.ontime_sql(source, has_prev)
+        if self.needs_rows:
+            ontime = fill("SELECT * FROM $t", t=scratch)
+        accepted = fill("SELECT * FROM $o WHERE _open", o=ontime) if self.gated else ontime
+        now = parse("$now")
+        if name == "empty":
+            return [fill("SELECT count(*) FROM (SELECT 1 FROM $t LIMIT 1)", t=source)]
+        if name == "late":
+            late = self.late_sql() if has_prev else exp.false()
+            return [
+                fill(
+                    """UPDATE $meta SET
+                        null_time_records = null_time_records + c.no_time,
+                        late_records = late_records + c.late
+                    FROM (SELECT count(*) FILTER (WHERE _us IS NULL) AS no_time,
+                            count(*) FILTER (WHERE $late) AS late
+                        FROM (SELECT epoch_us($time) AS _us FROM $t)) c""",
+                    meta=self.meta.table,
+                    late=late,
+                    time=self.time_col,
+                    t=source,
+                )
+            ]
+        if name == "scratch":
+            raw_ontime = self.ontime_sql(source, has_prev)
+            return [fill("CREATE OR REPLACE TEMP TABLE $t AS $q", t=scratch, q=raw_ontime)]
+        if name == "scratch_drop":
+            return [fill("DROP TABLE IF EXISTS $t", t=scratch)]
+        if name == "fresh":
+            windowed = self.windowed_sql(accepted, has_prev and not self.fused)
+            drop: exp.Expr = exp.false()
+            if self.fused:
+                drop = (
+                    parse("b._ws IS NULL OR b._we <= make_timestamp($prev)")
+                    if has_prev
+                    else parse("b._ws IS NULL OR FALSE")
+                )
+            return [
+                fill(
+                    """CREATE OR REPLACE TEMP TABLE $fresh AS
+                    SELECT b.*, w._ws IS NOT NULL AS _old, $drop AS _drop
+                    FROM $partials b
+                    LEFT JOIN (SELECT $keys, _ws FROM $win) w ON $same AND w._ws = b._ws""",
+                    fresh=fresh,
+                    drop=drop,
+                    partials=self.partial_select(windowed, now, self.fused),
+                    keys=cols(keys),
+                    win=self.win,
+                    same=same(keys, "w", "b"),
+                )
+            ]
+        if name == "fused_counts":
+            return [
+                fill(
+                    """UPDATE $meta SET
+                        null_time_records = null_time_records + c.no_time,
+                        late_records = late_records + c.late
+                    FROM (SELECT coalesce(sum(_n) FILTER (WHERE _ws IS NULL), 0) AS no_time,
+                            coalesce(sum(_n) FILTER (WHERE _ws IS NOT NULL AND _drop), 0)
+                                AS late
+                        FROM $fresh) c""",
+                    meta=self.meta.table,
+                    fresh=fresh,
+                )
+            ]
+        if name == "merge":
+            sets = [item for m in self.measures for item in m.merge()]
+            sets.append(parse("_touched = b._touched"))
+            return [
+                fill(
+                    """UPDATE $win AS s SET $sets FROM $fresh AS b
+                    WHERE b._old AND NOT b._drop AND $same AND s._ws = b._ws""",
+                    win=self.win,
+                    sets=sets,
+                    fresh=fresh,
+                    same=same(keys, "s", "b"),
+                )
+            ]
+        columns = cols([*keys, "_ws", "_we", *self.partials, "_touched"])
+        if name == "insert":
+            return [
+                fill(
+                    """INSERT INTO $win ($cols) SELECT $cols FROM $fresh AS s
+                    WHERE NOT s._old AND NOT s._drop AND NOT ($closing)""",
+                    win=self.win,
+                    cols=columns,
+                    fresh=fresh,
+                    closing=closing,
+                )
+            ]
+        for m in self.distinct:
+            assert m.source is not None
+            distinct = self.distinct_table(m)
+            if name == f"distinct{m.index}":
+                windowed = self.windowed_sql(accepted, has_prev and not self.fused)
+                return [
+                    fill(
+                        """INSERT INTO $d
+                        SELECT n.* FROM (
+                            SELECT DISTINCT $keys, make_timestamp(_wsu) AS _ws, $v AS v
+                            FROM $w WHERE $v IS NOT NULL
+                        ) n WHERE NOT EXISTS (
+                            SELECT 1 FROM $d d WHERE $same AND d._ws = n._ws AND d.v = n.v)""",
+                        d=distinct,
+                        keys=cols(keys),
+                        v=col(m.source),
+                        w=windowed,
+                        same=same(keys, "d", "n"),
+                    )
+                ]
+        return self._build_sessions(name, accepted) + self._build_gate(name, ontime)
+
+    def _build_sessions(self, name: str, accepted: exp.Expr) -> list[exp.Expr]:
+        """Session windows: each record is the interval ``[time, time + gap)``; with the
+        sessions in state of the keys the batch touches, overlapping or touching intervals
+        are merged (gaps and islands over the intervals sorted by start), their partials
+        combined, and the sessions of those keys replaced by the merged ones."""
+        keys, p = self.keys, self.prefix
+        touched = table(f"{p}_keys")
+        islands = table(f"{p}_iv")
+        merged = table(f"{p}_new")
+        if name == "touched":
+            items = cols(keys) if keys else [parse("TRUE AS _all")]
+            return [
+                fill(
+                    "CREATE OR REPLACE TEMP TABLE $t AS SELECT DISTINCT $items FROM $a",
+                    t=touched,
+                    items=items,
+                    a=accepted,
+                )
+            ]
+        if name == "islands":
+            return [
+                fill(
+                    """CREATE OR REPLACE TEMP TABLE $islands AS
+                    WITH iv AS (
+                        SELECT DISTINCT $keys, _us AS _s, _us + $gap AS _e, FALSE AS _st
+                        FROM $a
+                        UNION ALL
+                        SELECT $wkeys, epoch_us(w._ws), epoch_us(w._we), TRUE
+                        FROM $win w SEMI JOIN $touched t ON $same
+                    ), flagged AS (
+                        SELECT *, CASE WHEN _s <= max(_e) OVER (
+                            PARTITION BY $keys ORDER BY _s, _e
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                            THEN 0 ELSE 1 END AS _first
+                        FROM iv
+                    ), grouped AS (
+                        SELECT *, sum(_first) OVER (
+                            PARTITION BY $keys ORDER BY _s, _e ROWS UNBOUNDED PRECEDING) AS _g
+                        FROM flagged
+                    )
+                    SELECT $keys, _s, _st, min(_s) OVER (PARTITION BY $gkeys) AS _ns,
+                        max(_e) OVER (PARTITION BY $gkeys) AS _ne
+                    FROM grouped""",
+                    islands=islands,
+                    keys=cols(keys),
+                    gap=self.gap,
+                    a=accepted,
+                    wkeys=cols(keys, "w"),
+                    win=self.win,
+                    touched=touched,
+                    same=same(keys, "w", "t"),
+                    gkeys=cols([*keys, "_g"]),
+                )
+            ]
+        if name == "merged":
+            raw = [c for m in self.measures for c in m.raw()]
+            combine = [c for m in self.measures for c in m.combine()]
+            return [
+                fill(
+                    """CREATE OR REPLACE TEMP TABLE $merged AS
+                    SELECT $keys, make_timestamp(_ns) AS _ws, make_timestamp(_ne) AS _we,
+                        $combine, max(_touched) AS _touched
+                    FROM (
+                        SELECT $rkeys, m._ns, m._ne, $raw, $now AS _touched
+                        FROM $a r JOIN (SELECT * FROM $islands WHERE NOT _st) m
+                            ON $rsame AND r._us = m._s
+                        GROUP BY $rkeys, m._ns, m._ne
+                        UNION ALL BY NAME
+                        SELECT $wkeys, m._ns, m._ne, $partials, w._touched
+                        FROM $win w JOIN (SELECT * FROM $islands WHERE _st) m
+                            ON $wsame AND epoch_us(w._ws) = m._s
+                    ) GROUP BY $keys, _ns, _ne""",
+                    merged=merged,
+                    keys=cols(keys),
+                    combine=combine,
+                    rkeys=cols(keys, "r"),
+                    raw=raw,
+                    a=accepted,
+                    islands=islands,
+                    rsame=same(keys, "r", "m"),
+                    wkeys=cols(keys, "w"),
+                    partials=cols(self.partials, "w"),
+                    win=self.win,
+                    wsame=same(keys, "w", "m"),
+                )
+            ]
+        dn = table(f"{p}_dn")
+        for m in self.distinct:
+            assert m.source is not None
+            distinct = self.distinct_table(m)
+            if name == f"dn{m.index}":
+                return [
+                    fill(
+                        """CREATE OR REPLACE TEMP TABLE $dn AS
+                        SELECT DISTINCT $keys, make_timestamp(_ns) AS _ws, v FROM (
+                            SELECT $rkeys, m._ns, $v AS v
+                            FROM $a r JOIN (SELECT * FROM $islands WHERE NOT _st) m
+                                ON $rsame AND r._us = m._s
+                            WHERE $v IS NOT NULL
+                            UNION ALL
+                            SELECT $dkeys, m._ns, d.v
+                            FROM $d d JOIN (SELECT * FROM $islands WHERE _st) m
+                                ON $dsame AND epoch_us(d._ws) = m._s
+                        )""",
+                        dn=dn,
+                        keys=cols(keys),
+                        rkeys=cols(keys, "r"),
+                        v=col(m.source, "r"),
+                        a=accepted,
+                        islands=islands,
+                        rsame=same(keys, "r", "m"),
+                        dkeys=cols(keys, "d"),
+                        d=distinct,
+                        dsame=same(keys, "d", "m"),
+                    )
+                ]
+            if name == f"dn_del{m.index}":
+                return [
+                    fill(
+                        "DELETE FROM $d d USING $t t WHERE $same",
+                        d=distinct,
+                        t=touched,
+                        same=same(keys, "d", "t"),
+                    )
+                ]
+            if name == f"dn_ins{m.index}":
+                return [fill("INSERT INTO $d SELECT * FROM $dn", d=distinct, dn=dn)]
+            if name == f"dn_drop{m.index}":
+                return [fill("DROP TABLE $dn", dn=dn)]
+        columns = cols([*keys, "_ws", "_we", *self.partials, "_touched"])
+        if name == "sess_del":
+            return [
+                fill(
+                    "DELETE FROM $win w USING $t t WHERE $same",
+                    win=self.win,
+                    t=touched,
+                    same=same(keys, "w", "t"),
+                )
+            ]
+        if name == "sess_ins":
+            return [
+                fill(
+                    "INSERT INTO $win ($cols) SELECT $cols FROM $merged",
+                    win=self.win,
+                    cols=columns,
+                    merged=merged,
+                )
+            ]
+        if name == "sess_drop":
+            return [fill("DROP TABLE $t", t=t) for t in (touched, islands, merged)]
+        return []
+
+    def _build_gate(self, name: str, ontime: exp.Expr) -> list[exp.Expr]:
+        """Each key's gate after the batch: its last flip in arrival order. A closed gate
+        is no row (closed is the initial state)."""
+        keys = self.keys or ["_nokey"]
+        flips = table(f"{self.prefix}_flips")
+        if name == "flips":
+            return [
+                fill(
+                    """CREATE OR REPLACE TEMP TABLE $flips AS
+                    SELECT $keys, arg_max(_f, _r) FILTER (WHERE _f IS NOT NULL) AS _open,
+                        $now AS _touched
+                    FROM $o GROUP BY ALL HAVING count(_f) > 0""",
+                    flips=flips,
+                    keys=cols(keys),
+                    o=ontime,
+                )
+            ]
+        if name == "gate_del":
+            return [
+                fill(
+                    "DELETE FROM $gate g USING $flips f WHERE $same",
+                    gate=self.gate,
+                    flips=flips,
+                    same=same(keys, "g", "f"),
+                )
+            ]
+        if name == "gate_ins":
+            columns = cols([*keys, "_open", "_touched"])
+            return [
+                fill(
+                    "INSERT INTO $gate ($cols) SELECT $cols FROM $flips WHERE _open",
+                    gate=self.gate,
+                    cols=columns,
+                    flips=flips,
+                )
+            ]
+        if name == "flips_drop":
+            return [fill("DROP TABLE $flips", flips=flips)]
+        return []
 
 
 _NO_CONTEXT = BatchContext(
@@ -902,7 +1224,7 @@ class DeduplicateStep:
         self.event_time = bool(period.isUseEventTime)
         if self.event_time and not input_schema.event_time:
             raise ValueError(f"Deduplicate '{operator_id}': the input has no event time")
-        self.time_sql = quote_identifier(input_schema.event_time or "")
+        self.time_col = col(input_schema.event_time or "", quoted=True)
         self.ttl = (advance.ttlTime or 0) * US
         self.prefix = state_prefix(operator_id)
         self.meta = Meta(self.prefix)
@@ -912,8 +1234,12 @@ class DeduplicateStep:
             groups = [[*keys, name] for name in dict.fromkeys(basic.deduplicateFields)]
         else:
             groups = [list(dict.fromkeys([*keys, *basic.deduplicateFields]))]
-        self.groups = [[quote_identifier(name) for name in group] for group in groups]
-        self.tables = [quote_identifier(f"{self.prefix}_seen{j}") for j in range(len(groups))]
+        self.groups = groups
+        self.names = [f"{self.prefix}_seen{j}" for j in range(len(groups))]
+        self.tables = [table(name) for name in self.names]
+        self.out = table(f"{self.prefix}_out")
+        self.out_ref = render(self.out)
+        self.sql = Prepared()
 
     @staticmethod
     def columns(group: Sequence[str]) -> list[str]:
@@ -924,117 +1250,165 @@ class DeduplicateStep:
         the input's)."""
         self.meta.create(con)
 
-    def _records_sql(self, input_sql: str, ctx: BatchContext) -> str:
-        time = self.time_sql if self.event_time else ts_literal(ctx.processing_time)
-        return f"SELECT *, CAST({time} AS TIMESTAMP) AS __dm_t, rowid AS __dm_r FROM {input_sql}"
+    def _records_sql(self, source: exp.Table) -> exp.Expr:
+        return fill(
+            "SELECT *, CAST($time AS TIMESTAMP) AS __dm_t, rowid AS __dm_r FROM $t",
+            time=self.time_col if self.event_time else parse("$now"),
+            t=source,
+        )
 
-    def _key_sql(self, j: int, table: str) -> str:
-        """The dedup key ``j`` of the records of ``table`` as ``g<i>`` with ``__dm_t``
-        (under OR, only records whose value is not NULL)."""
+    def _key_sql(self, j: int, records: exp.Table) -> exp.Expr:
+        """The dedup key ``j`` of ``records`` as ``g<i>`` with ``__dm_t`` (under OR, only
+        records whose value is not NULL)."""
         group = self.groups[j]
-        items = [f"r.{src} AS g{i}" for i, src in enumerate(group)]
-        where = f" WHERE r.{group[-1]} IS NOT NULL" if self.any_of else ""
-        return f"SELECT {', '.join(items)}, r.__dm_t FROM {table} r{where}"
+        items = [alias(col(src, "r", quoted=True), f"g{i}") for i, src in enumerate(group)]
+        where = fill("$v IS NOT NULL", v=col(group[-1], "r", quoted=True))
+        return fill(
+            "SELECT $items, r.__dm_t FROM $t r WHERE $w",
+            items=items,
+            t=records,
+            w=where if self.any_of else exp.true(),
+        )
 
     def process(self, con: duckdb.DuckDBPyConnection, input_table: str, ctx: BatchContext) -> str:
         """Emit the batch's records that are not repeats, then remember their keys."""
-        input_sql = table_ref(input_table)
-        records = self._records_sql(input_sql, ctx)
-        if not all_exist(con, [self.meta.table, *self.tables]):
+        source = source_table(input_table)
+        if not all_exist(con, [self.meta.name, *self.names]):
             self.meta.create(con)
             for j, group in enumerate(self.groups):
-                items = ", ".join(f"{src} AS g{i}" for i, src in enumerate(group))
+                items = [alias(col(src, quoted=True), f"g{i}") for i, src in enumerate(group)]
                 create_like(
                     con,
                     self.tables[j],
-                    f"SELECT {items}, CAST(NULL AS TIMESTAMP) AS _last, "
-                    f"CAST(NULL AS TIMESTAMP) AS _touched FROM {input_sql}",
+                    fill(
+                        """SELECT $items, CAST(NULL AS TIMESTAMP) AS _last,
+                            CAST(NULL AS TIMESTAMP) AS _touched FROM $t""",
+                        items=items,
+                        t=source,
+                    ),
+                    {},
                 )
-        self._evict(con, ctx)
-        p, period = self.prefix, f"to_microseconds({self.period})"
-        flagged = quote_identifier(f"{p}_flagged")
-        prev_items, joins, dups = [], [], []
+        horizon = self.meta.read(con)["watermark"] if self.event_time else ctx.processing_time
+        values = _values(ctx, horizon=utc_naive(horizon) if horizon is not None else None)
+        shape = (input_table, horizon is not None)
+        self.sql.run(
+            con, values, ("batch", *shape), lambda: self._batch(source, horizon is not None)
+        )
+        return self.out_ref
+
+    def _batch(self, source: exp.Table, has_horizon: bool) -> list[exp.Expr]:
+        statements = self._evict(has_horizon)
+        flagged = table(f"{self.prefix}_flagged")
+        period = fill("to_microseconds($p)", p=self.period)
+        prev_items, dups = [], []
+        inner = exp.select(parse("r.*")).from_(subquery(self._records_sql(source), "r"))
         for j, group in enumerate(self.groups):
             seen = f"s{j}"
-            match = " AND ".join(
-                f"r.{src} IS NOT DISTINCT FROM {seen}.g{i}" for i, src in enumerate(group)
+            match = exp.and_(
+                *(
+                    exp.NullSafeEQ(this=col(src, "r", quoted=True), expression=col(f"g{i}", seen))
+                    for i, src in enumerate(group)
+                )
             )
             # under OR a NULL value has no dedup key: no predecessor, nothing in state
-            has_key = f"r.{group[-1]} IS NOT NULL" if self.any_of else "TRUE"
-            prev_items.append(
-                f"""CASE WHEN {has_key} THEN greatest(
-                    max(r.__dm_t) OVER (PARTITION BY {", ".join(f"r.{c}" for c in group)}
+            has_key = (
+                fill("$v IS NOT NULL", v=col(group[-1], "r", quoted=True))
+                if self.any_of
+                else exp.true()
+            )
+            prev = fill(
+                """CASE WHEN $has_key THEN greatest(
+                    max(r.__dm_t) OVER (PARTITION BY $group
                         ORDER BY r.__dm_r ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                    {seen}._last) END AS __dm_p{j}"""
+                    $last) END""",
+                has_key=has_key,
+                group=[col(src, "r", quoted=True) for src in group],
+                last=col("_last", seen),
             )
-            joins.append(f"LEFT JOIN {self.tables[j]} {seen} ON {match}")
-            dups.append(f"coalesce(__dm_t < __dm_p{j} + {period}, FALSE)")
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {flagged} AS
-            SELECT * EXCLUDE ({", ".join(f"__dm_p{j}" for j in range(len(self.groups)))}),
-                {" OR ".join(dups)} AS __dm_dup
-            FROM (
-                SELECT r.*, {", ".join(prev_items)}
-                FROM ({records}) r {" ".join(joins)}
-            )"""
+            prev_items.append(alias(prev, f"__dm_p{j}"))
+            inner = inner.join(self.tables[j].as_(seen), on=match, join_type="LEFT")
+            dups.append(
+                fill("coalesce(__dm_t < $p + $period, FALSE)", p=col(f"__dm_p{j}"), period=period)
+            )
+        inner = inner.select(*prev_items)
+        statements.append(
+            fill(
+                """CREATE OR REPLACE TEMP TABLE $flagged AS
+                SELECT * EXCLUDE ($prev), $dup AS __dm_dup FROM $inner""",
+                flagged=flagged,
+                prev=cols([f"__dm_p{j}" for j in range(len(self.groups))]),
+                dup=exp.or_(*dups),
+                inner=inner,
+            )
         )
-        out = quote_identifier(f"{p}_out")
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * EXCLUDE (__dm_t, __dm_r, __dm_dup) "
-            f"FROM {flagged} WHERE NOT __dm_dup ORDER BY __dm_r"
+        statements.append(
+            fill(
+                """CREATE OR REPLACE TEMP TABLE $out AS
+                SELECT * EXCLUDE (__dm_t, __dm_r, __dm_dup)
+                FROM $flagged WHERE NOT __dm_dup ORDER BY __dm_r""",
+                out=self.out,
+                flagged=flagged,
+            )
         )
-        self.meta.add(con, "dropped_duplicates", f"SELECT count(*) FROM {flagged} WHERE __dm_dup")
-        now = ts_literal(ctx.processing_time)
+        dropped = fill("SELECT count(*) FROM $f WHERE __dm_dup", f=flagged)
+        statements.append(self.meta.add("dropped_duplicates", dropped))
         for j, group in enumerate(self.groups):
-            cols = self.columns(group)
-            latest = (
-                f"SELECT {lead(cols)}max(__dm_t) AS _last, {now} AS _touched "
-                f"FROM ({self._key_sql(j, flagged)}) "
-                f"WHERE __dm_t IS NOT NULL GROUP BY ALL"
+            names = self.columns(group)
+            latest = fill(
+                """SELECT $cols, max(__dm_t) AS _last, $now AS _touched
+                FROM $keys WHERE __dm_t IS NOT NULL GROUP BY ALL""",
+                cols=cols(names),
+                keys=self._key_sql(j, flagged),
             )
-            columns = [*cols, "_last", "_touched"]
-            con.execute(
-                f"""MERGE INTO {self.tables[j]} s USING ({latest}) b ON {same(cols, "s", "b")}
-                WHEN MATCHED THEN UPDATE SET _last = greatest(s._last, b._last),
-                    _touched = b._touched
-                WHEN NOT MATCHED THEN INSERT ({", ".join(columns)})
-                    VALUES ({prefixed(columns, "b")})"""
+            columns = [*names, "_last", "_touched"]
+            statements.append(
+                fill(
+                    """MERGE INTO $seen s USING $latest b ON $same
+                    WHEN MATCHED THEN UPDATE SET _last = greatest(s._last, b._last),
+                        _touched = b._touched
+                    WHEN NOT MATCHED THEN INSERT ($cols) VALUES ($bcols)""",
+                    seen=self.tables[j],
+                    latest=latest,
+                    same=same(names, "s", "b"),
+                    cols=cols(columns),
+                    bcols=cols(columns, "b"),
+                )
             )
-        con.execute(f"DROP TABLE {flagged}")
-        watermark = ts_literal(ctx.watermark) if ctx.watermark is not None else "NULL"
-        self.meta.set(
-            con,
-            "batches = batches + 1, "
-            f"watermark = greatest(watermark, {watermark}), "
-            f"emitted_rows = emitted_rows + (SELECT count(*) FROM {out})",
+        statements.append(fill("DROP TABLE $f", f=flagged))
+        statements.append(
+            self.meta.set(
+                [
+                    parse("batches = batches + 1"),
+                    parse("watermark = greatest(watermark, CAST($watermark AS TIMESTAMP))"),
+                    fill("emitted_rows = emitted_rows + (SELECT count(*) FROM $out)", out=self.out),
+                ]
+            )
         )
-        return out
+        return statements
 
-    def _evict(self, con: duckdb.DuckDBPyConnection, ctx: BatchContext) -> None:
+    def _evict(self, has_horizon: bool) -> list[exp.Expr]:
         """Before the batch: keys whose period is over behind the previous batch's
         watermark (records of this batch may be older than its own), or behind the
         clock; and idle ones (ttl)."""
-        horizon = self.meta.read(con)["watermark"] if self.event_time else ctx.processing_time
-        conditions = []
-        if horizon is not None:
-            conditions.append(f"_last + to_microseconds({self.period}) <= {ts_literal(horizon)}")
+        statements: list[exp.Expr] = []
+        conditions: list[exp.Expr] = []
+        if has_horizon:
+            conditions.append(fill("_last + to_microseconds($p) <= $horizon", p=self.period))
         if self.ttl:
-            limit = f"{ts_literal(ctx.processing_time)} - to_microseconds({self.ttl})"
-            conditions.append(f"_touched <= {limit}")
-            for table in self.tables:
-                self.meta.add(
-                    con,
-                    "expired_state_rows",
-                    f"SELECT count(*) FROM {table} WHERE _touched <= {limit}",
-                )
+            idle = fill("_touched <= $now - to_microseconds($ttl)", ttl=self.ttl)
+            conditions.append(idle)
+            for seen in self.tables:
+                count = fill("SELECT count(*) FROM $t WHERE $c", t=seen, c=idle)
+                statements.append(self.meta.add("expired_state_rows", count))
         if conditions:
-            for table in self.tables:
-                con.execute(f"DELETE FROM {table} WHERE {' OR '.join(conditions)}")
+            for seen in self.tables:
+                statements.append(fill("DELETE FROM $t WHERE $c", t=seen, c=exp.or_(*conditions)))
+        return statements
 
     def metrics(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-        meta = self.meta.read(con) if count_of(con, self.meta.table) else {}
+        meta = self.meta.read(con) if count_of(con, self.meta.name) else {}
         return {
-            "state_rows": sum(count_of(con, table) for table in self.tables),
+            "state_rows": sum(count_of(con, name) for name in self.names),
             "late_records": 0,
             "dropped_duplicates": int(meta.get("dropped_duplicates") or 0),
             "expired_state_rows": int(meta.get("expired_state_rows") or 0),
