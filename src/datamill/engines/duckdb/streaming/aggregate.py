@@ -537,15 +537,7 @@ class AggregateStep:
         statements = self._emit(self.closing(kind), fresh)
         if fresh:
             statements.append(fill("DROP TABLE $t", t=table(f"{self.prefix}_batch")))
-        statements.append(
-            self.meta.set(
-                [
-                    parse("batches = $batch"),
-                    parse("watermark = greatest(watermark, CAST($watermark AS TIMESTAMP))"),
-                    fill("emitted_rows = emitted_rows + (SELECT count(*) FROM $out)", out=self.out),
-                ]
-            )
-        )
+        statements.append(self.meta.note_batch(parse("$batch"), self.out))
         return statements
 
     def _drop_windows(self, condition: exp.Expr) -> list[exp.Expr]:

@@ -226,15 +226,7 @@ class DeduplicateStep:
                 )
             )
         statements.append(fill("DROP TABLE $f", f=flagged))
-        statements.append(
-            self.meta.set(
-                [
-                    parse("batches = batches + 1"),
-                    parse("watermark = greatest(watermark, CAST($watermark AS TIMESTAMP))"),
-                    fill("emitted_rows = emitted_rows + (SELECT count(*) FROM $out)", out=self.out),
-                ]
-            )
-        )
+        statements.append(self.meta.note_batch(parse("batches + 1"), self.out))
         return statements
 
     def _evict(self, has_horizon: bool) -> list[exp.Expr]:

@@ -17,6 +17,7 @@ from datamill.engines.duckdb.streaming.sql import (
     Statement,
     col,
     fill,
+    parse,
     table,
 )
 from datamill.engines.streaming import BatchContext
@@ -165,6 +166,17 @@ class Meta:
 
     def set(self, assignments: Sequence[exp.Expr]) -> exp.Expr:
         return fill("UPDATE $t SET $sets", t=self.table, sets=list(assignments))
+
+    def note_batch(self, batches: exp.Expr, out: exp.Table) -> exp.Expr:
+        """Count the batch (``batches`` is the new count), its emitted rows (``out``) and
+        its watermark."""
+        return self.set(
+            [
+                exp.EQ(this=col("batches"), expression=batches),
+                parse("watermark = greatest(watermark, CAST($watermark AS TIMESTAMP))"),
+                fill("emitted_rows = emitted_rows + (SELECT count(*) FROM $out)", out=out),
+            ]
+        )
 
 
 _ALL_EXIST = (
