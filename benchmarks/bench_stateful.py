@@ -36,8 +36,8 @@ from benchmarks.bench_batch import W1_SQL, sql_list
 from benchmarks.w1_data import generate
 from datamill.domain.expressions import FieldType
 from datamill.domain.streaming import OPERATORS, Configs, Schema, StreamingRuntime
-from datamill.runtime.streaming.state import BatchContext
-from datamill.runtime.streaming.stateful import build_stateful, state_prefix
+from datamill.engines.duckdb.streaming.stateful import build_stateful, state_prefix
+from datamill.engines.streaming import BatchContext
 
 THREADS = 2
 LAG = dt.timedelta(seconds=2)

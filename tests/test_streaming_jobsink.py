@@ -18,8 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from datamill.connectors.streams.ingest_log import IngestLog
 from datamill.runtime.streaming.engine import Engine, EngineConfig
-from datamill.runtime.streaming.ingest import IngestLog, IngestSource, JobSink
+from datamill.runtime.streaming.ingest import IngestSource, JobSink
 from tests.conftest import Api
 from tests.test_streaming_engine import (
     SOURCE_FIELDS,

@@ -20,8 +20,8 @@ from datamill.connectors.streams.base import (
     StreamConnection,
     StreamContext,
 )
+from datamill.engines.streaming import JsonLines
 from datamill.runtime.streaming.engine import Engine, EngineConfig
-from datamill.runtime.streaming.ingest import JsonLines
 from datamill.runtime.streaming.plan import PlanError
 
 COLLECTED: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}

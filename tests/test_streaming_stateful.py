@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from datamill.domain.expressions import FieldType
 from datamill.domain.streaming import OPERATORS, Configs, Schema, StreamingRuntime
-from datamill.runtime.streaming.state import BatchContext, StatefulStep
-from datamill.runtime.streaming.stateful import build_stateful, duckdb_type, state_prefix
+from datamill.engines.duckdb.streaming.state import StatefulStep
+from datamill.engines.duckdb.streaming.stateful import build_stateful, duckdb_type, state_prefix
+from datamill.engines.streaming import BatchContext
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)

@@ -20,6 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from datamill.config import Settings
+from datamill.connectors.streams.ingest_log import ingest_log, job_dir
 from datamill.domain.common import Page, PageOf
 from datamill.domain.streaming import (
     ACTIVE,
@@ -44,7 +45,6 @@ from datamill.domain.streaming import (
 )
 from datamill.domain.streaming import check_delete as check_deletable
 from datamill.errors import DatamillError, E
-from datamill.runtime.streaming.engine import ingest_log, job_dir
 from datamill.services.access import ProjectAccess
 from datamill.services.datasources import stream_connection_problems
 from datamill.services.runtime import Runtime

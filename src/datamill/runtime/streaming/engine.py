@@ -1,15 +1,16 @@
-"""The micro-batch loop of one streaming job.
+"""The micro-batch loop of one streaming job: a driver of the engine's executor.
 
-The job's state lives in one DuckDB database file (``state.duckdb`` in the job's folder):
-the stateful steps' tables and the ``_dm_checkpoints`` table (epoch, source positions,
-watermark, counters). Between checkpoints the engine works inside one open transaction.
-A checkpoint writes the positions, COMMITs, tells each sink the epoch is durable and each
-source its position is, and BEGINs the next epoch. After a crash the uncommitted work is
-gone, sources seek back to the committed positions and sinks discard what they staged
-after the committed epoch: operator state is exactly-once, and so is a file sink's output.
+The job's state lives in the engine's :class:`~datamill.engines.streaming.StateStore`
+(for DuckDB, ``state.duckdb`` in the job's folder): the stateful steps' state and the
+checkpoints (epoch, source positions, watermark, counters). Between checkpoints the work
+of an epoch is pending. A checkpoint commits it with the positions, tells each sink the
+epoch is durable and each source its position is, and begins the next epoch. After a
+crash the uncommitted work is gone, sources seek back to the committed positions and
+sinks discard what they staged after the committed epoch: operator state is exactly-once,
+and so is a file sink's output.
 
-Per batch: read up to ``batch_records`` records from every source, type them, run the
-fused SQL of stateless chains, fold into stateful steps, hand each sink its rows. The
+Per batch: read up to ``batch_records`` records from every source, have the executor type
+them, run the stateless chains, fold into stateful steps, hand each sink its rows. The
 watermark is the largest event time seen minus ``runtime.outOfOrdernessSeconds``, never
 decreasing; when the sources are idle the steps still get an empty batch every second so
 processing-time windows close on the wall clock.
@@ -17,10 +18,8 @@ processing-time windows close on the wall clock.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,27 +28,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from datamill.connectors.streams.base import StreamConnection, StreamSource
-from datamill.domain.expressions import FieldType
+from datamill.connectors.streams.ingest_log import IngestLog
 from datamill.domain.streaming import (
-    Schema,
     StreamingJobBody,
     StreamingRuntime,
     check_pipeline,
     merge,
 )
-from datamill.engines import duckdb as engine_db
-from datamill.engines.duckdb.streaming.render import (
-    DUCKDB_TYPES,
-    arrow_sql,
-    describe_structure,
-    json_lines_sql,
-    quote_identifier,
+from datamill.engines.duckdb.streaming import open_job
+from datamill.engines.streaming import (
+    BatchContext,
+    Checkpoint,
+    JsonLines,
+    MicroBatchExecutor,
+    Relation,
+    SourceBatch,
+    StateStore,
 )
-from datamill.runtime.streaming.ingest import IngestLog, IngestSource, JsonLines, encode_records
+from datamill.runtime.streaming.ingest import IngestSource, encode_records
 from datamill.runtime.streaming.plan import (
     Plan,
     PlanContext,
@@ -60,21 +59,9 @@ from datamill.runtime.streaming.plan import (
     TransformNode,
     compile_plan,
 )
-from datamill.runtime.streaming.state import BatchContext
 
-CHECKPOINTS = "_dm_checkpoints"
-KEEP_CHECKPOINTS = 20
 IDLE_TICK_SECONDS = 1.0
 METRICS_EVERY_SECONDS = 1.0
-
-
-def job_dir(projects_dir: Path, project: str, job_id: str) -> Path:
-    """The folder of one streaming job: ingest log, state, staging, logs, metrics."""
-    return projects_dir / project / "streaming" / job_id
-
-
-def ingest_log(projects_dir: Path, project: str, job_id: str) -> IngestLog:
-    return IngestLog(job_dir(projects_dir, project, job_id) / "ingest")
 
 
 class JobLog:
@@ -114,26 +101,8 @@ class EngineConfig:
     processed with ``final=True`` and checkpointed."""
 
 
-_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-
-
-def _table_ref(name: str) -> str:
-    """A table name a step returned, as SQL (a plain name is quoted; others already are)."""
-    return quote_identifier(name) if _PLAIN_NAME.fullmatch(name) else name
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _naive(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment else None
-
-
-def _aware(moment: Any) -> datetime | None:
-    if not isinstance(moment, datetime):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Engine:
@@ -152,15 +121,14 @@ class Engine:
         self.check = check_pipeline(self.body)
         self._given_sources = sources or {}
         self.plan: Plan | None = None
-        self.con: duckdb.DuckDBPyConnection | None = None
+        self.executor: MicroBatchExecutor | None = None
+        self.store: StateStore | None = None
         self.epoch = 1
         self.watermark: datetime | None = None
         self.max_event_time: datetime | None = None
         self.counters: dict[str, dict[str, int]] = {}
         self.last_checkpoint: dict[str, Any] | None = None
         self.batches = 0
-        self._temp: list[str] = []
-        self._registered: list[str] = []
         self._last_process = 0.0
         self._last_checkpoint_at = time.monotonic()
         self._last_metrics = 0.0
@@ -198,36 +166,21 @@ class Engine:
         self.plan = compile_plan(self.body, self.check, ctx, self.runtime)
         for op_id, count in self.plan.parallelism.items():
             self.log(f"operator '{op_id}': parallelism {count} recorded (runs as one task)")
-        threads = max(1, min(config.threads, os.cpu_count() or 1))
-        if self.runtime.parallelism:
-            threads = max(1, min(self.runtime.parallelism, os.cpu_count() or 1))
-        sandbox = engine_db.Sandbox(
-            temp_dir=config.job_dir / "tmp",
-            allowed_dirs=[config.job_dir / "tmp", config.job_dir / "staging"],
-            limits=engine_db.Limits(memory_limit=config.memory_limit, threads=threads),
+        self.executor, self.store = open_job(
+            config.job_dir,
+            memory_limit=config.memory_limit,
+            threads=self.runtime.parallelism or config.threads,
+            steps=[node.step for node in self.plan.stateful()],
         )
-        self.con = engine_db.connect_locked(sandbox, database=str(config.job_dir / "state.duckdb"))
-        con = self.con
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (epoch BIGINT PRIMARY KEY, "
-            "positions VARCHAR, watermark TIMESTAMP, max_event_time TIMESTAMP, "
-            "counters VARCHAR, created_at TIMESTAMP)"
-        )
-        for node in self.plan.stateful():
-            node.step.create_state(con)
-        rows = con.execute(
-            f"SELECT epoch, positions, watermark, max_event_time, counters, created_at "
-            f"FROM {CHECKPOINTS} ORDER BY epoch DESC LIMIT 1"
-        ).fetchall()
+        last = self.store.recover()
         committed = 0
         positions: dict[str, Any] = {}
-        if rows:
-            row = rows[0]
-            committed = int(row[0])
-            positions = json.loads(row[1])
-            self.watermark, self.max_event_time = _aware(row[2]), _aware(row[3])
-            self.counters = json.loads(row[4])
-            self.last_checkpoint = {"epoch": committed, "time": _aware(row[5])}
+        if last is not None:
+            committed = last.epoch
+            positions = last.positions
+            self.watermark, self.max_event_time = last.watermark, last.max_event_time
+            self.counters = last.counters
+            self.last_checkpoint = {"epoch": committed, "time": last.created_at}
             self.log(f"resuming from checkpoint {committed}")
         else:
             self.log("starting from the beginning (no checkpoint yet)")
@@ -239,7 +192,6 @@ class Engine:
             recover = getattr(sink_node.sink, "recover", None)
             if recover is not None:
                 recover(committed)
-        con.execute("BEGIN TRANSACTION")
         self._last_checkpoint_at = time.monotonic()
         self.write_metrics(force=True)
 
@@ -261,7 +213,7 @@ class Engine:
     def step(self) -> bool:
         """Read and process one batch (and checkpoint when due); False when idle."""
         assert self.plan is not None
-        batches: dict[str, pa.Table | JsonLines] = {}
+        batches: dict[str, SourceBatch] = {}
         total = 0
         exhausted = True
         for index, node in enumerate(self.plan.sources()):
@@ -290,7 +242,7 @@ class Engine:
         self.write_metrics()
         return bool(total)
 
-    def _read(self, source: StreamSource, timeout: float) -> pa.Table | JsonLines:
+    def _read(self, source: StreamSource, timeout: float) -> SourceBatch:
         limit = self.config.batch_records
         read_arrow = getattr(source, "read_arrow", None)
         if read_arrow is not None:
@@ -305,65 +257,14 @@ class Engine:
 
     # ------------------------------------------------------------------ one batch
 
-    def _temp_table(self, name: str, sql: str) -> str:
-        assert self.con is not None
-        ref = quote_identifier(name)
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {ref} AS {sql}")
-        self._temp.append(ref)
-        return ref
-
-    def _count(self, relation: str) -> int:
-        assert self.con is not None
-        rows = self.con.execute(f"SELECT count(*) FROM {relation}").fetchall()
-        return int(rows[0][0]) if rows else 0
-
-    def _source_relation(self, node: SourceNode, data: pa.Table | JsonLines) -> str | None:
-        """The typed relation of a source's batch; None for an empty batch of records whose
-        fields are not declared."""
-        assert self.con is not None
-        raw = f"__raw_{len(self._registered)}"
-        if isinstance(data, pa.Table):
-            if data.num_rows == 0 and node.schema.open and not node.schema.fields:
-                return None
-            self.con.register(raw, data)
-            self._registered.append(raw)
-            return "(" + arrow_sql(quote_identifier(raw), node.schema, data.schema) + ")"
-        if data.count == 0 and node.schema.open and not node.schema.fields:
-            return None
-        lines = data.data.decode("utf-8", errors="replace").split("\n")[: data.count]
-        table = pa.table({"line": pa.array(lines, pa.string())})
-        self.con.register(raw, table)
-        self._registered.append(raw)
-        structure = None
-        if node.schema.open and not node.schema.fields:
-            found = self.con.execute(
-                f"SELECT json_group_structure(TRY_CAST(line AS JSON)) FROM {raw}"
-            ).fetchall()
-            structure = describe_structure(found[0][0] if found else None)
-        # a line that is not JSON (a connector's odd message) gives a record of NULLs
-        parsed = f"(SELECT TRY_CAST(line AS JSON) AS line FROM {quote_identifier(raw)})"
-        sql = json_lines_sql(parsed, node.schema, structure)
-        return self._temp_table(f"__src_{node.op_id}", sql)
-
-    def _empty_table(self, op_id: str, schema: Schema) -> str:
-        columns = []
-        for name, kind in schema.fields.items():
-            sql_type = DUCKDB_TYPES[kind] if isinstance(kind, FieldType) else "VARCHAR"
-            columns.append(f"NULL::{sql_type} AS {quote_identifier(name)}")
-        sql = f"SELECT {', '.join(columns) or 'NULL AS _empty'} WHERE FALSE"
-        return self._temp_table(f"__empty_{op_id}", sql)
-
-    def _advance_watermark(self, relations: dict[str, str | None]) -> None:
+    def _advance_watermark(self, relations: dict[str, Relation | None]) -> None:
         assert self.plan is not None
-        assert self.con is not None
+        assert self.executor is not None
         for node in self.plan.sources():
             relation = relations.get(node.op_id)
             if relation is None or not node.event_time:
                 continue
-            found = self.con.execute(
-                f"SELECT max({quote_identifier(node.event_time)}) FROM {relation}"
-            ).fetchall()
-            latest = _aware(found[0][0]) if found else None
+            latest = self.executor.max_time(relation, node.event_time)
             if latest is not None and (self.max_event_time is None or latest > self.max_event_time):
                 self.max_event_time = latest
         if self.max_event_time is not None:
@@ -375,20 +276,22 @@ class Engine:
         entry = self.counters.setdefault(op_id, {"recordsIn": 0, "recordsOut": 0})
         entry[key] = entry.get(key, 0) + count
 
-    def process(self, batches: dict[str, pa.Table | JsonLines], *, final: bool = False) -> None:
+    def process(self, batches: dict[str, SourceBatch], *, final: bool = False) -> None:
         """Run one batch through the plan."""
-        plan, con = self.plan, self.con
+        plan, executor = self.plan, self.executor
         assert plan is not None
-        assert con is not None
+        assert executor is not None
         started = _now()
         self._last_process = time.monotonic()
-        relations: dict[str, str | None] = {}
+        relations: dict[str, Relation | None] = {}
         counts_out: dict[str, int | None] = {}
         counts_in: dict[str, int | None] = {}
         try:
             for source_node in plan.sources():
                 data = batches[source_node.op_id]
-                relations[source_node.op_id] = self._source_relation(source_node, data)
+                relations[source_node.op_id] = executor.load(
+                    source_node.op_id, source_node.schema, data
+                )
                 counts_out[source_node.op_id] = (
                     data.num_rows if isinstance(data, pa.Table) else data.count
                 )
@@ -406,99 +309,53 @@ class Engine:
                 if isinstance(node, SinkNode):
                     counts_in[op_id] = self._run_sink(node, ins)
                     continue
-                relation = self._union([r for r in ins if r is not None])
+                relation = executor.union([r for r in ins if r is not None])
                 if isinstance(node, StatefulNode):
-                    relations[op_id], counts_in[op_id], counts_out[op_id] = self._run_stateful(
-                        node, relation, ctx
-                    )
+                    if relation is None:
+                        schema = merge([(i, self.check.schemas[i]) for i in plan.inputs[op_id]])[0]
+                        relation = executor.empty(op_id, schema)
+                    out, counts_in[op_id] = executor.stateful(op_id, node.step, relation, ctx)
+                    relations[op_id], counts_out[op_id] = out, executor.count(out)
                     continue
                 if relation is None:
                     relations[op_id], counts_out[op_id] = None, 0
                     continue
                 if isinstance(node, SqlNode):
-                    out = "(" + node.render(relation) + ")"
+                    out = executor.sql(node.render, relation)
                     counts_out[op_id] = counts_in[op_id] if node.one_to_one else None
                 else:
-                    out = self._run_transform(node, relation)
+                    out = executor.transform(op_id, node.transform.apply, relation)
                     counts_out[op_id] = counts_in[op_id]
                 if len(plan.consumers[op_id]) > 1:
-                    out = self._temp_table(f"__op_{op_id}", f"SELECT * FROM {out}")
-                    counts_out[op_id] = self._count(out)
+                    out = executor.materialize(op_id, out)
+                    counts_out[op_id] = executor.count(out)
                 relations[op_id] = out
             self._settle_counts(counts_in, counts_out, relations)
             self.batches += 1
         finally:
-            self._drop_temp()
+            executor.end_batch()
 
-    def _union(self, relations: list[str]) -> str | None:
-        if not relations:
-            return None
-        if len(relations) == 1:
-            return relations[0]
-        return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {r}" for r in relations) + ")"
-
-    def _run_sink(self, node: SinkNode, inputs: list[str | None]) -> int:
-        assert self.con is not None
+    def _run_sink(self, node: SinkNode, inputs: list[Relation | None]) -> int:
+        assert self.executor is not None
         written = 0
-        copy_format = getattr(node.sink, "copy_format", None)
         for relation in inputs:
-            if relation is None:
-                continue
-            if copy_format == "PARQUET":
-                path = node.sink.stage_file(self.epoch)  # type: ignore[attr-defined]
-                target = engine_db.sql_string(str(path))
-                rows = self.con.execute(
-                    f"COPY (SELECT * FROM {relation}) TO {target} "
-                    "(FORMAT parquet, COMPRESSION zstd)"
-                ).fetchall()
-                count = int(rows[0][0]) if rows else 0
-                node.sink.staged(path, count)  # type: ignore[attr-defined]
-                written += count
-                continue
-            table = self.con.sql(f"SELECT * FROM {relation}").to_arrow_table()
-            if table.num_rows:
-                node.sink.write(table, self.epoch)
-                written += table.num_rows
+            if relation is not None:
+                written += self.executor.write(node.sink, relation, self.epoch)
         self._add(node.op_id, "recordsIn", written)
         self._add(node.op_id, "recordsOut", written)
         return written
-
-    def _run_stateful(
-        self, node: StatefulNode, relation: str | None, ctx: BatchContext
-    ) -> tuple[str | None, int, int]:
-        assert self.con is not None
-        assert self.plan is not None
-        op_id = node.op_id
-        if relation is None:
-            schema = merge([(i, self.check.schemas[i]) for i in self.plan.inputs[op_id]])[0]
-            table = self._empty_table(op_id, schema)
-            count_in = 0
-        else:
-            table = self._temp_table(f"__in_{op_id}", f"SELECT * FROM {relation}")
-            count_in = self._count(table)
-        out = _table_ref(node.step.process(self.con, table, ctx))
-        self._temp.append(out)
-        return out, count_in, self._count(out)
-
-    def _run_transform(self, node: TransformNode, relation: str) -> str:
-        assert self.con is not None
-        table = self.con.sql(f"SELECT * FROM {relation}").to_arrow_table()
-        result = node.transform.apply(table) if table.num_rows else table
-        name = f"__fn_{node.op_id}"
-        self.con.register(name, result)
-        self._registered.append(name)
-        return quote_identifier(name)
 
     def _settle_counts(
         self,
         counts_in: dict[str, int | None],
         counts_out: dict[str, int | None],
-        relations: dict[str, str | None],
+        relations: dict[str, Relation | None],
     ) -> None:
         """Add this batch's counts. An operator fused into a query has its output counted
         from its only reader when that reader is 1:1 or materializes its input; otherwise
         by a count query over its relation."""
         assert self.plan is not None
+        assert self.executor is not None
         plan = self.plan
         for op_id in reversed(plan.order):
             node = plan.nodes[op_id]
@@ -518,7 +375,7 @@ class Engine:
                     isinstance(reader, SqlNode) and reader.one_to_one
                 ):
                     deduced = counts_out.get(reader.op_id)
-            counts_out[op_id] = deduced if deduced is not None else self._count(relation)
+            counts_out[op_id] = deduced if deduced is not None else self.executor.count(relation)
         for op_id in plan.order:
             node = plan.nodes[op_id]
             if isinstance(node, SinkNode):
@@ -529,40 +386,26 @@ class Engine:
                 )
             self._add(op_id, "recordsOut", counts_out.get(op_id) or 0)
 
-    def _drop_temp(self) -> None:
-        assert self.con is not None
-        for ref in reversed(self._temp):
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute(f"DROP TABLE IF EXISTS {ref}")
-        for name in self._registered:
-            with contextlib.suppress(duckdb.Error):
-                self.con.unregister(name)
-        self._temp.clear()
-        self._registered.clear()
-
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> None:
         """Commit state, positions and counters as one epoch; then let sinks and sources
         know (see the module docstring)."""
-        plan, con = self.plan, self.con
+        plan, store = self.plan, self.store
         assert plan is not None
-        assert con is not None
+        assert store is not None
         positions = {node.op_id: node.source.position() for node in plan.sources()}
         now = _now()
-        con.execute(
-            f"INSERT INTO {CHECKPOINTS} VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                self.epoch,
-                json.dumps(positions),
-                _naive(self.watermark),
-                _naive(self.max_event_time),
-                json.dumps(self.counters),
-                _naive(now),
-            ],
+        store.commit(
+            Checkpoint(
+                epoch=self.epoch,
+                positions=positions,
+                watermark=self.watermark,
+                max_event_time=self.max_event_time,
+                counters=self.counters,
+                created_at=now,
+            )
         )
-        con.execute(f"DELETE FROM {CHECKPOINTS} WHERE epoch <= ?", [self.epoch - KEEP_CHECKPOINTS])
-        con.execute("COMMIT")
         committed = self.epoch
         self.last_checkpoint = {"epoch": committed, "time": now}
         self.epoch += 1
@@ -574,15 +417,15 @@ class Engine:
         for node in plan.sources():
             node.source.committed(positions[node.op_id])
         self._positions = positions
-        con.execute("BEGIN TRANSACTION")
         self.write_metrics(force=True)
 
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, Any]:
-        plan, con = self.plan, self.con
+        plan, executor, store = self.plan, self.executor, self.store
         assert plan is not None
-        assert con is not None
+        assert executor is not None
+        assert store is not None
         operators: dict[str, Any] = {}
         late = 0
         state_rows = 0
@@ -594,10 +437,7 @@ class Engine:
             }
             node = plan.nodes[op_id]
             if isinstance(node, StatefulNode):
-                try:
-                    extra = node.step.metrics(con)
-                except duckdb.Error:
-                    extra = {}
+                extra = executor.stateful_metrics(node.step)
                 entry["stateRows"] = int(extra.get("state_rows", 0))
                 entry["lateRecords"] = int(extra.get("late_records", 0))
                 late += entry["lateRecords"]
@@ -610,10 +450,6 @@ class Engine:
             except Exception:  # a source that cannot tell right now
                 lag = None
             sources[node.op_id] = {"lag": lag, "position": node.source.position()}
-        state_bytes = 0
-        for suffix in ("", ".wal"):
-            with contextlib.suppress(OSError):
-                state_bytes += (self.config.job_dir / f"state.duckdb{suffix}").stat().st_size
         last = self.last_checkpoint
         return {
             "pid": os.getpid(),
@@ -623,7 +459,7 @@ class Engine:
             "maxEventTime": self.max_event_time.isoformat() if self.max_event_time else None,
             "lateRecords": late,
             "stateRows": state_rows,
-            "stateBytes": state_bytes,
+            "stateBytes": store.size_bytes(),
             "lastCheckpoint": (
                 {"epoch": last["epoch"], "time": last["time"].isoformat() if last["time"] else None}
                 if last
@@ -647,8 +483,7 @@ class Engine:
     def close(self) -> None:
         if self.plan is not None:
             self.plan.close()
-        if self.con is not None:
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
-            self.con.close()
-            self.con = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.executor = None

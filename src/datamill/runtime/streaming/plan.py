@@ -11,7 +11,7 @@ nodes, once per job start:
   DuckDB query per batch (fused). An operator read by several others is materialized once
   per batch;
 * stateful specs (Aggregate, Deduplicate) become :class:`~.state.StatefulStep` objects
-  built by ``runtime.streaming.stateful.build_stateful``; a call step (CallFunctionGraph)
+  built by ``engines.duckdb.streaming.stateful.build_stateful``; a call step (CallFunctionGraph)
   a :class:`~datamill.connectors.streams.base.StreamTransform`; sink steps
   :class:`~datamill.connectors.streams.base.StreamSink` objects chosen by their
   connection's type or, without a connection, by their built-in kind.
@@ -55,8 +55,8 @@ from datamill.domain.streaming import (
     operator,
 )
 from datamill.engines.duckdb.streaming.render import Render, query_renderer
+from datamill.engines.duckdb.streaming.state import StatefulStep
 from datamill.runtime.streaming import sinks as builtin_sinks
-from datamill.runtime.streaming.state import StatefulStep
 
 
 class PlanError(Exception):
@@ -194,7 +194,7 @@ def connection_names(body: StreamingJobBody) -> list[str]:
 
 def _build_stateful(op_id: str, spec: StatefulSpec, runtime: StreamingRuntime) -> StatefulStep:
     try:
-        stateful: Any = importlib.import_module("datamill.runtime.streaming.stateful")
+        stateful: Any = importlib.import_module("datamill.engines.duckdb.streaming.stateful")
     except ImportError as exc:
         raise PlanError(
             f"operator '{op_id}': {spec.class_name} is not available in this engine"

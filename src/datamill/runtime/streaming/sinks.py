@@ -28,9 +28,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from datamill.connectors.streams.base import StreamContext, StreamSink, register_sink
+from datamill.connectors.streams.ingest_log import IngestLog
 from datamill.domain.streaming import FOLDER_SINK, JOB_SINK
 from datamill.engines.duckdb import json_safe
-from datamill.runtime.streaming.ingest import IngestLog, JobSink
+from datamill.runtime.streaming.ingest import JobSink
 from datamill.security.paths import resolve_inside
 
 EXTENSIONS = {"JSON": "json", "CSV": "csv", "PARQUET": "parquet"}

@@ -34,12 +34,13 @@ from sqlalchemy.orm import Session
 
 from datamill.config import Settings
 from datamill.connectors.streams.base import StreamConnection
+from datamill.connectors.streams.ingest_log import job_dir
 from datamill.domain.projects import Role
 from datamill.domain.streaming import JobState, StreamingJobBody
 from datamill.domain.users import Principal
 from datamill.errors import DatamillError, E
 from datamill.runtime.lifecycle import child_runtime, die_with_parent, parent_alive
-from datamill.runtime.streaming.engine import Engine, EngineConfig, JobLog, job_dir
+from datamill.runtime.streaming.engine import Engine, EngineConfig, JobLog
 from datamill.runtime.streaming.plan import connection_names
 from datamill.services import runs
 from datamill.services import streaming as service
