@@ -30,6 +30,7 @@ from datamill.errors import DatamillError, E
 from datamill.store.jobs import JobRow
 from datamill.store.projects import ProjectRow
 from tests.conftest import Api
+from tests.test_jobs import job_body, make_source
 
 SQL = "SELECT device, sum(value) AS total FROM ev GROUP BY device ORDER BY device"
 
@@ -175,35 +176,12 @@ def test_the_watchdog_interrupts_a_running_write(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- jobs' engine field
 
 
-def make_source(api: Api, project: str) -> None:
-    (api.data_root / project / "events.csv").write_text("device,value\nd0,1.5\nd1,2.5\n")
-    spec = {
-        "root": "default",
-        "paths": [f"{project}/events.csv"],
-        "fileType": "csv",
-        "delimiter": ",",
-        "containsHeader": True,
-    }
-    response = api.post(
-        f"/projects/{project}/datasources/events", json={"type": "file", "spec": spec}
-    )
-    assert response.status_code == 201, response.text
-
-
-def job_body(**extra: object) -> dict[str, object]:
-    return {
-        "srcs": [{"name": "events", "type": "DataSource", "tableName": "ev"}],
-        "computation": {"type": "SQL", "code": SQL},
-        **extra,
-    }
-
-
 def test_jobs_carry_their_engine_through_the_api(api: Api, project: str) -> None:
     make_source(api, project)
-    created = api.post(f"/projects/{project}/jobs/plain", json=job_body())
+    created = api.post(f"/projects/{project}/jobs/plain", json=job_body(SQL))
     assert created.status_code == 201, created.text
     assert created.json()["engine"] == "duckdb"
-    named = api.post(f"/projects/{project}/jobs/named", json=job_body(engine="duckdb"))
+    named = api.post(f"/projects/{project}/jobs/named", json=job_body(SQL, engine="duckdb"))
     assert named.status_code == 201, named.text
     assert api.get(f"/projects/{project}/jobs/named").json()["engine"] == "duckdb"
     listed = api.get(f"/projects/{project}/jobs").json()["jobs"]
@@ -213,22 +191,22 @@ def test_jobs_carry_their_engine_through_the_api(api: Api, project: str) -> None
 @pytest.mark.parametrize("engine", ["spark", "DuckDB", ""])
 def test_an_unknown_engine_is_refused_at_save(api: Api, project: str, engine: str) -> None:
     make_source(api, project)
-    refused = api.post(f"/projects/{project}/jobs/j", json=job_body(engine=engine))
+    refused = api.post(f"/projects/{project}/jobs/j", json=job_body(SQL, engine=engine))
     assert refused.status_code == 400, refused.text
     assert "engine" in refused.json()["error_msg"]
     if engine:
         assert refused.json()["error_code"] == E.UNKNOWN_ENGINE.code
     assert api.get(f"/projects/{project}/jobs/j").status_code == 404
-    created = api.post(f"/projects/{project}/jobs/j", json=job_body())
+    created = api.post(f"/projects/{project}/jobs/j", json=job_body(SQL))
     assert created.status_code == 201
-    updated = api.put(f"/projects/{project}/jobs/j", json=job_body(engine="flink"))
+    updated = api.put(f"/projects/{project}/jobs/j", json=job_body(SQL, engine="flink"))
     assert updated.status_code == 400
     assert updated.json()["error_code"] == E.UNKNOWN_ENGINE.code
 
 
 def test_a_job_saved_without_an_engine_loads_as_duckdb(api: Api, project: str) -> None:
     make_source(api, project)
-    assert api.post(f"/projects/{project}/jobs/old", json=job_body()).status_code == 201
+    assert api.post(f"/projects/{project}/jobs/old", json=job_body(SQL)).status_code == 201
     with api.runtime.sessions() as session:
         row = session.scalars(
             select(JobRow)
@@ -259,10 +237,10 @@ def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
 
 def test_the_client_round_trips_the_engine(dm: DatamillClient, api: Api, project: str) -> None:
     make_source(api, project)
-    created = dm.jobs.create(project, "totals", body=job_body(engine="duckdb"))
+    created = dm.jobs.create(project, "totals", body=job_body(SQL, engine="duckdb"))
     assert isinstance(created, Job)
     assert created.engine == "duckdb"
     assert dm.jobs.get(project, "totals").engine == "duckdb"
     with pytest.raises(BadRequest) as refused:
-        dm.jobs.create(project, "other", body=job_body(engine="spark"))
+        dm.jobs.create(project, "other", body=job_body(SQL, engine="spark"))
     assert refused.value.error_code == E.UNKNOWN_ENGINE.code

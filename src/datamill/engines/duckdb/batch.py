@@ -33,34 +33,40 @@ from datamill.engines.duckdb.schema import (
     valtype_of,
 )
 from datamill.engines.duckdb.session import connect_locked
-from datamill.engines.duckdb.sql import QUERY, around_query, literal, quoted, render
+from datamill.engines.duckdb.sql import QUERY, Template, around_query, literal, quoted, render
 from datamill.engines.duckdb.values import fetch_rows, friendly_error
 from datamill.security.sql_gate import locate_duckdb_error
 
-_COLUMN_TYPES: OrderedDict[tuple[str, FileStamp], dict[str, str]] = OrderedDict()
-COLUMN_TYPES_CACHED = 256
+SelectKey = tuple[str, bool | None, str | None, FileStamp, tuple[tuple[str, str], ...]]
+_SELECTS: OrderedDict[SelectKey, str] = OrderedDict()
+SELECTS_CACHED = 256
 
 
-def cached_column_types(
-    con: duckdb.DuckDBPyConnection, files_sql: str, stamp: FileStamp | None
-) -> dict[str, str]:
-    """The files' column types, remembered per process for unchanged local files.
+def _typed_files(con: duckdb.DuckDBPyConnection, source: TableInput, fmt: FormatSpec) -> str:
+    files_sql = read_sql(fmt, source.files)
+    return typed_select(files_sql, source.schema, column_types(con, files_sql))
 
-    Describing a CSV file means sniffing it; a job that runs again and again over the same
-    files need not pay that each time. Remote files (no stamp) are always described.
+
+def typed_files(con: duckdb.DuckDBPyConnection, source: TableInput, fmt: FormatSpec) -> str:
+    """The query reading ``source``'s files in its schema's types; remembered per process
+    for unchanged local files.
+
+    Building it means describing the files (for CSV: sniffing them); a job that runs again
+    and again over the same files need not pay that each time. Remote files (no stamp) are
+    always described.
     """
-    if stamp is None:
-        return column_types(con, files_sql)
-    key = (files_sql, stamp)
-    found = _COLUMN_TYPES.get(key)
+    if source.stamp is None:
+        return _typed_files(con, source, fmt)
+    schema = tuple((f.key, str(f.valtype)) for f in source.schema)
+    key = (str(fmt.fileType), fmt.containsHeader, fmt.delimiter, source.stamp, schema)
+    found = _SELECTS.get(key)
     if found is None:
-        found = column_types(con, files_sql)
-        _COLUMN_TYPES[key] = found
-        while len(_COLUMN_TYPES) > COLUMN_TYPES_CACHED:
-            _COLUMN_TYPES.popitem(last=False)
+        found = _SELECTS[key] = _typed_files(con, source, fmt)
+        while len(_SELECTS) > SELECTS_CACHED:
+            _SELECTS.popitem(last=False)
     else:
-        _COLUMN_TYPES.move_to_end(key)
-    return dict(found)
+        _SELECTS.move_to_end(key)
+    return found
 
 
 def _located(exc: duckdb.Error) -> str:
@@ -91,6 +97,7 @@ _PARQUET = [
     exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var("parquet")),
     exp.CopyParameter(this=exp.var("COMPRESSION"), expression=exp.var("zstd")),
 ]
+_RESULTS = Template(exp.select("*").from_(QUERY))
 
 
 class DuckDBSession:
@@ -120,10 +127,8 @@ class DuckDBSession:
         if not source.files:
             return None
         if source.fmt is None:
-            return render(exp.select("*").from_(results_expr(source.files)))
-        files_sql = read_sql(source.fmt, source.files)
-        columns = cached_column_types(self.con, files_sql, source.stamp)
-        return typed_select(files_sql, source.schema, columns)
+            return _RESULTS.fill(render(results_expr(source.files)))
+        return typed_files(self.con, source, source.fmt)
 
     def preview(self, source: TableInput, limit: int) -> list[dict[str, Any]]:
         with _translated(friendly_error):

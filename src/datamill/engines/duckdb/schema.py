@@ -8,7 +8,7 @@ import duckdb
 from sqlglot import exp
 
 from datamill.domain.datasources import SchemaField, ValType
-from datamill.engines.duckdb.sql import QUERY, around_query, quoted, render
+from datamill.engines.duckdb.sql import QUERY, Template, quoted, render
 
 _DUCKDB_TO_VALTYPE: dict[str, ValType] = {
     "BOOLEAN": ValType.boolean,
@@ -48,8 +48,11 @@ def valtype_of(duckdb_type: str) -> ValType:
     return _DUCKDB_TO_VALTYPE.get(base, ValType.string)
 
 
+_DATA_TYPES = {v: exp.DataType.build(t, dialect="duckdb") for v, t in VALTYPE_TO_DUCKDB.items()}
+
+
 def data_type(valtype: ValType) -> exp.DataType:
-    return exp.DataType.build(VALTYPE_TO_DUCKDB[valtype], dialect="duckdb")
+    return _DATA_TYPES[valtype].copy()
 
 
 def safe_key(name: str) -> str:
@@ -58,9 +61,12 @@ def safe_key(name: str) -> str:
     return cleaned if not cleaned[0].isdigit() else "_" + cleaned[:127]
 
 
+_DESCRIBE_TABLE = Template(exp.Describe(this=exp.select("*").from_(QUERY)))
+_DESCRIBE = Template(exp.Describe(this=QUERY))
+
+
 def _describe_rows(con: duckdb.DuckDBPyConnection, table_sql: str) -> list[tuple[str, str]]:
-    wrapper = exp.Describe(this=exp.select("*").from_(QUERY))
-    rows = con.execute(around_query(wrapper, table_sql)).fetchall()
+    rows = con.execute(_DESCRIBE_TABLE.fill(table_sql)).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
@@ -79,7 +85,7 @@ def column_types(con: duckdb.DuckDBPyConnection, table_sql: str) -> dict[str, st
 
 def output_columns(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[str, str]]:
     """The (name, DuckDB type) of each column ``sql`` returns, bound but not executed."""
-    rows = con.execute(around_query(exp.Describe(this=QUERY), sql)).fetchall()
+    rows = con.execute(_DESCRIBE.fill(sql)).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
 
 

@@ -16,13 +16,33 @@ import duckdb
 from sqlglot import exp
 
 from datamill.engines.base import Sandbox
-from datamill.engines.duckdb.sql import literal, literal_list, render
+from datamill.engines.duckdb.sql import QUERY, Template, literal, literal_list, render
+
+
+def _statement(name: str, value: exp.Expression) -> exp.Set:
+    return exp.Set(expressions=[exp.SetItem(this=exp.EQ(this=exp.column(name), expression=value))])
 
 
 def _set(name: str, value: exp.Expression) -> str:
-    return render(
-        exp.Set(expressions=[exp.SetItem(this=exp.EQ(this=exp.column(name), expression=value))])
+    return render(_statement(name, value))
+
+
+_PER_SANDBOX = {
+    name: Template(_statement(name, QUERY))
+    for name in (
+        "temp_directory",
+        "memory_limit",
+        "threads",
+        "max_temp_directory_size",
+        "allowed_directories",
+        "allowed_paths",
     )
+}
+"""The settings that differ per sandbox, rendered once: only their values are rendered."""
+
+
+def _set_value(name: str, value: exp.Expression) -> str:
+    return _PER_SANDBOX[name].fill(render(value))
 
 
 _PROFILING = [
@@ -53,12 +73,12 @@ def lockdown(sandbox: Sandbox, *, profiling: bool = False) -> list[str]:
     return [
         *(_PROFILING if profiling else []),
         *_NO_EXTENSIONS,
-        _set("temp_directory", literal(str(sandbox.temp_dir))),
-        _set("memory_limit", literal(limits.memory_limit)),
-        _set("threads", exp.Literal.number(int(limits.threads))),
-        _set("max_temp_directory_size", literal(limits.max_temp_size)),
-        _set("allowed_directories", literal_list(_dir(d) for d in sandbox.allowed_dirs)),
-        _set("allowed_paths", literal_list(sandbox.allowed_paths)),
+        _set_value("temp_directory", literal(str(sandbox.temp_dir))),
+        _set_value("memory_limit", literal(limits.memory_limit)),
+        _set_value("threads", exp.Literal.number(int(limits.threads))),
+        _set_value("max_temp_directory_size", literal(limits.max_temp_size)),
+        _set_value("allowed_directories", literal_list(_dir(d) for d in sandbox.allowed_dirs)),
+        _set_value("allowed_paths", literal_list(sandbox.allowed_paths)),
         *_LOCK,
     ]
 

@@ -39,9 +39,22 @@ def render(expression: exp.Expression) -> str:
     return expression.sql(dialect=DIALECT)
 
 
+class Template:
+    """A statement rendered once; :meth:`fill` puts a text where it has its :data:`QUERY`.
+
+    For statements that run on every run, so that their SQL is not generated each time.
+    """
+
+    def __init__(self, wrapper: exp.Expression) -> None:
+        self._before, self._after = render(wrapper).split(_QUERY_MARK, 1)
+
+    def fill(self, text: str) -> str:
+        return self._before + text + self._after
+
+
 def around_query(wrapper: exp.Expression, query: str) -> str:
     """``wrapper`` rendered with ``query``'s text in place of its :data:`QUERY`."""
-    return render(wrapper).replace(_QUERY_MARK, query, 1)
+    return Template(wrapper).fill(query)
 
 
 def sql_string(value: str) -> str:
