@@ -890,7 +890,7 @@ def run(options: Options) -> dict[str, Any]:
                 )
             add_phases(client, project, W1_JOB, dm_runs)
             last = dm_runs[-1]
-            from datamill.runtime.batch import batch_key
+            from datamill.services.batch_runs import batch_key
 
             batch = batch_key(dt.datetime.fromisoformat(last.batch_time.replace("Z", "+00:00")))
             result_dir = data_dir / "projects" / project / "warehouse" / W1_JOB / batch

@@ -445,7 +445,7 @@ def run(options: Options) -> dict[str, Any]:
             )
             job_run = timed_run(client, project, W1_JOB, 0.0, server)
             log(f"W1 ran in {job_run.wall:.2f} s (run {job_run.run_id})")
-            from datamill.runtime.batch import batch_key
+            from datamill.services.batch_runs import batch_key
 
             batch = batch_key(dt.datetime.fromisoformat(job_run.batch_time.replace("Z", "+00:00")))
             result_dir = data_dir / "projects" / project / "warehouse" / W1_JOB / batch

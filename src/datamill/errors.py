@@ -71,6 +71,7 @@ class E(Enum):
     INVALID_SQL = ErrorSpec("E18209", 400, "invalid SQL in the job")
     INVALID_CONTAINER_TYPE = ErrorSpec("E18213", 400, "invalid container type")
     INVALID_CONTAINER_COUNT = ErrorSpec("E18214", 400, "invalid container count")
+    UNKNOWN_ENGINE = ErrorSpec("E18215", 400, "the engine is not one this server runs")
     RUN_NOT_FOUND = ErrorSpec("E18230", 404, "run does not exist")
     RUN_STATE_CONFLICT = ErrorSpec("E18231", 409, "the run's state does not allow this action")
     RESULT_NOT_AVAILABLE = ErrorSpec("E18232", 404, "the run has no result")

@@ -14,6 +14,8 @@ from datamill.errors import E_BY_CODE, DatamillError, E
 
 NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
 NAME_RULE_TEXT = "1-128 letters, digits or underscores, starting with a letter or underscore"
+DEFAULT_ENGINE = "duckdb"
+"""The engine a job runs on when it names none."""
 
 
 def check_name(value: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from datamill.domain.common import Model, check_name
+from datamill.domain.common import DEFAULT_ENGINE, Model, check_name
 from datamill.domain.datasources import SchemaField
 
 TABLE_NAME_RULE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,127}$")
@@ -193,6 +193,12 @@ class JobBody(Model):
     retries: int = Field(0, ge=0, le=10, description="automatic retries of a failed run")
     maxRunSeconds: int | None = Field(
         None, ge=1, le=7 * 86400, description="the watchdog's limit; default: server setting"
+    )
+    engine: str = Field(
+        DEFAULT_ENGINE,
+        min_length=1,
+        max_length=64,
+        description="the engine that runs the job (one the server runs; default duckdb)",
     )
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Data sources: create, update, read, delete; schema inference and preview through DuckDB.
+"""Data sources: create, update, read, delete; schema inference and preview on an engine.
 
 Stream connections (``mqtt``, ``kafka``, ``notification``, ``function``) are data sources
 too: same names, same secrets, same API. They have no files and no schema, so inference
@@ -14,15 +14,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-import duckdb
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from datamill import engines
 from datamill.connectors.files import FILE_SOURCES, FileSet, SourceContext
 from datamill.connectors.streams.base import StreamConnection
-from datamill.domain.common import Page, PageOf, aware, validation_failure
+from datamill.domain.common import DEFAULT_ENGINE, Page, PageOf, aware, validation_failure
 from datamill.domain.datasources import (
     DataSource,
     DataSourceCreate,
@@ -40,7 +40,7 @@ from datamill.domain.datasources import (
 )
 from datamill.domain.streaming import OPERATORS
 from datamill.domain.variables import Resolver
-from datamill.engines import duckdb as engine
+from datamill.engines.base import BatchSession, Limits, QueryFailed, Sandbox, TableInput
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
 from datamill.services.access import ProjectAccess
@@ -135,7 +135,7 @@ def _dump(spec: FormatSpec | StreamSpec) -> dict[str, Any]:
 
 
 class SourceReader:
-    """Lists a data source's files and reads them through a locked-down DuckDB connection."""
+    """Lists a data source's files and reads them in a sandboxed session of the default engine."""
 
     def __init__(
         self, runtime: Runtime, session: Session, project_id: int, project_name: str
@@ -173,20 +173,20 @@ class SourceReader:
         return FILE_SOURCES[type_].list_files(spec, ctx)
 
     @contextmanager
-    def connection(self, files: FileSet) -> Iterator[duckdb.DuckDBPyConnection]:
+    def engine_session(self, files: FileSet) -> Iterator[BatchSession]:
+        """A small session of the default engine that may read exactly ``files``."""
         temp = self.runtime.settings.projects_dir / self.project_name / "tmp"
         temp = temp / uuid.uuid4().hex
-        sandbox = engine.Sandbox(
+        sandbox = Sandbox(
             temp_dir=temp,
             allowed_paths=files.urls,
             filesystems=files.filesystems,
-            limits=engine.Limits(memory_limit="512MB", threads=1, max_temp_size="1GB"),
+            limits=Limits(memory_limit="512MB", threads=1, max_temp_size="1GB"),
         )
-        con = engine.connect_locked(sandbox)
         try:
-            yield con
+            with engines.get(DEFAULT_ENGINE).session(sandbox) as session:
+                yield session
         finally:
-            con.close()
             shutil.rmtree(temp, ignore_errors=True)
 
     def _sample(self, type_: str, spec: FormatSpec, at: datetime) -> FileSet:
@@ -203,14 +203,13 @@ class SourceReader:
     def infer(self, type_: str, spec: FormatSpec, at: datetime) -> list[SchemaField]:
         files = self._sample(type_, spec, at)
         files.urls = files.urls[: self.runtime.settings.inference_sample_files]
-        with self.connection(files) as con:
+        with self.engine_session(files) as session:
             try:
-                return engine.describe(con, engine.read_sql(spec, files.urls))
-            except duckdb.Error as exc:
+                return session.infer(spec, files.urls)
+            except QueryFailed as exc:
                 raise DatamillError(
                     E.SCHEMA_INFERENCE_FAILED,
-                    f"spec: the files cannot be read as {spec.fileType}: "
-                    f"{engine.friendly_error(exc)}",
+                    f"spec: the files cannot be read as {spec.fileType}: {exc.message}",
                     field="spec.fileType",
                 ) from None
 
@@ -218,14 +217,13 @@ class SourceReader:
         self, type_: str, spec: FormatSpec, schema: list[SchemaField], at: datetime, limit: int
     ) -> Preview:
         files = self._sample(type_, spec, at)
-        with self.connection(files) as con:
+        source = TableInput("preview", schema, files=files.urls, fmt=spec)
+        with self.engine_session(files) as session:
             try:
-                table = engine.read_sql(spec, files.urls)
-                columns = engine.column_types(con, table)
-                rows = engine.fetch_rows(con, engine.typed_select(table, schema, columns), limit)
-            except duckdb.Error as exc:
+                rows = session.preview(source, limit)
+            except QueryFailed as exc:
                 raise DatamillError(
-                    E.DATA_UNREADABLE, f"the data cannot be read: {engine.friendly_error(exc)}"
+                    E.DATA_UNREADABLE, f"the data cannot be read: {exc.message}"
                 ) from None
         return Preview(schema_=schema, rows=rows, files=len(files.urls))
 

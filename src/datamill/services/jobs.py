@@ -1,4 +1,4 @@
-"""Batch jobs: validation before save (sources, SQL gate, DuckDB binding) and CRUD."""
+"""Batch jobs: validation before save (engine, sources, SQL gate, binding) and CRUD."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import duckdb
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from datamill import engines
 from datamill.domain.common import NAME_RULE, Page, PageOf
 from datamill.domain.datasources import SchemaField, is_stream_type
 from datamill.domain.jobs import (
@@ -20,9 +20,9 @@ from datamill.domain.jobs import (
     Param,
     SrcType,
 )
-from datamill.engines import duckdb as engine
+from datamill.engines.base import QueryFailed, Sandbox, TableInput
 from datamill.errors import DatamillError, E
-from datamill.security.sql_gate import gate, locate_duckdb_error
+from datamill.security.sql_gate import gate
 from datamill.services import datasources as datasource_service
 from datamill.services import triggers
 from datamill.services.access import ProjectAccess
@@ -96,35 +96,32 @@ def source_schemas(
 
 
 def bind_output_schema(
-    runtime: Runtime, sql: str, schemas: dict[str, list[SchemaField]]
+    runtime: Runtime, engine: str, sql: str, schemas: dict[str, list[SchemaField]]
 ) -> list[SchemaField]:
-    """Bind ``sql`` in DuckDB against empty tables shaped like the srcs; nothing runs."""
+    """Bind ``sql`` on the ``engine`` against empty tables shaped like the srcs; nothing runs."""
     temp = Path(tempfile.mkdtemp(prefix="bind-", dir=runtime.settings.resolved_data_dir))
-    con = engine.connect_locked(engine.Sandbox(temp_dir=temp / "tmp"))
     try:
-        for table, schema in schemas.items():
-            engine.create_empty_table(con, table, schema)
-        columns = engine.output_columns(con, sql)
-    except duckdb.Error as exc:
+        with engines.get(engine).session(Sandbox(temp_dir=temp / "tmp")) as session:
+            for table, schema in schemas.items():
+                session.add_table(TableInput(table, schema))
+            columns = session.describe(sql)
+    except QueryFailed as exc:
         raise DatamillError(
-            E.INVALID_SQL,
-            f"computation.code: {locate_duckdb_error(str(exc))}",
-            field="computation.code",
+            E.INVALID_SQL, f"computation.code: {exc.message}", field="computation.code"
         ) from None
     finally:
-        con.close()
         shutil.rmtree(temp, ignore_errors=True)
-    names = [c[0] for c in columns]
+    names = [c.name for c in columns]
     out = []
-    for column, duck_type in columns:
-        if not NAME_RULE.fullmatch(column) or names.count(column) > 1:
+    for column in columns:
+        if not NAME_RULE.fullmatch(column.name) or names.count(column.name) > 1:
             raise DatamillError(
                 E.INVALID_SQL,
-                f"computation.code: output column '{column[:80]}' needs a unique alias that "
-                "is a valid field name (… AS name)",
+                f"computation.code: output column '{column.name[:80]}' needs a unique alias "
+                "that is a valid field name (… AS name)",
                 field="computation.code",
             )
-        out.append(SchemaField(key=column, valtype=engine.valtype_of(duck_type)))
+        out.append(SchemaField(key=column.name, valtype=column.valtype))
     return out
 
 
@@ -132,6 +129,7 @@ def validate(
     runtime: Runtime, session: Session, project_id: int, name: str, body: JobBody
 ) -> list[SchemaField]:
     """Everything a job needs to run, checked; returns the job's output schema."""
+    engines.batch_engine(body.engine)
     triggers.validate_scheduler(body.scheduler)
     schemas = source_schemas(session, project_id, name, body)
     if body.is_depend:
@@ -141,7 +139,7 @@ def validate(
     resolver = load_resolver(session, project_id, utcnow(), {p.name: p.default for p in params})
     code = resolver.expand(body.computation.code, "computation.code")
     sql = gate(code, list(schemas))
-    return bind_output_schema(runtime, sql, schemas)
+    return bind_output_schema(runtime, body.engine, sql, schemas)
 
 
 def effective_params_of_upstream(session: Session, project_id: int, upstream: str) -> list[Param]:

@@ -1,0 +1,243 @@
+"""The Engine interface: what datamill asks of a compute engine, and the registry of engines.
+
+An engine is chosen by its ``type`` (a job's ``engine`` field). It declares what it can do
+as data (:class:`Capabilities`), so a job naming an engine that cannot run it is refused
+when it is saved. The batch side is a :class:`BatchSession`: one sandboxed session per run,
+schema inference or preview; it turns the run's inputs into tables, describes a query's
+output, and writes a query's result. The streaming side (micro-batch executor and state
+store) is declared by engines with ``streaming=True``.
+
+Engine errors are the engine's own exceptions translated into :class:`QueryFailed`
+(with a message fit for the caller), :class:`OutOfMemory` and :class:`Interrupted`; services
+turn them into catalog errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from datamill.domain.datasources import FormatSpec, SchemaField, ValType
+from datamill.errors import DatamillError, E
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do.
+
+    ``dialect`` is the sqlglot dialect its SQL is written in (jobs' SQL is DuckDB's; other
+    engines transpile from it). ``sandboxed``: the engine confines user SQL to the run's
+    files and limits (it may run on the server's own machine). ``reads`` and ``writes`` are
+    the file formats it reads as sources and writes as results.
+    """
+
+    dialect: str
+    batch: bool
+    streaming: bool
+    sandboxed: bool
+    reads: frozenset[str]
+    writes: frozenset[str]
+
+
+@dataclass
+class Limits:
+    """Resources one session may use."""
+
+    memory_limit: str = "1GB"
+    threads: int = 2
+    max_temp_size: str = "10GB"
+
+
+@dataclass
+class Sandbox:
+    """What a session may see: exactly these files, these folders and filesystems.
+
+    ``allowed_dirs`` may be written; ``filesystems`` (fsspec) reach object storage and
+    WebHDFS for the exact ``allowed_paths``.
+    """
+
+    temp_dir: Path
+    allowed_paths: list[str] = field(default_factory=list)
+    allowed_dirs: list[Path] = field(default_factory=list)
+    filesystems: list[Any] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+
+
+FileStamp = tuple[tuple[str, int, int], ...]
+"""Local files by path, modification time (ns) and size: the same stamp, the same files."""
+
+
+@dataclass
+class TableInput:
+    """One source of a query, seen as the table ``table`` with the catalog's ``schema``.
+
+    With ``fmt`` the ``files`` are a data source's, read in its format and cast to the
+    schema; without, they are datamill results (Parquet) read as they are. No files: an
+    empty table of the schema. ``stamp`` identifies unchanged local files (engines may
+    remember what they learnt about them).
+    """
+
+    table: str
+    schema: list[SchemaField]
+    files: list[str] = field(default_factory=list)
+    fmt: FormatSpec | None = None
+    stamp: FileStamp | None = None
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    name: str
+    valtype: ValType
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What writing a result did; ``None`` where the engine could not tell."""
+
+    rows_written: int
+    rows_read: int | None
+    bytes_read: int | None
+
+
+class QueryFailed(Exception):
+    """The engine refused or could not finish a statement; ``message`` is fit for the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OutOfMemory(QueryFailed):
+    """The statement needed more memory than the session's limit."""
+
+
+class Interrupted(Exception):
+    """The statement was interrupted by :meth:`BatchSession.interrupt`."""
+
+
+class BatchSession(Protocol):
+    """A sandboxed session: created by :meth:`Engine.session`, closed on leaving ``with``."""
+
+    def __enter__(self) -> BatchSession: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    def infer(self, fmt: FormatSpec, files: Sequence[str]) -> list[SchemaField]:
+        """The schema of files in a data source's format (no rows are materialised)."""
+        ...
+
+    def preview(self, source: TableInput, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` rows of ``source`` in its schema's types, as JSON values."""
+        ...
+
+    def add_table(self, source: TableInput) -> None:
+        """Make ``source`` a table of the session, for :meth:`describe` and :meth:`write`."""
+        ...
+
+    def describe(self, sql: str) -> list[OutputColumn]:
+        """The columns the query ``sql`` returns: bound, not executed."""
+        ...
+
+    def write(self, sql: str, folder: Path) -> WriteResult:
+        """Run ``sql`` and write its result into ``folder`` (Parquet files ``part-*.parquet``).
+
+        Raises :class:`Interrupted` after :meth:`interrupt`.
+        """
+        ...
+
+    def interrupt(self) -> None:
+        """Interrupt the running statement (from another thread)."""
+        ...
+
+
+class Engine(Protocol):
+    """A compute engine, registered under its ``type``."""
+
+    type: str
+    capabilities: Capabilities
+
+    def session(self, sandbox: Sandbox, *, profiling: bool = False) -> BatchSession:
+        """A new session locked into ``sandbox``; ``profiling`` fills read statistics."""
+        ...
+
+
+class Watchdog:
+    """Calls ``interrupt`` when ``stop`` is set or ``deadline`` (monotonic) passes.
+
+    ``reason`` then says which: ``"stop"`` or ``"timeout"``.
+    """
+
+    def __init__(
+        self, interrupt: Callable[[], None], stop: threading.Event, deadline: float
+    ) -> None:
+        self.interrupt = interrupt
+        self.stop = stop
+        self.deadline = deadline
+        self.reason: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="watchdog")
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            if self.stop.is_set():
+                self.reason = "stop"
+            elif time.monotonic() > self.deadline:
+                self.reason = "timeout"
+            else:
+                continue
+            self.interrupt()
+            return
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def register(engine: Engine) -> Engine:
+    """Make ``engine`` available under its ``type`` (replacing one of the same type)."""
+    _ENGINES[engine.type] = engine
+    return engine
+
+
+def types() -> list[str]:
+    return sorted(_ENGINES)
+
+
+def get(type_: str, field: str = "engine") -> Engine:
+    """The engine of ``type_``; an unknown type is refused naming ``field``."""
+    found = _ENGINES.get(type_)
+    if found is None:
+        raise DatamillError(
+            E.UNKNOWN_ENGINE,
+            f"{field}: '{type_[:64]}' is not an engine of this server; "
+            f"use one of {', '.join(types())}",
+            field=field,
+        )
+    return found
+
+
+def batch_engine(type_: str, field: str = "engine") -> Engine:
+    """The engine of ``type_``, refused (naming ``field``) unless it runs batch jobs."""
+    found = get(type_, field)
+    if not found.capabilities.batch:
+        raise DatamillError(
+            E.UNKNOWN_ENGINE, f"{field}: engine '{type_}' does not run batch jobs", field=field
+        )
+    return found
