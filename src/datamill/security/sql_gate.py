@@ -149,19 +149,3 @@ def _ctes_in_scope(table: exp.Table) -> set[str]:
             names.update(cte.alias_or_name.lower() for cte in with_clause.expressions)
         node = node.parent
     return names
-
-
-_LINE = re.compile(r"LINE (\d+): ?(.*)$")
-
-
-def locate_duckdb_error(message: str) -> str:
-    """DuckDB's error with its ``LINE n:`` caret turned into ``(line n, column c)``."""
-    lines = message.splitlines()
-    head = lines[0] if lines else message
-    for i, text in enumerate(lines):
-        match = _LINE.match(text)
-        if match and i + 1 < len(lines) and "^" in lines[i + 1]:
-            prefix = len(text) - len(match.group(2))
-            column = lines[i + 1].index("^") - prefix + 1
-            return f"{head}{_at(int(match.group(1)), max(column, 1))}"
-    return head

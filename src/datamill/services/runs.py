@@ -39,7 +39,7 @@ from datamill.domain.runs import (
     check_rerun,
     check_stop,
 )
-from datamill.engines.duckdb import json_safe
+from datamill.domain.values import json_value
 from datamill.errors import DatamillError, E
 from datamill.services.access import ProjectAccess
 from datamill.services.jobrefs import body_of, effective, get_job_row
@@ -673,7 +673,7 @@ def run_result(
         )
     files = [str(p) for p in sorted(folder.glob("*.parquet"))]
     table = pq.ParquetDataset(files, partitioning=None).read().slice(0, limit)
-    rows = [{k: json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
+    rows = [{k: json_value(v) for k, v in row.items()} for row in table.to_pylist()]
     return RunResult(runId=run.run_id, rows=rows, rowsWritten=run.rows_written)
 
 

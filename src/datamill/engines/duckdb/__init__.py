@@ -21,7 +21,7 @@ from datamill.engines.duckdb.schema import (
 )
 from datamill.engines.duckdb.session import connect_locked
 from datamill.engines.duckdb.sql import identifier, sql_list, sql_string
-from datamill.engines.duckdb.values import fetch_rows, friendly_error, json_safe
+from datamill.engines.duckdb.values import fetch_rows, friendly_error
 
 __all__ = [
     "VALTYPE_TO_DUCKDB",
@@ -35,7 +35,6 @@ __all__ = [
     "fetch_rows",
     "friendly_error",
     "identifier",
-    "json_safe",
     "output_columns",
     "read_sql",
     "sql_list",

@@ -34,8 +34,7 @@ from datamill.engines.duckdb.schema import (
 )
 from datamill.engines.duckdb.session import connect_locked
 from datamill.engines.duckdb.sql import QUERY, Template, around_query, literal, quoted, render
-from datamill.engines.duckdb.values import fetch_rows, friendly_error
-from datamill.security.sql_gate import locate_duckdb_error
+from datamill.engines.duckdb.values import fetch_rows, friendly_error, locate_duckdb_error
 
 SelectKey = tuple[str, bool | None, str | None, FileStamp, tuple[tuple[str, str], ...]]
 _SELECTS: OrderedDict[SelectKey, str] = OrderedDict()

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from datamill.connectors.streams.base import Position
 from datamill.connectors.streams.ingest_log import SUFFIX, IngestLog
-from datamill.engines.duckdb import json_safe
+from datamill.domain.values import json_value
 from datamill.engines.streaming import JsonLines
 
 READ_CHUNK = 8 * 1024 * 1024
@@ -167,7 +167,7 @@ class JobSink:
         if table.num_rows == 0:
             return
         self.staging.mkdir(parents=True, exist_ok=True)
-        lines = encode_records([json_safe(row) for row in table.to_pylist()])
+        lines = encode_records([json_value(row) for row in table.to_pylist()])
         with self._path(epoch).open("ab") as handle:
             handle.write(lines)
             handle.flush()

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from datamill.connectors.streams.base import StreamContext, StreamSink, register_sink
 from datamill.connectors.streams.ingest_log import IngestLog
 from datamill.domain.streaming import FOLDER_SINK, JOB_SINK
-from datamill.engines.duckdb import json_safe
+from datamill.domain.values import json_value
 from datamill.runtime.streaming.ingest import JobSink
 from datamill.security.paths import resolve_inside
 
@@ -139,7 +139,7 @@ class FolderSink:
         else:
             with temp.open("w", encoding="utf-8") as handle:
                 for row in table.to_pylist():
-                    handle.write(json.dumps(json_safe(row), ensure_ascii=False) + "\n")
+                    handle.write(json.dumps(json_value(row), ensure_ascii=False) + "\n")
         with temp.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)
