@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from datamill.client.base import (
     DEFAULT_WAIT_SECONDS,
@@ -41,16 +41,29 @@ SchedulerInput = Scheduler | Mapping[str, Any] | str
 ParamsInput = Sequence[Param | Mapping[str, Any]] | Mapping[str, str]
 
 
+class JobFields(TypedDict, total=False):
+    """The fields of a job that :meth:`JobsAPI.create` and :meth:`JobsAPI.update` take as
+    keywords (``None``: not given)."""
+
+    srcs: Sequence[SrcInput] | None
+    computation: ComputationInput | None
+    container: ContainerInput | None
+    scheduler: SchedulerInput | None
+    params: ParamsInput | None
+    retries: int | None
+    max_run_seconds: int | None
+
+
 def _job_body(
     body: JobBody | Mapping[str, Any] | None,
     *,
-    srcs: Sequence[SrcInput] | None,
-    computation: ComputationInput | None,
-    container: ContainerInput | None,
-    scheduler: SchedulerInput | None,
-    params: ParamsInput | None,
-    retries: int | None,
-    max_run_seconds: int | None,
+    srcs: Sequence[SrcInput] | None = None,
+    computation: ComputationInput | None = None,
+    container: ContainerInput | None = None,
+    scheduler: SchedulerInput | None = None,
+    params: ParamsInput | None = None,
+    retries: int | None = None,
+    max_run_seconds: int | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a job create or update: ``body`` with the keyword fields over it."""
     data: dict[str, Any] = dict(json_of(body)) if body is not None else {}
@@ -86,10 +99,11 @@ class JobsAPI(Resource):
     """Batch SQL jobs of a project, their runs (start, stop, history, logs, results).
 
     A job's body is given either whole, as ``body`` (a :class:`JobBody` or the API's JSON
-    object), or as keyword arguments, which override the fields of ``body`` when both are
-    given. The keywords take the domain models or their JSON, plus shorthands: ``computation``
-    as a SQL string, ``container`` as a type (``"1U2G"``, count 1), ``scheduler`` as a type
-    (``"manual"``) and ``params`` as a ``{name: default}`` mapping.
+    object), or as keyword arguments (:class:`JobFields`), which override the fields of
+    ``body`` when both are given. The keywords take the domain models or their JSON, plus
+    shorthands: ``computation`` as a SQL string, ``container`` as a type (``"1U2G"``, count
+    1), ``scheduler`` as a type (``"manual"``) and ``params`` as a ``{name: default}``
+    mapping.
     """
 
     def create(
@@ -97,26 +111,10 @@ class JobsAPI(Resource):
         project: str,
         name: str,
         body: JobBody | Mapping[str, Any] | None = None,
-        *,
-        srcs: Sequence[SrcInput] | None = None,
-        computation: ComputationInput | None = None,
-        container: ContainerInput | None = None,
-        scheduler: SchedulerInput | None = None,
-        params: ParamsInput | None = None,
-        retries: int | None = None,
-        max_run_seconds: int | None = None,
+        **fields: Unpack[JobFields],
     ) -> Job:
         """Create a job; the server validates its sources, SQL and output schema first."""
-        data = _job_body(
-            body,
-            srcs=srcs,
-            computation=computation,
-            container=container,
-            scheduler=scheduler,
-            params=params,
-            retries=retries,
-            max_run_seconds=max_run_seconds,
-        )
+        data = _job_body(body, **fields)
         return self._send("POST", Job, api_path("projects", project, "jobs", name), data)
 
     def update(
@@ -124,26 +122,10 @@ class JobsAPI(Resource):
         project: str,
         name: str,
         body: JobBody | Mapping[str, Any] | None = None,
-        *,
-        srcs: Sequence[SrcInput] | None = None,
-        computation: ComputationInput | None = None,
-        container: ContainerInput | None = None,
-        scheduler: SchedulerInput | None = None,
-        params: ParamsInput | None = None,
-        retries: int | None = None,
-        max_run_seconds: int | None = None,
+        **fields: Unpack[JobFields],
     ) -> Job:
         """Replace the whole job (fields left out take their defaults), validated as on create."""
-        data = _job_body(
-            body,
-            srcs=srcs,
-            computation=computation,
-            container=container,
-            scheduler=scheduler,
-            params=params,
-            retries=retries,
-            max_run_seconds=max_run_seconds,
-        )
+        data = _job_body(body, **fields)
         return self._send("PUT", Job, api_path("projects", project, "jobs", name), data)
 
     def get(self, project: str, name: str) -> Job:
