@@ -30,7 +30,7 @@ from datamill.client import (
     ServerError,
     Unauthorized,
 )
-from datamill.client import client as client_module
+from datamill.client import base as client_base
 from tests.conftest import Api
 
 CSV = "id,name,amount\n1,alpha,1.5\n2,beta,2.25\n3,gamma,3.0\n"
@@ -434,7 +434,7 @@ def test_iter_all_walks_every_page(
     names = [f"s_{i:02d}" for i in range(7)]
     for name in names:
         dm.secrets.create(project, name, {"k": "v"})
-    monkeypatch.setattr(client_module, "ITER_PAGE_SIZE", 3)
+    monkeypatch.setattr(client_base, "ITER_PAGE_SIZE", 3)
     sizes: list[int] = []
     original = dm.secrets.list
 

@@ -9,19 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datamill.domain.datasources import DataSourceCreate
 from datamill.domain.projects import ProjectCreate, Role
 from datamill.domain.streaming import StreamingJobBody
-from datamill.domain.users import Principal
 from datamill.domain.variables import VariableIn
-from datamill.services import datasources, projects, streaming, variables
+from datamill.services import datasources, projects, streaming, users, variables
 from datamill.services.access import ProjectAccess, open_project
 from datamill.services.runtime import Runtime
-from datamill.store.projects import get_project
-from datamill.store.users import UserRow
 
 DEMO_PROJECT = "demo"
 STATUSES = ["ok", "ok", "ok", "warn", "error"]
@@ -60,12 +56,11 @@ def write_sample_data(folder: Path, days: int = 3, rows_per_day: int = 200) -> N
 def install_demo(runtime: Runtime) -> bool:
     """Create the demo project once; returns False when it already exists."""
     with runtime.sessions() as session:
-        if get_project(session, DEMO_PROJECT) is not None:
+        if projects.project_exists(session, DEMO_PROJECT):
             return False
-        admin = session.scalars(select(UserRow).where(UserRow.is_admin.is_(True))).first()
-        if admin is None:
+        principal = users.admin_principal(session)
+        if principal is None:
             raise RuntimeError("the admin user must exist before the demo is installed")
-        principal = Principal(id=admin.id, name=admin.name, isAdmin=True)
         folder = runtime.settings.resolved_data_roots["default"] / "demo"
         write_sample_data(folder)
         projects.create_project(

@@ -13,6 +13,8 @@ job, a name ...); their bodies call one of :func:`list_command`, :func:`get_comm
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -58,6 +60,51 @@ TimeoutOpt = Annotated[
     float,
     typer.Option("--timeout", min=0.1, help="with --wait: seconds to wait at most"),
 ]
+
+
+class OptionGroup:
+    """Options that several commands share, declared once.
+
+    typer reads a command's options from its signature. :meth:`add` puts the group's
+    options into the signature of a command in place of its keyword-only parameter
+    ``into``, and calls the command with their values as one dict in ``into``, keyed by
+    the options' parameter names (``None``: not given)::
+
+        SPEC = OptionGroup("fields", format=FormatOpt, bucket=BucketOpt)
+
+        @app.command("create")
+        @SPEC.add
+        def create(ctx: typer.Context, *, fields: dict[str, Any]) -> None: ...
+    """
+
+    def __init__(self, into: str, **options: Any) -> None:
+        self.into = into
+        self.options = options
+        """parameter name -> its ``Annotated[T | None, typer.Option(...)]``"""
+
+    def add(self, command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        parameters: list[inspect.Parameter] = []
+        for parameter in signature.parameters.values():
+            if parameter.name != self.into:
+                parameters.append(parameter)
+                continue
+            parameters += [
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+                for name, a in self.options.items()
+            ]
+        if len(parameters) != len(signature.parameters) - 1 + len(self.options):
+            raise TypeError(f"{command.__name__} has no keyword-only parameter '{self.into}'")
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> None:
+            values = {name: kwargs.pop(name) for name in self.options}
+            command(*args, **kwargs, **{self.into: values})
+
+        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+        return run
+
 
 # --------------------------------------------------------------------------- input
 

@@ -18,6 +18,7 @@ import typer
 from datamill.cli.common import (
     FileOpt,
     JobArg,
+    OptionGroup,
     PageOpt,
     ProjectArg,
     RunIdArg,
@@ -43,8 +44,7 @@ from datamill.cli.render import (
     show_object,
     show_page,
 )
-from datamill.client import Export, ExportRunEntry
-from datamill.domain.exports import canonical_type
+from datamill.client import Export, ExportRunEntry, canonical_export_type
 
 # --------------------------------------------------------------------------- options
 
@@ -155,6 +155,27 @@ MergeOpt = Annotated[
     ),
 ]
 
+SPEC_OPTIONS = OptionGroup(
+    "fields",
+    format=FormatOpt,
+    compression=CompressionOpt,
+    delimiter=DelimiterOpt,
+    containsHeader=HeaderOpt,
+    path=PathOpt,
+    root=RootOpt,
+    keyPrefix=KeyPrefixOpt,
+    bucket=BucketOpt,
+    endpoint=EndpointOpt,
+    secret=SecretOpt,
+    partitionBy=PartitionOpt,
+    fileCount=FileCountOpt,
+    saveMode=SaveModeOpt,
+    retention=RetentionOpt,
+    retries=RetriesOpt,
+)
+"""The options for common spec fields, named by the API's field names, that create and
+update share."""
+
 # --------------------------------------------------------------------------- building the spec
 
 
@@ -180,43 +201,6 @@ def _spec(
     pairs = key_values(sets or [], "'--set'", form="FIELD=VALUE")
     result.update({key: _json_or_text(value) for key, value in pairs.items()})
     return result
-
-
-def _fields(
-    format_: str | None,
-    compression: str | None,
-    delimiter: str | None,
-    header: bool | None,
-    path: str | None,
-    root: str | None,
-    key_prefix: str | None,
-    bucket: str | None,
-    endpoint: str | None,
-    secret: str | None,
-    partition_by: list[str] | None,
-    file_count: int | None,
-    save_mode: str | None,
-    retention: int | None,
-    retries: int | None,
-) -> dict[str, Any]:
-    """The spec fields of the options, by their API names (``None``: not given)."""
-    return {
-        "format": format_,
-        "compression": compression,
-        "delimiter": delimiter,
-        "containsHeader": header,
-        "path": path,
-        "root": root,
-        "keyPrefix": key_prefix,
-        "bucket": bucket,
-        "endpoint": endpoint,
-        "secret": secret,
-        "partitionBy": partition_by,
-        "fileCount": file_count,
-        "saveMode": save_mode,
-        "retention": retention,
-        "retries": retries,
-    }
 
 
 def _file_spec(body: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +320,7 @@ def exports_get(ctx: typer.Context, project: ProjectArg, job: JobArg, name: Name
 
 
 @exports_app.command("create")
+@SPEC_OPTIONS.add
 def exports_create(
     ctx: typer.Context,
     project: ProjectArg,
@@ -344,21 +329,8 @@ def exports_create(
     file: FileOpt = None,
     type_: TypeOpt = None,
     spec: SpecOpt = None,
-    format_: FormatOpt = None,
-    compression: CompressionOpt = None,
-    delimiter: DelimiterOpt = None,
-    header: HeaderOpt = None,
-    path: PathOpt = None,
-    root: RootOpt = None,
-    key_prefix: KeyPrefixOpt = None,
-    bucket: BucketOpt = None,
-    endpoint: EndpointOpt = None,
-    secret: SecretOpt = None,
-    partition_by: PartitionOpt = None,
-    file_count: FileCountOpt = None,
-    save_mode: SaveModeOpt = None,
-    retention: RetentionOpt = None,
-    retries: RetriesOpt = None,
+    *,
+    fields: dict[str, Any],
     set_: SetOpt = None,
 ) -> None:
     """Create an export from --type and spec options, or from --file; options win.
@@ -370,23 +342,6 @@ def exports_create(
     kind = type_ or body.get("type")
     if not kind:
         raise typer.BadParameter("give --type, or a 'type' in --file", param_hint="'--type'")
-    fields = _fields(
-        format_,
-        compression,
-        delimiter,
-        header,
-        path,
-        root,
-        key_prefix,
-        bucket,
-        endpoint,
-        secret,
-        partition_by,
-        file_count,
-        save_mode,
-        retention,
-        retries,
-    )
     values = _spec(_file_spec(body), spec, fields, set_)
     get_command(
         ctx,
@@ -396,6 +351,7 @@ def exports_create(
 
 
 @exports_app.command("update")
+@SPEC_OPTIONS.add
 def exports_update(
     ctx: typer.Context,
     project: ProjectArg,
@@ -404,21 +360,8 @@ def exports_update(
     file: FileOpt = None,
     merge: MergeOpt = False,
     spec: SpecOpt = None,
-    format_: FormatOpt = None,
-    compression: CompressionOpt = None,
-    delimiter: DelimiterOpt = None,
-    header: HeaderOpt = None,
-    path: PathOpt = None,
-    root: RootOpt = None,
-    key_prefix: KeyPrefixOpt = None,
-    bucket: BucketOpt = None,
-    endpoint: EndpointOpt = None,
-    secret: SecretOpt = None,
-    partition_by: PartitionOpt = None,
-    file_count: FileCountOpt = None,
-    save_mode: SaveModeOpt = None,
-    retention: RetentionOpt = None,
-    retries: RetriesOpt = None,
+    *,
+    fields: dict[str, Any],
     set_: SetOpt = None,
 ) -> None:
     """Replace an export's spec (options as for create; the type stays).
@@ -428,7 +371,11 @@ def exports_update(
     body = body_file(file, {"type", "spec"}) if file else {}
     client = get_client(ctx)
     current = client.exports.get(project, job, name) if merge or "type" in body else None
-    if current is not None and "type" in body and canonical_type(str(body["type"])) != current.type:
+    if (
+        current is not None
+        and "type" in body
+        and canonical_export_type(str(body["type"])) != current.type
+    ):
         raise typer.BadParameter(
             f"export '{name}' is of type {current.type}, the file says {body['type']}: "
             "the type of an export cannot change (delete it and create it again)",
@@ -436,23 +383,6 @@ def exports_update(
         )
     base = dict(current.spec) if merge and current is not None else {}
     base.update(_file_spec(body))
-    fields = _fields(
-        format_,
-        compression,
-        delimiter,
-        header,
-        path,
-        root,
-        key_prefix,
-        bucket,
-        endpoint,
-        secret,
-        partition_by,
-        file_count,
-        save_mode,
-        retention,
-        retries,
-    )
     values = _spec(base, spec, fields, set_)
     get_command(ctx, lambda dm: dm.exports.update(project, job, name, spec=values), _show_export)
 

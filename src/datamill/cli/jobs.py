@@ -9,6 +9,7 @@ import typer
 from datamill.cli.common import (
     FileOpt,
     JobArg,
+    OptionGroup,
     PageOpt,
     ProjectArg,
     RunIdArg,
@@ -127,6 +128,21 @@ MaxRunOpt = Annotated[
     ),
 ]
 
+JOB_OPTIONS = OptionGroup(
+    "options",
+    sql=SqlOpt,
+    src=SrcOpt,
+    container=ContainerOpt,
+    scheduler=SchedulerOpt,
+    timezone=TimezoneOpt,
+    misfire=MisfireOpt,
+    overlap=OverlapOpt,
+    param=ParamDefaultOpt,
+    retries=RetriesOpt,
+    max_run_seconds=MaxRunOpt,
+)
+"""The options of a job's fields, that create and update share."""
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -181,35 +197,36 @@ def _scheduler(text: str, extra: dict[str, str]) -> dict[str, Any]:
 
 def _job_body(
     file: str | None,
+    *,
     sql: str | None,
-    srcs: list[str] | None,
+    src: list[str] | None,
     container: str | None,
     scheduler: str | None,
-    scheduling: dict[str, Any],
-    params: list[str] | None,
+    timezone: str | None,
+    misfire: MisfirePolicy | None,
+    overlap: OverlapPolicy | None,
+    param: list[str] | None,
     retries: int | None,
     max_run_seconds: int | None,
 ) -> dict[str, Any]:
-    """The job's body: ``--file``, with every option given over it.
-
-    ``scheduling`` holds the ``--timezone``, ``--misfire`` and ``--overlap`` values given.
-    """
+    """The job's body: ``--file``, with every option given over it."""
     body = body_file(file, JOB_FIELDS) if file else {}
     if sql is not None:
         code = read_text(sql[1:], "'--sql'") if sql.startswith("@") else sql
         body["computation"] = {"type": "SQL", "code": code}
-    if srcs:
-        body["srcs"] = [_src(s) for s in srcs]
+    if src:
+        body["srcs"] = [_src(s) for s in src]
     if container is not None:
         body["container"] = _container(container)
+    scheduling = {"timezone": timezone, "misfire": misfire, "overlap": overlap}
     extra = {k: str(v) for k, v in scheduling.items() if v is not None}
     if scheduler is not None:
         body["scheduler"] = _scheduler(scheduler, extra)
     elif extra:
         option = "--" + next(iter(extra))
         raise typer.BadParameter("give --scheduler with it", param_hint=f"'{option}'")
-    if params:
-        defaults = key_values(params, "'--param'", form="NAME=DEFAULT")
+    if param:
+        defaults = key_values(param, "'--param'", form="NAME=DEFAULT")
         body["params"] = [{"name": k, "default": v} for k, v in defaults.items()]
     if retries is not None:
         body["retries"] = retries
@@ -357,55 +374,35 @@ def jobs_get(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
 
 
 @jobs_app.command("create")
+@JOB_OPTIONS.add
 def jobs_create(
     ctx: typer.Context,
     project: ProjectArg,
     name: NameArg,
     file: FileOpt = None,
-    sql: SqlOpt = None,
-    src: SrcOpt = None,
-    container: ContainerOpt = None,
-    scheduler: SchedulerOpt = None,
-    timezone: TimezoneOpt = None,
-    misfire: MisfireOpt = None,
-    overlap: OverlapOpt = None,
-    param: ParamDefaultOpt = None,
-    retries: RetriesOpt = None,
-    max_run_seconds: MaxRunOpt = None,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """Create a job from --file, or from --sql and --src; options override the file.
 
     The server checks the sources, the SQL and the output schema before saving anything.
     """
-    scheduling = {"timezone": timezone, "misfire": misfire, "overlap": overlap}
-    body = _job_body(
-        file, sql, src, container, scheduler, scheduling, param, retries, max_run_seconds
-    )
+    body = _job_body(file, **options)
     get_command(ctx, lambda dm: dm.jobs.create(project, name, body), _show_job)
 
 
 @jobs_app.command("update")
+@JOB_OPTIONS.add
 def jobs_update(
     ctx: typer.Context,
     project: ProjectArg,
     name: NameArg,
     file: FileOpt = None,
-    sql: SqlOpt = None,
-    src: SrcOpt = None,
-    container: ContainerOpt = None,
-    scheduler: SchedulerOpt = None,
-    timezone: TimezoneOpt = None,
-    misfire: MisfireOpt = None,
-    overlap: OverlapOpt = None,
-    param: ParamDefaultOpt = None,
-    retries: RetriesOpt = None,
-    max_run_seconds: MaxRunOpt = None,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """Replace a whole job (options as for create; what is left out takes its default)."""
-    scheduling = {"timezone": timezone, "misfire": misfire, "overlap": overlap}
-    body = _job_body(
-        file, sql, src, container, scheduler, scheduling, param, retries, max_run_seconds
-    )
+    body = _job_body(file, **options)
     get_command(ctx, lambda dm: dm.jobs.update(project, name, body), _show_job)
 
 

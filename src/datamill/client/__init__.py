@@ -95,6 +95,7 @@ from datamill.client.models import (
     Variable,
     VariableType,
     Version,
+    canonical_export_type,
 )
 
 __all__ = [
@@ -175,4 +176,5 @@ __all__ = [
     "VariableType",
     "VariablesAPI",
     "Version",
+    "canonical_export_type",
 ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from datamill.domain.datasources import DataSource, Preview, SchemaField
 from datamill.domain.exports import Export, ExportHistory
+from datamill.domain.exports import canonical_type as canonical_export_type
 from datamill.domain.jobs import (
     Computation,
     Container,
@@ -107,6 +108,7 @@ __all__ = [
     "Variable",
     "VariableType",
     "Version",
+    "canonical_export_type",
 ]
 
 T = TypeVar("T")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -231,6 +232,15 @@ def update_job(
 
 def get_job(session: Session, access: ProjectAccess, name: str) -> Job:
     return job_out(get_job_row(session, access.project_id, name))
+
+
+def schedule_preview(
+    session: Session, access: ProjectAccess, name: str, count: int
+) -> tuple[Job, list[datetime]]:
+    """A job and the next ``count`` fire times of its schedule from now (none without one)."""
+    job = get_job(session, access, name)
+    times = triggers.preview(job.scheduler, utcnow(), count) if job.scheduler else []
+    return job, times
 
 
 def list_jobs(

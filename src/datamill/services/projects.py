@@ -16,7 +16,13 @@ from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
 from datamill.services.users import get_user_row
 from datamill.store.base import fetch_page, utcnow
-from datamill.store.projects import MembershipRow, ProjectRow, count_owners, get_membership
+from datamill.store.projects import (
+    MembershipRow,
+    ProjectRow,
+    count_owners,
+    get_membership,
+    get_project,
+)
 from datamill.store.users import UserRow
 
 
@@ -45,6 +51,10 @@ def create_project(
         raise DatamillError(E.PROJECT_EXISTS, f"project '{body.name}' already exists") from None
     (runtime.settings.projects_dir / row.name).mkdir(parents=True, exist_ok=True)
     return project_out(row, Role.owner)
+
+
+def project_exists(session: Session, name: str) -> bool:
+    return get_project(session, name) is not None
 
 
 def list_projects(session: Session, principal: Principal, page: Page) -> PageOf[Project]:

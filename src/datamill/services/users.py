@@ -15,7 +15,7 @@ from datamill.errors import DatamillError, E
 from datamill.security.tokens import hash_token, new_token
 from datamill.services.runtime import Runtime
 from datamill.store.base import fetch_page, utcnow
-from datamill.store.users import TokenRow, UserRow, get_token_by_hash, get_user
+from datamill.store.users import TokenRow, UserRow, first_admin, get_token_by_hash, get_user
 
 ADMIN_NAME = "admin"
 
@@ -145,13 +145,20 @@ def revoke_token(session: Session, principal: Principal, token_id: int) -> Token
     return _token_out(row)
 
 
+def admin_principal(session: Session) -> Principal | None:
+    """The first administrator, for work the server does in their name (None before the
+    first start has created one)."""
+    row = first_admin(session)
+    return None if row is None else Principal(id=row.id, name=row.name, isAdmin=True)
+
+
 def bootstrap_admin(runtime: Runtime) -> str | None:
     """On the very first start: create the admin user and write its token to a 0600 file.
 
     Returns the token file's path when it was created now, else None.
     """
     with runtime.sessions() as session:
-        if session.scalars(select(UserRow).where(UserRow.is_admin.is_(True))).first():
+        if first_admin(session) is not None:
             return None
         admin = UserRow(name=ADMIN_NAME, is_admin=True)
         session.add(admin)

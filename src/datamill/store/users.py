@@ -35,5 +35,9 @@ def get_user(session: Session, name: str) -> UserRow | None:
     return session.scalars(select(UserRow).where(UserRow.name == name)).first()
 
 
+def first_admin(session: Session) -> UserRow | None:
+    return session.scalars(select(UserRow).where(UserRow.is_admin.is_(True))).first()
+
+
 def get_token_by_hash(session: Session, token_hash: str) -> TokenRow | None:
     return session.scalars(select(TokenRow).where(TokenRow.token_hash == token_hash)).first()

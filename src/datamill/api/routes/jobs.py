@@ -22,8 +22,7 @@ from datamill.domain.common import Model
 from datamill.domain.jobs import Job, JobBody, StartBody
 from datamill.domain.runs import TERMINAL, History, HistoryEntry, RunLog, RunResult, RunStatus
 from datamill.services import jobs as service
-from datamill.services import runs, triggers
-from datamill.store.base import utcnow
+from datamill.services import runs
 
 router = APIRouter(tags=["batch jobs"])
 BASE = "/projects/{project}/jobs"
@@ -188,6 +187,5 @@ def schedule_preview(
     access: ProjectReader,
     count: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> SchedulePreview:
-    job = service.get_job(session, access, name)
-    times = triggers.preview(job.scheduler, utcnow(), count) if job.scheduler else []
+    job, times = service.schedule_preview(session, access, name, count)
     return SchedulePreview(name=name, scheduleState=job.scheduleState, fireTimes=times)
