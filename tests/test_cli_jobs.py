@@ -566,3 +566,12 @@ def test_wait_exits_1_when_the_run_is_canceled(
     assert re.search(
         r"error: run \d+ of job 'heavy' ended Canceled: canceled on request", canceled.stderr
     ), canceled.stderr
+
+
+def test_the_engine_option(run: Run, api: Api, project: str, source: str) -> None:
+    refused = create_totals(run, project, "--engine", "spark")
+    assert refused.exit_code != 0
+    assert "E18215" in refused.output
+    assert "engine" in refused.output
+    ok(create_totals(run, project, "--engine", "duckdb"))
+    assert as_json(run("-o", "json", "jobs", "get", project, "totals"))["engine"] == "duckdb"

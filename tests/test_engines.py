@@ -244,3 +244,7 @@ def test_the_client_round_trips_the_engine(dm: DatamillClient, api: Api, project
     with pytest.raises(BadRequest) as refused:
         dm.jobs.create(project, "other", body=job_body(SQL, engine="spark"))
     assert refused.value.error_code == E.UNKNOWN_ENGINE.code
+    with pytest.raises(BadRequest) as keyword:
+        dm.jobs.create(project, "other", body=job_body(SQL), engine="spark")
+    assert keyword.value.error_code == E.UNKNOWN_ENGINE.code
+    assert dm.jobs.update(project, "totals", body=job_body(SQL), engine="duckdb").engine == "duckdb"

@@ -111,6 +111,12 @@ ParamDefaultOpt = Annotated[
     list[str] | None,
     typer.Option("--param", metavar="NAME=DEFAULT", help="a param and its default (repeatable)"),
 ]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine", help="the engine that runs the job (default: duckdb)", show_default=False
+    ),
+]
 RetriesOpt = Annotated[
     int | None,
     typer.Option(
@@ -140,6 +146,7 @@ JOB_OPTIONS = OptionGroup(
     param=ParamDefaultOpt,
     retries=RetriesOpt,
     max_run_seconds=MaxRunOpt,
+    engine=EngineOpt,
 )
 """The options of a job's fields, that create and update share."""
 
@@ -208,6 +215,7 @@ def _job_body(
     param: list[str] | None,
     retries: int | None,
     max_run_seconds: int | None,
+    engine: str | None,
 ) -> dict[str, Any]:
     """The job's body: ``--file``, with every option given over it."""
     body = body_file(file, JOB_FIELDS) if file else {}
@@ -232,6 +240,8 @@ def _job_body(
         body["retries"] = retries
     if max_run_seconds is not None:
         body["maxRunSeconds"] = max_run_seconds
+    if engine is not None:
+        body["engine"] = engine
     if "computation" not in body:
         raise typer.BadParameter("give --sql, or a 'computation' in --file", param_hint="'--sql'")
     if not body.get("srcs"):

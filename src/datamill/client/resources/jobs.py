@@ -52,6 +52,7 @@ class JobFields(TypedDict, total=False):
     params: ParamsInput | None
     retries: int | None
     max_run_seconds: int | None
+    engine: str | None
 
 
 def _job_body(
@@ -64,6 +65,7 @@ def _job_body(
     params: ParamsInput | None = None,
     retries: int | None = None,
     max_run_seconds: int | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a job create or update: ``body`` with the keyword fields over it."""
     data: dict[str, Any] = dict(json_of(body)) if body is not None else {}
@@ -92,6 +94,8 @@ def _job_body(
         data["retries"] = retries
     if max_run_seconds is not None:
         data["maxRunSeconds"] = max_run_seconds
+    if engine is not None:
+        data["engine"] = engine
     return data
 
 
