@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -77,6 +78,11 @@ class StreamingOnly:
 
     def session(self, sandbox: Sandbox, *, profiling: bool = False) -> base.BatchSession:
         raise AssertionError("a streaming-only engine opens no batch session")
+
+    def open_stream(
+        self, job_dir: Path, *, memory_limit: str, threads: int, steps: Any
+    ) -> tuple[base.MicroBatchExecutor, base.StateStore]:
+        raise AssertionError("not opened in these tests")
 
 
 def test_registering_an_engine_and_its_batch_capability(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,10 +4,12 @@ engine is checked with the rest."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from datamill import engines
 from datamill.domain.expressions import FieldType
 from datamill.domain.streaming import (
     ENGINE,
@@ -33,6 +35,8 @@ from datamill.domain.streaming import (
     register,
 )
 from datamill.domain.streaming.operators import filter as filter_module
+from datamill.engines import base as engine_registry
+from datamill.engines.duckdb import DuckDBEngine
 from datamill.engines.duckdb.streaming.render import query_renderer
 from tests.conftest import Api
 from tests.test_streaming_jobs import create, jobs_url, valid_pipeline
@@ -212,6 +216,26 @@ def test_the_engine_is_saved_and_checked_through_the_api(api: Api, project: str)
     assert (failed["job_state"], failed["status"]) == ("DRAFT", "failed")
     assert failed["check_info"] == {
         "$engine": ["engine: unknown engine 'teleport'; the engines are duckdb"]
+    }
+
+
+class BatchOnly(DuckDBEngine):
+    type = "batchonly"
+    capabilities = dataclasses.replace(DuckDBEngine.capabilities, streaming=False)
+
+
+def test_only_engines_that_stream_pass_the_check(
+    api: Api, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_registry, "_ENGINES", dict(engine_registry._ENGINES))
+    engines.register(BatchOnly())
+    assert "batchonly" in engines.types()
+    assert engines.streaming_types() == ["duckdb"]
+    body = valid_pipeline()
+    body["engine"] = "batchonly"
+    failed = create(api, project, body, check=True)
+    assert failed["check_info"] == {
+        "$engine": ["engine: unknown engine 'batchonly'; the engines are duckdb"]
     }
 
 

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from datamill.domain.datasources import FormatSpec, SchemaField, ValType
+from datamill.engines.streaming import MicroBatchExecutor, StateStore
 from datamill.errors import DatamillError, E
 
 
@@ -170,6 +171,14 @@ class Engine(Protocol):
         """A new session locked into ``sandbox``; ``profiling`` fills read statistics."""
         ...
 
+    def open_stream(
+        self, job_dir: Path, *, memory_limit: str, threads: int, steps: Sequence[Any]
+    ) -> tuple[MicroBatchExecutor, StateStore]:
+        """The micro-batch executor and the state store of one streaming job, its state
+        kept under ``job_dir``; the stateful ``steps`` (from the job's plan) get their
+        state. Only engines whose capabilities say ``streaming``."""
+        ...
+
 
 class Watchdog:
     """Calls ``interrupt`` when ``stop`` is set or ``deadline`` (monotonic) passes.
@@ -231,6 +240,11 @@ def get(type_: str, field: str = "engine") -> Engine:
             field=field,
         )
     return found
+
+
+def streaming_types() -> list[str]:
+    """The engines that run streaming jobs."""
+    return [t for t in types() if _ENGINES[t].capabilities.streaming]
 
 
 def batch_engine(type_: str, field: str = "engine") -> Engine:

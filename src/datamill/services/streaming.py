@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from datamill import engines
 from datamill.config import Settings
 from datamill.connectors.streams.ingest_log import ingest_log, job_dir
 from datamill.domain.common import Page, PageOf
@@ -144,7 +145,10 @@ def _check(
     ``dataSourceId`` (they must exist in the project and be of a type the operator uses)
     and the jobs they name in ``targetJobId``. Problems stay grouped per operator, in the
     pipeline's order."""
-    info = {key: list(problems) for key, problems in check_pipeline(body).info.items()}
+    info = {
+        key: list(problems)
+        for key, problems in check_pipeline(body, engines.streaming_types()).info.items()
+    }
     operators = stored(body)["operatorInstances"]
     found = stream_connection_problems(session, project_id, operators)
     for op_id, problems in target_job_problems(session, project_id, job_id, operators).items():

@@ -17,6 +17,7 @@ Where things live: :mod:`.jobs` (the job body), :mod:`.states` (the state machin
 operator, registered in :data:`OPERATORS`).
 """
 
+from datamill.domain.common import DEFAULT_ENGINE
 from datamill.domain.expressions import FieldType, Symbol
 from datamill.domain.streaming.check import (
     DEFINITION,
@@ -26,7 +27,6 @@ from datamill.domain.streaming.check import (
     check_pipeline,
 )
 from datamill.domain.streaming.jobs import (
-    DEFAULT_ENGINE,
     ENGINES,
     MAX_OPERATORS,
     OPERATOR_ID_RULE,

@@ -9,13 +9,12 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from datamill.domain.common import Model
+from datamill.domain.common import DEFAULT_ENGINE, Model
 
 MAX_OPERATORS = 200
 OPERATOR_ID_RULE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-DEFAULT_ENGINE = "duckdb"
 ENGINES = (DEFAULT_ENGINE,)
-"""The engines a streaming job can name (``engine``)."""
+"""The engines a streaming job can name (``engine``) when the caller gives no list."""
 
 
 def _check_operator_id(value: str) -> str:

@@ -8,9 +8,8 @@ from typing import Any
 
 from pydantic import Field
 
-from datamill.domain.common import Model
+from datamill.domain.common import DEFAULT_ENGINE, Model
 from datamill.domain.streaming.jobs import (
-    DEFAULT_ENGINE,
     Definition,
     JobInputType,
     JobType,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 from datamill.domain.datasources import FileType
 from datamill.engines.base import Capabilities, Sandbox
 from datamill.engines.duckdb.batch import DuckDBSession
 from datamill.engines.duckdb.sql import DIALECT
+from datamill.engines.streaming import MicroBatchExecutor, StateStore
 
 
 class DuckDBEngine:
@@ -23,3 +28,10 @@ class DuckDBEngine:
 
     def session(self, sandbox: Sandbox, *, profiling: bool = False) -> DuckDBSession:
         return DuckDBSession(sandbox, profiling=profiling)
+
+    def open_stream(
+        self, job_dir: Path, *, memory_limit: str, threads: int, steps: Sequence[Any]
+    ) -> tuple[MicroBatchExecutor, StateStore]:
+        from datamill.engines.duckdb.streaming import open_job  # batch workers need none of it
+
+        return open_job(job_dir, memory_limit=memory_limit, threads=threads, steps=steps)

@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from datamill import engines
 from datamill.connectors.streams.base import StreamConnection, StreamSource
 from datamill.connectors.streams.ingest_log import IngestLog
 from datamill.domain.streaming import (
@@ -38,7 +39,6 @@ from datamill.domain.streaming import (
     check_pipeline,
     merge,
 )
-from datamill.engines.duckdb.streaming import open_job
 from datamill.engines.streaming import (
     BatchContext,
     Checkpoint,
@@ -118,7 +118,7 @@ class Engine:
         self.log = log or JobLog(config.job_dir / "engine.log")
         self.body = StreamingJobBody.model_validate(config.body)
         self.runtime = self.body.runtime or StreamingRuntime()
-        self.check = check_pipeline(self.body)
+        self.check = check_pipeline(self.body, engines.streaming_types())
         self._given_sources = sources or {}
         self.plan: Plan | None = None
         self.executor: MicroBatchExecutor | None = None
@@ -166,7 +166,8 @@ class Engine:
         self.plan = compile_plan(self.body, self.check, ctx, self.runtime)
         for op_id, count in self.plan.parallelism.items():
             self.log(f"operator '{op_id}': parallelism {count} recorded (runs as one task)")
-        self.executor, self.store = open_job(
+        engine = engines.get(self.body.engine)
+        self.executor, self.store = engine.open_stream(
             config.job_dir,
             memory_limit=config.memory_limit,
             threads=self.runtime.parallelism or config.threads,
