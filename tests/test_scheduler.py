@@ -18,10 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from datamill.config import Settings
-from datamill.runtime.scheduler import start_scheduler, stop_scheduler
+from datamill.runtime.process import stop_process
 from datamill.runtime.worker import WorkerPool
+from datamill.scheduler import tick as scheduling
+from datamill.scheduler.process import SchedulerLoop
 from datamill.services import runs
-from datamill.services import scheduler as scheduling
 from datamill.store.jobs import JobRow
 from datamill.store.runs import RunRow
 from tests.conftest import Api, assert_error
@@ -32,9 +33,9 @@ T0 = datetime(2090, 1, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="session")
 def scheduler_process(settings: Settings, workers: WorkerPool) -> Iterator[BaseProcess]:
-    process = start_scheduler(settings)
+    process = SchedulerLoop.spawn(settings)
     yield process
-    stop_scheduler(process)
+    stop_process(process)
 
 
 @pytest.fixture

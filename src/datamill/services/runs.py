@@ -8,17 +8,15 @@ on SQLite or PostgreSQL, and no transition outside the state machine in
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import String, bindparam, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -41,22 +39,22 @@ from datamill.domain.runs import (
 )
 from datamill.engines.duckdb import json_safe
 from datamill.errors import DatamillError, E
+from datamill.scheduler.triggers import reset_schedule
 from datamill.services.access import ProjectAccess
 from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
-from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
 from datamill.services.wakeups import mark_runs_changed
-from datamill.store.base import UTCDateTime, fetch_page, utcnow
+from datamill.store import runs as store
+from datamill.store.base import fetch_page, utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
 
+Run = RunRow
+"""A run as the store holds it; the processes hand it back to this module's functions."""
+
 DEFAULT_EXPORT_RETRIES = 3
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
 def _transition(
@@ -78,16 +76,7 @@ def _transition(
     before = RunStatus(run.status)
     if not allowed(before, after):
         return False
-    guard = [RunRow.id == run.id, RunRow.status == before.value]
-    if holder is not None:
-        guard.append(RunRow.worker == holder)
-    result = session.execute(
-        update(RunRow)
-        .where(*guard)
-        .values(status=after.value, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not store.transition(session, run.id, before, after, holder, values):
         if commit:  # end the transaction (and its row locks); a caller's open one stays
             session.rollback()
         return False
@@ -106,7 +95,7 @@ def _transition(
 def log_line(
     session: Session, run_pk: int, line: str, level: str = "info", *, commit: bool = True
 ) -> None:
-    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level, at=utcnow()))
+    store.add_log_line(session, run_pk, line, level)
     if commit:
         session.commit()
 
@@ -207,13 +196,7 @@ def stop_job(session: Session, access: ProjectAccess, name: str) -> int:
     job.last_outcome = f"stopped by {access.principal.name}"
     session.commit()
     affected = 0
-    runs = session.scalars(
-        select(RunRow).where(
-            RunRow.job_id == job.id,
-            RunRow.status.in_([s.value for s in (*CLAIMABLE, RunStatus.Running)]),
-        )
-    ).all()
-    for run in runs:
+    for run in store.stoppable(session, job.id):
         if RunStatus(run.status) == RunStatus.Running:
             changed = _transition(session, run, RunStatus.Cancelling, cancel_requested=True)
         else:
@@ -301,67 +284,13 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
 # --- workers -------------------------------------------------------------------------------
 
 
-def _claim_statement(dialect: str) -> Any:
-    """The claim as one UPDATE … RETURNING (built once per dialect: building is costly)."""
-    pick, busy = aliased(RunRow), aliased(RunRow)
-    serial_busy = (
-        select(JobRow.id)
-        .join(busy, busy.job_id == JobRow.id)
-        .where(
-            JobRow.serial.is_(True),
-            busy.target == JOB_TARGET,
-            busy.status.in_([s.value for s in ACTIVE]),
-        )
-    )
-    now = bindparam("now", type_=UTCDateTime())
-    oldest = (
-        select(pick.id)
-        .where(
-            pick.status.in_([s.value for s in CLAIMABLE]),
-            pick.queued_at <= now,
-            or_(pick.target != JOB_TARGET, pick.job_id.not_in(serial_busy)),
-        )
-        .order_by(pick.queued_at, pick.id)
-        .limit(1)
-    )
-    if dialect == "postgresql":
-        oldest = oldest.with_for_update(skip_locked=True, of=pick)
-    return (
-        update(RunRow)
-        .where(
-            RunRow.id == oldest.scalar_subquery(),
-            RunRow.status.in_([s.value for s in CLAIMABLE]),
-        )
-        .values(
-            status=RunStatus.Running.value,
-            worker=bindparam("worker", type_=String()),
-            heartbeat_at=now,
-            start_time=now,
-            end_time=None,
-            attempt=RunRow.attempt + 1,
-        )
-        .returning(RunRow)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-
-
-_CLAIMS: dict[str, Any] = {}
-assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # what a claim writes
-
-
 def claim_next(session: Session, worker: str) -> RunRow | None:
     """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
 
-    One statement, ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
-    (claimable) RETURNING …``, and the attempt's log line in the same transaction. On
-    PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so concurrent workers take
-    different runs; SQLite serializes writers.
+    One statement (:func:`datamill.store.runs.claim`) and the attempt's log line in the
+    same transaction.
     """
-    dialect = session.get_bind().dialect.name
-    statement = _CLAIMS.get(dialect)
-    if statement is None:
-        statement = _CLAIMS[dialect] = _claim_statement(dialect)
-    run: RunRow | None = session.scalars(statement, {"now": utcnow(), "worker": worker}).first()
+    run = store.claim(session, worker, utcnow())
     if run is not None:  # the attempt's first log line, with the claim
         log_line(session, run.id, f"attempt {run.attempt} started on {worker}", commit=False)
     session.commit()
@@ -375,19 +304,22 @@ def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
     declared lost and claimed again): a run never executes twice at the same time. One
     statement (``UPDATE … RETURNING status``) and its commit; no transaction stays open.
     """
-    status = session.scalar(
-        update(RunRow)
-        .where(
-            RunRow.id == run_pk,
-            RunRow.worker == worker,
-            RunRow.status.in_([s.value for s in ACTIVE]),
-        )
-        .values(heartbeat_at=utcnow())
-        .returning(RunRow.status)
-        .execution_options(synchronize_session=False)
-    )
+    status = store.heartbeat(session, run_pk, worker)
     session.commit()
     return status != RunStatus.Running.value
+
+
+def find(session: Session, run_pk: int) -> RunRow | None:
+    return session.get(RunRow, run_pk)
+
+
+def max_run_seconds(session: Session, run: RunRow, default: int) -> int | None:
+    """How long a job run may execute: its job's ``maxRunSeconds``, else ``default``; None
+    when the job is gone."""
+    job = session.get(JobRow, run.job_id)
+    if job is None:
+        return None
+    return int(job.definition.get("maxRunSeconds") or default)
 
 
 def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
@@ -396,7 +328,7 @@ def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
     A worker whose run was declared lost and reaped (or claimed again) holds it no longer:
     whatever it does afterwards with that run is ignored. Reads the row afresh.
     """
-    run = session.get(RunRow, run_pk, populate_existing=True)
+    run = store.reread(session, run_pk)
     if run is None or run.worker != worker or RunStatus(run.status) not in ACTIVE:
         return None
     return run
@@ -478,13 +410,8 @@ def _backoff(run: RunRow) -> timedelta:
 def reap_lost(session: Session, timeout: timedelta) -> int:
     """Runs whose worker stopped sending heartbeats: Failed (or retried), or Canceled."""
     limit = utcnow() - timeout
-    lost = session.scalars(
-        select(RunRow).where(
-            RunRow.status.in_([s.value for s in ACTIVE]), RunRow.heartbeat_at < limit
-        )
-    ).all()
     count = 0
-    for run in lost:
+    for run in store.lost(session, limit):
         why = (
             f"worker {run.worker} lost: no heartbeat since "
             f"{run.heartbeat_at.isoformat() if run.heartbeat_at else 'start'}"
@@ -595,7 +522,7 @@ def run_entry(
 def has_ended(runtime: Runtime, run_pk: int) -> bool:
     """Whether the run is Successful, Failed or Canceled (or gone): one cheap read."""
     with runtime.sessions() as session:
-        status = session.scalar(select(RunRow.status).where(RunRow.id == run_pk))
+        status = store.status_of(session, run_pk)
     return status is None or RunStatus(status) in TERMINAL
 
 

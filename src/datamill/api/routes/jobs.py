@@ -21,8 +21,9 @@ from datamill.api.waits import WaitSeconds, read_released, wait_until
 from datamill.domain.common import Model
 from datamill.domain.jobs import Job, JobBody, StartBody
 from datamill.domain.runs import TERMINAL, History, HistoryEntry, RunLog, RunResult, RunStatus
+from datamill.scheduler import triggers
 from datamill.services import jobs as service
-from datamill.services import runs, triggers
+from datamill.services import runs
 from datamill.store.base import utcnow
 
 router = APIRouter(tags=["batch jobs"])
