@@ -119,9 +119,10 @@ class Worker(ServiceProcess):
     def _execute_sql(self, session: Session, run: runs.Run) -> None:
         stop = threading.Event()
         run_pk = run.id
-        max_seconds = runs.max_run_seconds(session, run, self.runtime.settings.max_run_seconds)
-        if max_seconds is None:
+        job = runs.job_of(session, run)  # held for the run: read once
+        if job is None:
             return
+        max_seconds = job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
         try:
             prepared = batch.prepare(self.runtime, session, run)
         except DatamillError as exc:

@@ -313,13 +313,10 @@ def find(session: Session, run_pk: int) -> RunRow | None:
     return session.get(RunRow, run_pk)
 
 
-def max_run_seconds(session: Session, run: RunRow, default: int) -> int | None:
-    """How long a job run may execute: its job's ``maxRunSeconds``, else ``default``; None
-    when the job is gone."""
-    job = session.get(JobRow, run.job_id)
-    if job is None:
-        return None
-    return int(job.definition.get("maxRunSeconds") or default)
+def job_of(session: Session, run: RunRow) -> JobRow | None:
+    """The run's job. While the caller holds it, the session reads it no more (its
+    identity map keeps a row only as long as something refers to it)."""
+    return session.get(JobRow, run.job_id)
 
 
 def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
