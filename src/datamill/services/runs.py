@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -46,10 +45,10 @@ from datamill.services.runtime import Runtime
 from datamill.services.variables import user_definitions
 from datamill.services.wakeups import mark_runs_changed
 from datamill.store import runs as store
-from datamill.store.base import fetch_page, utcnow
+from datamill.store.base import utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
-from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
+from datamill.store.runs import JOB_TARGET, RunRow
 
 Run = RunRow
 """A run as the store holds it; the processes hand it back to this module's functions."""
@@ -219,18 +218,7 @@ def get_run(
 ) -> tuple[JobRow, RunRow]:
     """A job's run (``target`` 0) or one of its export runs (the export's id); -1 = latest."""
     job = get_job_row(session, project_id, job_name, "jobName")
-    if run_id == -1:
-        run = session.scalars(
-            select(RunRow)
-            .where(RunRow.job_id == job.id, RunRow.target == target)
-            .order_by(RunRow.run_id.desc())
-        ).first()
-    else:
-        run = session.scalars(
-            select(RunRow).where(
-                RunRow.job_id == job.id, RunRow.target == target, RunRow.run_id == run_id
-            )
-        ).first()
+    run = store.find(session, job.id, target, run_id)
     if run is None:
         raise DatamillError(E.RUN_NOT_FOUND, f"job '{job_name}' has no run {run_id}", field="runId")
     return job, run
@@ -474,26 +462,22 @@ def history(
         mine = exports_of_runs(session, job.id, [run.run_id]).get(run.run_id, [])
         entry = history_entry(run).model_copy(update={"exports": mine})
         return History(total=1, page=1, size=size, history=[entry])
-    columns = {
-        "endTime": RunRow.end_time,
-        "startTime": RunRow.start_time,
-        "batchTime": RunRow.batch_time,
-        "runId": RunRow.run_id,
-    }
     key = sort_by.removeprefix("-")
-    if key not in columns:
+    if key not in store.HISTORY_ORDER:
         raise DatamillError(
             E.INVALID_PARAMETER,
-            f"sortBy: '{sort_by}' is not one of {', '.join(columns)} (prefix '-' for descending)",
+            f"sortBy: '{sort_by}' is not one of {', '.join(store.HISTORY_ORDER)} "
+            "(prefix '-' for descending)",
             field="sortBy",
         )
-    column = columns[key]
-    order = column.desc().nulls_first() if sort_by.startswith("-") else column.asc().nulls_last()
-    stmt = select(RunRow).where(RunRow.job_id == job.id, RunRow.target == JOB_TARGET)
-    if status is not None:
-        stmt = stmt.where(RunRow.status == status.value)
-    total, window = fetch_page(
-        session, stmt.order_by(order, RunRow.run_id), (page - 1) * size, size
+    total, window = store.history_page(
+        session,
+        job.id,
+        status.value if status is not None else None,
+        key,
+        sort_by.startswith("-"),
+        (page - 1) * size,
+        size,
     )
     attached = exports_of_runs(session, job.id, [r.run_id for r in window])
     return History(
@@ -545,14 +529,8 @@ def exports_of_runs(
     """Export runs by job run id, for the job's history."""
     if not run_ids:
         return {}
-    pairs = session.execute(
-        select(RunRow, ExportRow.name)
-        .join(ExportRow, ExportRow.id == RunRow.export_id)
-        .where(RunRow.job_id == job_id, RunRow.run_id.in_(run_ids))
-        .order_by(ExportRow.name)
-    ).all()
     found: dict[int, list[ExportRunEntry]] = {}
-    for run, name in pairs:
+    for run, name in store.export_runs(session, job_id, run_ids):
         found.setdefault(run.run_id, []).append(export_entry(run, name))
     return found
 
@@ -564,9 +542,7 @@ def run_log(session: Session, access: ProjectAccess, job_name: str, run_id: int)
 
 def log_of(session: Session, run: RunRow) -> RunLog:
     """A run's log lines (a job run's or an export run's), oldest first."""
-    lines = session.scalars(
-        select(RunLogRow).where(RunLogRow.run_pk == run.id).order_by(RunLogRow.id)
-    ).all()
+    lines = store.log_lines(session, run.id)
     return RunLog(
         runId=run.run_id,
         lines=[f"{line.at.isoformat()} {line.level.upper():5} {line.line}" for line in lines],

@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from datamill.domain.runs import ACTIVE, CLAIMABLE, RunStatus, allowed
-from datamill.store.base import Base, UTCDateTime, utcnow
+from datamill.store.base import Base, UTCDateTime, fetch_page, utcnow
+from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 
 JOB_TARGET = 0
@@ -268,3 +269,67 @@ def run_of_batch(session: Session, job_id: int, batch_time: datetime) -> RunRow 
     return session.scalars(
         select(RunRow).where(RunRow.job_id == job_id, RunRow.batch_time == batch_time)
     ).first()
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def find(session: Session, job_id: int, target: int, run_id: int) -> RunRow | None:
+    """A job's run (``target`` 0) or export run (the export's id) by run id; -1 = latest."""
+    if run_id == -1:
+        return session.scalars(
+            select(RunRow)
+            .where(RunRow.job_id == job_id, RunRow.target == target)
+            .order_by(RunRow.run_id.desc())
+        ).first()
+    return session.scalars(
+        select(RunRow).where(
+            RunRow.job_id == job_id, RunRow.target == target, RunRow.run_id == run_id
+        )
+    ).first()
+
+
+HISTORY_ORDER = {
+    "endTime": RunRow.end_time,
+    "startTime": RunRow.start_time,
+    "batchTime": RunRow.batch_time,
+    "runId": RunRow.run_id,
+}
+"""What a job's history can be sorted by (the API's names)."""
+
+
+def history_page(
+    session: Session,
+    job_id: int,
+    status: str | None,
+    order: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[RunRow]]:
+    """How many runs of the job (with ``status``) there are, and one page of them in the
+    ``order`` of :data:`HISTORY_ORDER` (the runs not yet started first when descending)."""
+    column = HISTORY_ORDER[order]
+    by = column.desc().nulls_first() if descending else column.asc().nulls_last()
+    stmt = select(RunRow).where(RunRow.job_id == job_id, RunRow.target == JOB_TARGET)
+    if status is not None:
+        stmt = stmt.where(RunRow.status == status)
+    return fetch_page(session, stmt.order_by(by, RunRow.run_id), offset, limit)
+
+
+def export_runs(session: Session, job_id: int, run_ids: list[int]) -> Sequence[tuple[RunRow, str]]:
+    """The export runs of the job's runs ``run_ids``, each with its export's name, by name."""
+    pairs = session.execute(
+        select(RunRow, ExportRow.name)
+        .join(ExportRow, ExportRow.id == RunRow.export_id)
+        .where(RunRow.job_id == job_id, RunRow.run_id.in_(run_ids))
+        .order_by(ExportRow.name)
+    ).all()
+    return [(run, name) for run, name in pairs]
+
+
+def log_lines(session: Session, run_pk: int) -> Sequence[RunLogRow]:
+    """A run's log lines, oldest first."""
+    return session.scalars(
+        select(RunLogRow).where(RunLogRow.run_pk == run_pk).order_by(RunLogRow.id)
+    ).all()
