@@ -1,4 +1,4 @@
-"""The scheduler: triggers decide fire times; one lease holder turns them into runs.
+"""The scheduler's tick: triggers decide fire times; one lease holder turns them into runs.
 
 A job's next fire time is stored on the job (``next_fire_at``). A scheduler tick queues the
 runs of every due job and advances ``next_fire_at`` in the same transaction, so a crash
