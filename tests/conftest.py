@@ -26,7 +26,8 @@ from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
 from datamill.config import Settings
-from datamill.runtime.streaming.supervisor import start_supervisor, stop_supervisor
+from datamill.runtime.process import stop_process
+from datamill.runtime.streaming.supervisor import STOP_SECONDS, Supervisor
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
 from tests.servers import (
@@ -177,9 +178,9 @@ def streaming_engine(settings: Settings, runtime: Runtime) -> Iterator[BaseProce
     """The streaming supervisor process on the session's store, for the tests of one module
     (it runs each started job in an engine process of its own). Module-scoped: tests
     elsewhere play the engine's part themselves and must not meet a real one."""
-    process = start_supervisor(settings)
+    process = Supervisor.spawn(settings)
     yield process
-    stop_supervisor(process)
+    stop_process(process, timeout=STOP_SECONDS)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datamill.domain.cron import CronExpression, parse_zone
 from datamill.errors import DatamillError, E
+from datamill.scheduler.cron import CronExpression, parse_zone
 
 UTC_ZONE = ZoneInfo("UTC")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -18,12 +18,13 @@ import pytest
 from sqlalchemy import select
 
 from datamill.config import Settings
-from datamill.runtime.scheduler import start_scheduler, stop_scheduler
+from datamill.runtime.process import stop_process
 from datamill.runtime.worker import WorkerPool
+from datamill.scheduler import tick as scheduling
+from datamill.scheduler.process import SchedulerLoop
 from datamill.services import runs
-from datamill.services import scheduler as scheduling
 from datamill.store.jobs import JobRow
-from datamill.store.runs import RunRow
+from datamill.store.runs import RunLogRow, RunRow
 from tests.conftest import Api, assert_error
 from tests.test_jobs import TERMINAL, job_body, make_source, start, wait_for
 
@@ -32,9 +33,9 @@ T0 = datetime(2090, 1, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="session")
 def scheduler_process(settings: Settings, workers: WorkerPool) -> Iterator[BaseProcess]:
-    process = start_scheduler(settings)
+    process = SchedulerLoop.spawn(settings)
     yield process
-    stop_scheduler(process)
+    stop_process(process)
 
 
 @pytest.fixture
@@ -350,10 +351,10 @@ def test_one_conflict_does_not_undo_the_other_jobs_of_a_tick(
     assert job_row(api, jobs[1].id).next_fire_at == T0 + timedelta(hours=1)
     with api.runtime.sessions() as session:
         lines = session.scalars(
-            select(runs.RunLogRow.line)
-            .join(RunRow, RunRow.id == runs.RunLogRow.run_pk)
+            select(RunLogRow.line)
+            .join(RunRow, RunRow.id == RunLogRow.run_pk)
             .where(RunRow.job_id == jobs[0].id)
-            .order_by(runs.RunLogRow.id)
+            .order_by(RunLogRow.id)
         ).all()
     assert lines[0] == f"queued by schedule for batch {T0.isoformat()}"  # then a worker's
     assert sum(line.startswith("queued by") for line in lines) == 1

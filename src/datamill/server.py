@@ -12,9 +12,10 @@ from datamill.api.app import create_app
 from datamill.config import Settings
 from datamill.demo import install_demo
 from datamill.logs import configure_logging
-from datamill.runtime.scheduler import start_scheduler, stop_scheduler
+from datamill.runtime.process import stop_process
 from datamill.runtime.streaming.supervisor import SupervisorHolder
 from datamill.runtime.worker import WorkerPool
+from datamill.scheduler.process import SchedulerLoop
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
 
@@ -58,7 +59,7 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     pool = WorkerPool(settings, settings.workers)
     pool.start()
     supervisor = pool.supervise(interval=2.0)
-    scheduler = start_scheduler(settings) if settings.scheduler else None
+    scheduler = SchedulerLoop.spawn(settings) if settings.scheduler else None
     streaming = SupervisorHolder(settings) if settings.streaming_engine else None
     print(
         f"workers: {settings.workers} processes; scheduler: {bool(scheduler)}; "
@@ -76,7 +77,7 @@ def serve(settings: Settings, *, demo: bool = False) -> None:
     finally:
         supervisor.set()
         if scheduler is not None:
-            stop_scheduler(scheduler)
+            stop_process(scheduler)
         if streaming is not None:
             streaming.stop()
         pool.stop()

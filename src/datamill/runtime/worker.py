@@ -10,15 +10,16 @@ A worker that is asked to shut down returns its run to Ready for another worker.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import contextlib
 import queue
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
+from typing import ClassVar
 
 import structlog
 from sqlalchemy.orm import Session
@@ -28,13 +29,11 @@ from datamill.connectors.sinks.base import SinkError, TransientSinkError
 from datamill.domain.runs import RunStatus
 from datamill.errors import DatamillError
 from datamill.runtime import batch
-from datamill.runtime.lifecycle import child_runtime, parent_alive
+from datamill.runtime.process import ServiceProcess
+from datamill.scheduler import tick as scheduling
 from datamill.services import exports, runs
-from datamill.services import scheduler as scheduling
 from datamill.services.runtime import Runtime
 from datamill.services.wakeups import Listener
-from datamill.store.jobs import JobRow
-from datamill.store.runs import RunRow
 
 log = structlog.get_logger("datamill.worker")
 
@@ -44,37 +43,39 @@ REUSE_CONNECTION_SECONDS = 5.0
 """A run that took longer finishes on a freshly checked-out (pinged) store connection."""
 
 
-class Worker:
+class Worker(ServiceProcess):
     """One worker loop. ``run_forever`` returns once ``shutdown`` is set."""
+
+    role: ClassVar[str] = "worker"
 
     def __init__(
         self, runtime: Runtime, name: str, shutdown: threading.Event | None = None
     ) -> None:
-        self.runtime = runtime
-        self.name = name
-        self.shutdown = shutdown or threading.Event()
+        super().__init__(runtime, name, shutdown)
         settings = runtime.settings
         self.poll = settings.worker_poll_seconds
         self.lost_after = timedelta(seconds=settings.run_lost_after_seconds)
         self._last_reap = 0.0
         self.listener: Listener | None = None
+        self._idle = self.poll
         self._janitor = Janitor()
 
-    def run_forever(self, parent: int | None = None) -> None:
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
         self.listener = self.runtime.wakeups.listen("worker")
         # woken when runs are queued here; the poll still finds runs queued elsewhere,
         # retries whose back-off ended, and runs whose worker was lost
-        idle = max(self.poll, WOKEN_POLL_SECONDS) if self.listener else self.poll
+        self._idle = max(self.poll, WOKEN_POLL_SECONDS) if self.listener else self.poll
         try:
-            while not self.shutdown.is_set():
-                if parent is not None and not parent_alive(parent):
-                    return
-                if not self.step():
-                    self._sleep(idle)
+            yield
         finally:
             if self.listener is not None:
                 self.listener.close()
                 self.listener = None
+
+    def cycle(self) -> None:
+        if not self.step():
+            self._sleep(self._idle)
 
     def _sleep(self, seconds: float) -> None:
         if self.listener is None:
@@ -83,8 +84,7 @@ class Worker:
             self.listener.wait(seconds)
 
     def stop(self) -> None:
-        """Ask the loop to return (from a signal handler or another thread)."""
-        self.shutdown.set()
+        super().stop()
         if self.listener is not None:
             self.listener.poke()
 
@@ -110,16 +110,16 @@ class Worker:
             self.execute(session, run)
         return True
 
-    def execute(self, session: Session, run: RunRow) -> None:
+    def execute(self, session: Session, run: runs.Run) -> None:
         if run.export_id is not None:
             self._execute_export(run.id)
         else:
             self._execute_sql(session, run)
 
-    def _execute_sql(self, session: Session, run: RunRow) -> None:
+    def _execute_sql(self, session: Session, run: runs.Run) -> None:
         stop = threading.Event()
         run_pk = run.id
-        job = session.get(JobRow, run.job_id)
+        job = runs.job_of(session, run)  # held for the run: read once
         if job is None:
             return
         max_seconds = job.definition.get("maxRunSeconds") or self.runtime.settings.max_run_seconds
@@ -179,7 +179,7 @@ class Worker:
             self._hand_back(run_pk)
             return
 
-        def publish_then_trigger(session: Session, run: RunRow) -> None:
+        def publish_then_trigger(session: Session, run: runs.Run) -> None:
             # the replaced result goes to the run's folder, which the janitor removes later
             retired = prepared.staging.parent / "replaced"
             batch.publish(prepared.staging, prepared.target, retire_into=retired)
@@ -213,7 +213,7 @@ class Worker:
         stats: dict[str, int | None] | None = None
         temp = self.runtime.settings.resolved_data_dir / "tmp" / f"export-{run_pk}"
         with self.runtime.sessions() as session:
-            run = session.get(RunRow, run_pk)
+            run = runs.find(session, run_pk)
             if run is None:
                 return
 
@@ -285,30 +285,10 @@ class Janitor:
             batch.cleanup(self._queue.get())
 
 
-def after_job_success(session: Session, run: RunRow) -> None:
+def after_job_success(session: Session, run: runs.Run) -> None:
     """In the transaction that marks a job run Successful: queue depend jobs and exports."""
     scheduling.trigger_dependants(session, run)
     exports.queue_exports(session, run)
-
-
-def worker_main(settings_json: str, index: int, parent_pid: int) -> None:
-    """Entry point of a worker process."""
-    shutdown = threading.Event()
-    holder: list[Worker] = []
-
-    def stop() -> None:
-        shutdown.set()
-        for worker in holder:
-            worker.stop()
-
-    parent, runtime = child_runtime(settings_json, parent_pid, stop)
-    worker = Worker(runtime, f"{runs.worker_name()}/{index}", shutdown)
-    holder.append(worker)
-    log.info("worker started", worker=worker.name)
-    try:
-        worker.run_forever(parent)
-    finally:
-        runtime.close()
 
 
 @dataclass
@@ -346,15 +326,7 @@ class WorkerPool:
         return done
 
     def _spawn(self, index: int) -> BaseProcess:
-        context = multiprocessing.get_context("spawn")
-        process = context.Process(
-            target=worker_main,
-            args=(self.settings.model_dump_json(), index, os.getpid()),
-            name=f"datamill-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        return process
+        return Worker.spawn(self.settings, index)
 
     def stop(self, timeout: float = 10.0) -> None:
         for process in self.processes:

@@ -47,3 +47,10 @@ def open_project(session: Session, principal: Principal, name: str, needed: Role
             f"it needs '{needed.value}' or higher",
         )
     return ProjectAccess(project, role, principal)
+
+
+def service_access(session: Session, name: str, principal: Principal) -> ProjectAccess | None:
+    """Owner access to the project ``name`` for the service's own processes (the streaming
+    engine), which act for nobody; None when the project is gone."""
+    project = get_project(session, name)
+    return None if project is None else ProjectAccess(project, Role.owner, principal)

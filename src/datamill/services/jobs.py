@@ -23,9 +23,9 @@ from datamill.domain.jobs import (
 )
 from datamill.engines.base import QueryFailed, Sandbox, TableInput
 from datamill.errors import DatamillError, E
+from datamill.scheduler import triggers
 from datamill.security.sql_gate import gate
 from datamill.services import datasources as datasource_service
-from datamill.services import triggers
 from datamill.services.access import ProjectAccess
 from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime

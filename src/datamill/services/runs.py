@@ -8,17 +8,14 @@ on SQLite or PostgreSQL, and no transition outside the state machine in
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import String, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -41,22 +38,22 @@ from datamill.domain.runs import (
 )
 from datamill.domain.values import json_value
 from datamill.errors import DatamillError, E
+from datamill.scheduler.triggers import reset_schedule
 from datamill.services.access import ProjectAccess
 from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
-from datamill.services.triggers import reset_schedule
 from datamill.services.variables import user_definitions
 from datamill.services.wakeups import mark_runs_changed
-from datamill.store.base import UTCDateTime, fetch_page, utcnow
+from datamill.store import runs as store
+from datamill.store.base import utcnow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
-from datamill.store.runs import JOB_TARGET, RunLogRow, RunRow
+from datamill.store.runs import JOB_TARGET, RunRow
+
+Run = RunRow
+"""A run as the store holds it; the processes hand it back to this module's functions."""
 
 DEFAULT_EXPORT_RETRIES = 3
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
 def _transition(
@@ -78,16 +75,7 @@ def _transition(
     before = RunStatus(run.status)
     if not allowed(before, after):
         return False
-    guard = [RunRow.id == run.id, RunRow.status == before.value]
-    if holder is not None:
-        guard.append(RunRow.worker == holder)
-    result = session.execute(
-        update(RunRow)
-        .where(*guard)
-        .values(status=after.value, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not store.transition(session, run.id, before, after, holder, values):
         if commit:  # end the transaction (and its row locks); a caller's open one stays
             session.rollback()
         return False
@@ -106,7 +94,7 @@ def _transition(
 def log_line(
     session: Session, run_pk: int, line: str, level: str = "info", *, commit: bool = True
 ) -> None:
-    session.add(RunLogRow(run_pk=run_pk, line=line[:4000], level=level, at=utcnow()))
+    store.add_log_line(session, run_pk, line, level)
     if commit:
         session.commit()
 
@@ -207,13 +195,7 @@ def stop_job(session: Session, access: ProjectAccess, name: str) -> int:
     job.last_outcome = f"stopped by {access.principal.name}"
     session.commit()
     affected = 0
-    runs = session.scalars(
-        select(RunRow).where(
-            RunRow.job_id == job.id,
-            RunRow.status.in_([s.value for s in (*CLAIMABLE, RunStatus.Running)]),
-        )
-    ).all()
-    for run in runs:
+    for run in store.stoppable(session, job.id):
         if RunStatus(run.status) == RunStatus.Running:
             changed = _transition(session, run, RunStatus.Cancelling, cancel_requested=True)
         else:
@@ -236,18 +218,7 @@ def get_run(
 ) -> tuple[JobRow, RunRow]:
     """A job's run (``target`` 0) or one of its export runs (the export's id); -1 = latest."""
     job = get_job_row(session, project_id, job_name, "jobName")
-    if run_id == -1:
-        run = session.scalars(
-            select(RunRow)
-            .where(RunRow.job_id == job.id, RunRow.target == target)
-            .order_by(RunRow.run_id.desc())
-        ).first()
-    else:
-        run = session.scalars(
-            select(RunRow).where(
-                RunRow.job_id == job.id, RunRow.target == target, RunRow.run_id == run_id
-            )
-        ).first()
+    run = store.find(session, job.id, target, run_id)
     if run is None:
         raise DatamillError(E.RUN_NOT_FOUND, f"job '{job_name}' has no run {run_id}", field="runId")
     return job, run
@@ -301,67 +272,13 @@ def rerun(session: Session, access: ProjectAccess, job_name: str, run_id: int) -
 # --- workers -------------------------------------------------------------------------------
 
 
-def _claim_statement(dialect: str) -> Any:
-    """The claim as one UPDATE … RETURNING (built once per dialect: building is costly)."""
-    pick, busy = aliased(RunRow), aliased(RunRow)
-    serial_busy = (
-        select(JobRow.id)
-        .join(busy, busy.job_id == JobRow.id)
-        .where(
-            JobRow.serial.is_(True),
-            busy.target == JOB_TARGET,
-            busy.status.in_([s.value for s in ACTIVE]),
-        )
-    )
-    now = bindparam("now", type_=UTCDateTime())
-    oldest = (
-        select(pick.id)
-        .where(
-            pick.status.in_([s.value for s in CLAIMABLE]),
-            pick.queued_at <= now,
-            or_(pick.target != JOB_TARGET, pick.job_id.not_in(serial_busy)),
-        )
-        .order_by(pick.queued_at, pick.id)
-        .limit(1)
-    )
-    if dialect == "postgresql":
-        oldest = oldest.with_for_update(skip_locked=True, of=pick)
-    return (
-        update(RunRow)
-        .where(
-            RunRow.id == oldest.scalar_subquery(),
-            RunRow.status.in_([s.value for s in CLAIMABLE]),
-        )
-        .values(
-            status=RunStatus.Running.value,
-            worker=bindparam("worker", type_=String()),
-            heartbeat_at=now,
-            start_time=now,
-            end_time=None,
-            attempt=RunRow.attempt + 1,
-        )
-        .returning(RunRow)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-
-
-_CLAIMS: dict[str, Any] = {}
-assert all(allowed(s, RunStatus.Running) for s in CLAIMABLE)  # what a claim writes
-
-
 def claim_next(session: Session, worker: str) -> RunRow | None:
     """Claim the oldest claimable run for ``worker`` and commit; None when there is none.
 
-    One statement, ``UPDATE … WHERE id = (the oldest claimable run) AND status IN
-    (claimable) RETURNING …``, and the attempt's log line in the same transaction. On
-    PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``, so concurrent workers take
-    different runs; SQLite serializes writers.
+    One statement (:func:`datamill.store.runs.claim`) and the attempt's log line in the
+    same transaction.
     """
-    dialect = session.get_bind().dialect.name
-    statement = _CLAIMS.get(dialect)
-    if statement is None:
-        statement = _CLAIMS[dialect] = _claim_statement(dialect)
-    run: RunRow | None = session.scalars(statement, {"now": utcnow(), "worker": worker}).first()
+    run = store.claim(session, worker, utcnow())
     if run is not None:  # the attempt's first log line, with the claim
         log_line(session, run.id, f"attempt {run.attempt} started on {worker}", commit=False)
     session.commit()
@@ -375,19 +292,19 @@ def heartbeat(session: Session, run_pk: int, worker: str) -> bool:
     declared lost and claimed again): a run never executes twice at the same time. One
     statement (``UPDATE … RETURNING status``) and its commit; no transaction stays open.
     """
-    status = session.scalar(
-        update(RunRow)
-        .where(
-            RunRow.id == run_pk,
-            RunRow.worker == worker,
-            RunRow.status.in_([s.value for s in ACTIVE]),
-        )
-        .values(heartbeat_at=utcnow())
-        .returning(RunRow.status)
-        .execution_options(synchronize_session=False)
-    )
+    status = store.heartbeat(session, run_pk, worker)
     session.commit()
     return status != RunStatus.Running.value
+
+
+def find(session: Session, run_pk: int) -> RunRow | None:
+    return session.get(RunRow, run_pk)
+
+
+def job_of(session: Session, run: RunRow) -> JobRow | None:
+    """The run's job. While the caller holds it, the session reads it no more (its
+    identity map keeps a row only as long as something refers to it)."""
+    return session.get(JobRow, run.job_id)
 
 
 def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
@@ -396,7 +313,7 @@ def holding(session: Session, run_pk: int, worker: str) -> RunRow | None:
     A worker whose run was declared lost and reaped (or claimed again) holds it no longer:
     whatever it does afterwards with that run is ignored. Reads the row afresh.
     """
-    run = session.get(RunRow, run_pk, populate_existing=True)
+    run = store.reread(session, run_pk)
     if run is None or run.worker != worker or RunStatus(run.status) not in ACTIVE:
         return None
     return run
@@ -478,13 +395,8 @@ def _backoff(run: RunRow) -> timedelta:
 def reap_lost(session: Session, timeout: timedelta) -> int:
     """Runs whose worker stopped sending heartbeats: Failed (or retried), or Canceled."""
     limit = utcnow() - timeout
-    lost = session.scalars(
-        select(RunRow).where(
-            RunRow.status.in_([s.value for s in ACTIVE]), RunRow.heartbeat_at < limit
-        )
-    ).all()
     count = 0
-    for run in lost:
+    for run in store.lost(session, limit):
         why = (
             f"worker {run.worker} lost: no heartbeat since "
             f"{run.heartbeat_at.isoformat() if run.heartbeat_at else 'start'}"
@@ -550,26 +462,22 @@ def history(
         mine = exports_of_runs(session, job.id, [run.run_id]).get(run.run_id, [])
         entry = history_entry(run).model_copy(update={"exports": mine})
         return History(total=1, page=1, size=size, history=[entry])
-    columns = {
-        "endTime": RunRow.end_time,
-        "startTime": RunRow.start_time,
-        "batchTime": RunRow.batch_time,
-        "runId": RunRow.run_id,
-    }
     key = sort_by.removeprefix("-")
-    if key not in columns:
+    if key not in store.HISTORY_ORDER:
         raise DatamillError(
             E.INVALID_PARAMETER,
-            f"sortBy: '{sort_by}' is not one of {', '.join(columns)} (prefix '-' for descending)",
+            f"sortBy: '{sort_by}' is not one of {', '.join(store.HISTORY_ORDER)} "
+            "(prefix '-' for descending)",
             field="sortBy",
         )
-    column = columns[key]
-    order = column.desc().nulls_first() if sort_by.startswith("-") else column.asc().nulls_last()
-    stmt = select(RunRow).where(RunRow.job_id == job.id, RunRow.target == JOB_TARGET)
-    if status is not None:
-        stmt = stmt.where(RunRow.status == status.value)
-    total, window = fetch_page(
-        session, stmt.order_by(order, RunRow.run_id), (page - 1) * size, size
+    total, window = store.history_page(
+        session,
+        job.id,
+        status.value if status is not None else None,
+        key,
+        sort_by.startswith("-"),
+        (page - 1) * size,
+        size,
     )
     attached = exports_of_runs(session, job.id, [r.run_id for r in window])
     return History(
@@ -595,7 +503,7 @@ def run_entry(
 def has_ended(runtime: Runtime, run_pk: int) -> bool:
     """Whether the run is Successful, Failed or Canceled (or gone): one cheap read."""
     with runtime.sessions() as session:
-        status = session.scalar(select(RunRow.status).where(RunRow.id == run_pk))
+        status = store.status_of(session, run_pk)
     return status is None or RunStatus(status) in TERMINAL
 
 
@@ -621,14 +529,8 @@ def exports_of_runs(
     """Export runs by job run id, for the job's history."""
     if not run_ids:
         return {}
-    pairs = session.execute(
-        select(RunRow, ExportRow.name)
-        .join(ExportRow, ExportRow.id == RunRow.export_id)
-        .where(RunRow.job_id == job_id, RunRow.run_id.in_(run_ids))
-        .order_by(ExportRow.name)
-    ).all()
     found: dict[int, list[ExportRunEntry]] = {}
-    for run, name in pairs:
+    for run, name in store.export_runs(session, job_id, run_ids):
         found.setdefault(run.run_id, []).append(export_entry(run, name))
     return found
 
@@ -640,9 +542,7 @@ def run_log(session: Session, access: ProjectAccess, job_name: str, run_id: int)
 
 def log_of(session: Session, run: RunRow) -> RunLog:
     """A run's log lines (a job run's or an export run's), oldest first."""
-    lines = session.scalars(
-        select(RunLogRow).where(RunLogRow.run_pk == run.id).order_by(RunLogRow.id)
-    ).all()
+    lines = store.log_lines(session, run.id)
     return RunLog(
         runId=run.run_id,
         lines=[f"{line.at.isoformat()} {line.level.upper():5} {line.line}" for line in lines],

@@ -25,9 +25,11 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
+from typing import ClassVar
 
 import structlog
 from sqlalchemy.orm import Session
@@ -35,19 +37,16 @@ from sqlalchemy.orm import Session
 from datamill.config import Settings
 from datamill.connectors.streams.base import StreamConnection
 from datamill.connectors.streams.ingest_log import job_dir
-from datamill.domain.projects import Role
 from datamill.domain.streaming import JobState, StreamingJobBody
 from datamill.domain.users import Principal
 from datamill.errors import DatamillError, E
-from datamill.runtime.lifecycle import child_runtime, die_with_parent, parent_alive
+from datamill.runtime.process import ServiceProcess, die_with_parent, stop_process
 from datamill.runtime.streaming.engine import Engine, EngineConfig, JobLog
 from datamill.runtime.streaming.plan import connection_names
-from datamill.services import runs
 from datamill.services import streaming as service
-from datamill.services.access import ProjectAccess
+from datamill.services.access import service_access
 from datamill.services.datasources import stream_connection
 from datamill.services.runtime import Runtime
-from datamill.store.projects import get_project
 
 log = structlog.get_logger("datamill.streaming")
 FAILURE_FILE = "failure.txt"
@@ -55,6 +54,8 @@ STABLE_SECONDS = 30.0
 """An engine that ran this long before it failed restarts at once; one that failed sooner
 waits 0.5 s, 1 s, 2 s … (at most :data:`MAX_BACKOFF_SECONDS`) before the next try."""
 MAX_BACKOFF_SECONDS = 10.0
+STOP_SECONDS = 15.0
+"""How long the supervisor's engines have to checkpoint and exit when it is stopped."""
 
 
 def engine_main(config: EngineConfig, parent_pid: int, ready: EventType) -> None:
@@ -108,32 +109,34 @@ class Waiting:
     due: float
 
 
-class Supervisor:
+class Supervisor(ServiceProcess):
     """The loop of the supervisor process (see the module docstring)."""
+
+    role: ClassVar[str] = "streaming"
+    daemon: ClassVar[bool] = False  # it starts a process per job, which a daemon cannot
 
     def __init__(
         self, runtime: Runtime, name: str, shutdown: threading.Event | None = None
     ) -> None:
-        self.runtime = runtime
-        self.name = name
-        self.shutdown = shutdown or threading.Event()
+        super().__init__(runtime, name, shutdown)
         self.settings = runtime.settings
         self.children: dict[int, Child] = {}
         self.waiting: dict[int, Waiting] = {}
         self._context = multiprocessing.get_context("spawn")
 
-    def run_forever(self, parent: int | None = None) -> None:
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
         try:
-            while not self.shutdown.is_set():
-                if parent is not None and not parent_alive(parent):
-                    return
-                try:
-                    self.tick()
-                except Exception:
-                    log.exception("streaming supervisor tick failed")
-                self.shutdown.wait(self.settings.streaming_poll_seconds)
+            yield
         finally:
             self.stop_all()
+
+    def cycle(self) -> None:
+        try:
+            self.tick()
+        except Exception:
+            log.exception("streaming supervisor tick failed")
+        self.shutdown.wait(self.settings.streaming_poll_seconds)
 
     # ------------------------------------------------------------------ one tick
 
@@ -332,36 +335,11 @@ class Supervisor:
 def _resolve_connections(
     runtime: Runtime, session: Session, claimed: service.Claimed, names: list[str]
 ) -> dict[str, StreamConnection]:
-    project = get_project(session, claimed.project)
-    if project is None:
-        raise DatamillError(E.STREAMING_JOB_NOT_FOUND, "the job's project is gone")
     engine_principal = Principal(id=0, name="streaming-engine", isAdmin=True)
-    access = ProjectAccess(project, Role.owner, engine_principal)
+    access = service_access(session, claimed.project, engine_principal)
+    if access is None:
+        raise DatamillError(E.STREAMING_JOB_NOT_FOUND, "the job's project is gone")
     return {name: stream_connection(runtime, session, access, name) for name in names}
-
-
-def supervisor_main(settings_json: str, parent_pid: int) -> None:
-    """Entry point of the supervisor process."""
-    shutdown = threading.Event()
-    parent, runtime = child_runtime(settings_json, parent_pid, shutdown.set)
-    supervisor = Supervisor(runtime, f"{runs.worker_name()}/streaming", shutdown)
-    log.info("streaming supervisor started", name=supervisor.name)
-    try:
-        supervisor.run_forever(parent)
-    finally:
-        runtime.close()
-
-
-def start_supervisor(settings: Settings) -> BaseProcess:
-    context = multiprocessing.get_context("spawn")
-    process = context.Process(
-        target=supervisor_main,
-        args=(settings.model_dump_json(), os.getpid()),
-        name="datamill-streaming",
-        daemon=False,  # it starts a process per job, which a daemon process cannot
-    )
-    process.start()
-    return process
 
 
 class SupervisorHolder:
@@ -370,7 +348,7 @@ class SupervisorHolder:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.process = start_supervisor(settings)
+        self.process = Supervisor.spawn(settings)
         self._done = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._watch, daemon=True, name="streaming-watch").start()
@@ -381,19 +359,9 @@ class SupervisorHolder:
                 if not self._done.is_set() and not self.process.is_alive():
                     self.process.join(0)
                     log.warning("streaming supervisor died; starting a new one")
-                    self.process = start_supervisor(self.settings)
+                    self.process = Supervisor.spawn(self.settings)
 
     def stop(self) -> None:
         with self._lock:
             self._done.set()
-            stop_supervisor(self.process)
-
-
-def stop_supervisor(process: BaseProcess, timeout: float = 15.0) -> None:
-    if process.is_alive():
-        process.terminate()
-    process.join(timeout)
-    if process.is_alive():
-        with contextlib.suppress(Exception):
-            process.kill()
-        process.join()
+            stop_process(self.process, timeout=STOP_SECONDS)

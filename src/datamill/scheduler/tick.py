@@ -1,4 +1,4 @@
-"""The scheduler: triggers decide fire times; one lease holder turns them into runs.
+"""The scheduler's tick: triggers decide fire times; one lease holder turns them into runs.
 
 A job's next fire time is stored on the job (``next_fire_at``). A scheduler tick queues the
 runs of every due job and advances ``next_fire_at`` in the same transaction, so a crash
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,36 +28,33 @@ from datamill.domain.jobs import (
     SchedulerType,
     loop_seconds,
 )
-from datamill.domain.runs import ACTIVE, CLAIMABLE, TERMINAL, RunStatus
+from datamill.domain.runs import TERMINAL, RunStatus
+from datamill.scheduler import lease
+from datamill.scheduler.triggers import TRIGGERS
 from datamill.services import runs
 from datamill.services.jobrefs import body_of, effective
-from datamill.services.triggers import TRIGGERS
+from datamill.store import jobs as job_store
+from datamill.store import runs as run_store
 from datamill.store.base import utcnow
-from datamill.store.jobs import JobRow, LeaseRow
+from datamill.store.jobs import JobRow
 from datamill.store.runs import RunRow
-
-LEASE_NAME = "scheduler"
-
 
 # --- lease ---------------------------------------------------------------------------------
 
 
-def acquire_lease(session: Session, holder: str, ttl: timedelta, name: str = LEASE_NAME) -> bool:
+def acquire_lease(
+    session: Session, holder: str, ttl: timedelta, name: str = lease.SCHEDULER
+) -> bool:
     """Take or renew the lease; True while ``holder`` has it."""
     now = utcnow()
-    renewed = session.execute(
-        update(LeaseRow)
-        .where(LeaseRow.name == name, (LeaseRow.holder == holder) | (LeaseRow.expires_at < now))
-        .values(holder=holder, expires_at=now + ttl)
-    )
-    if renewed.rowcount == 1:  # type: ignore[attr-defined]
+    if lease.take(session, name, holder, now, ttl):
         session.commit()
         return True
     session.rollback()
-    if session.get(LeaseRow, name) is not None:
+    if lease.exists(session, name):
         session.rollback()  # hold no snapshot until the next check
         return False
-    session.add(LeaseRow(name=name, holder=holder, expires_at=now + ttl))
+    lease.add(session, name, holder, now + ttl)
     try:
         session.commit()
     except IntegrityError:
@@ -67,12 +63,8 @@ def acquire_lease(session: Session, holder: str, ttl: timedelta, name: str = LEA
     return True
 
 
-def release_lease(session: Session, holder: str, name: str = LEASE_NAME) -> None:
-    session.execute(
-        update(LeaseRow)
-        .where(LeaseRow.name == name, LeaseRow.holder == holder)
-        .values(expires_at=utcnow() - timedelta(seconds=1))
-    )
+def release_lease(session: Session, holder: str, name: str = lease.SCHEDULER) -> None:
+    lease.expire(session, name, holder)
     session.commit()
 
 
@@ -84,16 +76,6 @@ class TickResult:
     queued: int = 0
     skipped: int = 0
     next_wake: datetime | None = None
-
-
-def _has_active_run(session: Session, job: JobRow) -> bool:
-    states = [s.value for s in (*CLAIMABLE, *ACTIVE)]
-    return (
-        session.scalar(
-            select(RunRow.id).where(RunRow.job_id == job.id, RunRow.status.in_(states)).limit(1)
-        )
-        is not None
-    )
 
 
 MISFIRE_THRESHOLD = timedelta(seconds=5)
@@ -137,15 +119,7 @@ def tick(session: Session, now: datetime | None = None) -> TickResult:
     """
     now = now or utcnow()
     result = TickResult()
-    due_jobs = session.scalars(
-        select(JobRow)
-        .where(
-            JobRow.schedule_state == "active",
-            JobRow.next_fire_at.is_not(None),
-            JobRow.next_fire_at <= now,
-        )
-        .order_by(JobRow.next_fire_at)
-    ).all()
+    due_jobs = job_store.due_jobs(session, now)
     if due_jobs and not _fire_together(session, due_jobs, now, result):
         for job in due_jobs:
             try:
@@ -159,13 +133,7 @@ def tick(session: Session, now: datetime | None = None) -> TickResult:
         session.commit()
     except IntegrityError:
         session.rollback()
-    upcoming = session.scalar(
-        select(JobRow.next_fire_at)
-        .where(JobRow.schedule_state == "active", JobRow.next_fire_at.is_not(None))
-        .order_by(JobRow.next_fire_at)
-        .limit(1)
-    )
-    result.next_wake = upcoming
+    result.next_wake = job_store.next_fire_time(session)
     session.commit()
     return result
 
@@ -206,15 +174,9 @@ class _Batch:
     def __enter__(self) -> _Batch:
         earliest = min((j.next_fire_at for j in self.jobs if j.next_fire_at), default=None)
         if earliest is not None:
-            self.existing = {
-                (job_id, batch_time)
-                for job_id, batch_time in self.session.execute(
-                    select(RunRow.job_id, RunRow.batch_time).where(
-                        RunRow.job_id.in_([j.id for j in self.jobs]),
-                        RunRow.batch_time >= earliest,
-                    )
-                )
-            }
+            self.existing = run_store.batches_since(
+                self.session, [j.id for j in self.jobs], earliest
+            )
         self._no_autoflush.__enter__()
         return self
 
@@ -255,7 +217,7 @@ def _fire(session: Session, job: JobRow, now: datetime, result: TickResult, batc
     outcome = job.last_outcome
     for batch_time in times:
         if overlap == OverlapPolicy.skip and (
-            job.id in batch.queued_jobs or _has_active_run(session, job)
+            job.id in batch.queued_jobs or run_store.has_active_run(session, job.id)
         ):
             result.skipped += 1
             outcome = f"skipped {batch_time.isoformat()}: the previous run is still active"
@@ -264,17 +226,8 @@ def _fire(session: Session, job: JobRow, now: datetime, result: TickResult, batc
             batch.add(job, batch_time, params)
             result.queued += 1
             outcome = f"queued run for {batch_time.isoformat()}"
-    advanced = session.execute(
-        update(JobRow)
-        .where(JobRow.id == job.id, JobRow.schedule_state == "active", JobRow.next_fire_at == seen)
-        .values(
-            next_fire_at=following,
-            last_fire_at=times[-1] if times else job.last_fire_at,
-            last_outcome=outcome,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if advanced.rowcount != 1:  # type: ignore[attr-defined]
+    last_fire_at = times[-1] if times else job.last_fire_at
+    if not job_store.advance_schedule(session, job.id, seen, following, last_fire_at, outcome):
         raise _Superseded(job.name)
 
 
@@ -290,10 +243,7 @@ def _queue(
     Should another scheduler insert the same batch meanwhile, the store's unique key fails
     the caller's commit, which then rolls back and tries again on the next tick.
     """
-    exists = session.scalar(
-        select(RunRow.id).where(RunRow.job_id == job.id, RunRow.batch_time == batch_time)
-    )
-    if exists is not None:
+    if run_store.batch_taken(session, job.id, batch_time):
         return False
     run = runs.new_run(session, job, batch_time, params, trigger)
     runs.log_line(
@@ -304,16 +254,14 @@ def _queue(
 
 def _continuous(session: Session, result: TickResult) -> None:
     """Loop jobs with no interval: queue the next run as soon as none is active."""
-    for job in session.scalars(
-        select(JobRow).where(JobRow.schedule_state == "active", JobRow.next_fire_at.is_(None))
-    ).all():
+    for job in job_store.unscheduled_active_jobs(session):
         body = body_of(job)
         scheduler = body.scheduler
         if (
             scheduler is None
             or scheduler.type != SchedulerType.loop
             or loop_seconds(scheduler.effective_spec.loop) != 0
-            or _has_active_run(session, job)
+            or run_store.has_active_run(session, job.id)
         ):
             continue
         params = {p.name: p.default for p in effective(session, job).params}
@@ -332,18 +280,8 @@ def trigger_dependants(session: Session, upstream_run: RunRow) -> int:
     if upstream is None:
         return 0
     count = 0
-    for job in session.scalars(
-        select(JobRow).where(
-            JobRow.project_id == upstream.project_id,
-            JobRow.upstream == upstream.name,
-            JobRow.schedule_state == "active",
-        )
-    ).all():
-        existing = session.scalars(
-            select(RunRow).where(
-                RunRow.job_id == job.id, RunRow.batch_time == upstream_run.batch_time
-            )
-        ).first()
+    for job in job_store.active_dependants(session, upstream.project_id, upstream.name):
+        existing = run_store.run_of_batch(session, job.id, upstream_run.batch_time)
         if existing is None:
             count += int(
                 _queue(session, job, upstream_run.batch_time, dict(upstream_run.params), "depend")

@@ -6,9 +6,8 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
 
-from datamill.domain.cron import CronExpression, parse_zone
 from datamill.domain.jobs import JobBody, Scheduler, SchedulerType, loop_seconds
-from datamill.store.jobs import JobRow
+from datamill.scheduler.cron import CronExpression, parse_zone
 
 
 class Trigger(Protocol):
@@ -100,7 +99,14 @@ def validate_scheduler(scheduler: Scheduler | None) -> None:
         TRIGGERS[scheduler.type].validate(scheduler)
 
 
-def reset_schedule(job: JobRow, body: JobBody, now: datetime) -> None:
+class Schedulable(Protocol):
+    """What :func:`reset_schedule` reads and writes of a job (its stored row)."""
+
+    schedule_state: str
+    next_fire_at: datetime | None
+
+
+def reset_schedule(job: Schedulable, body: JobBody, now: datetime) -> None:
     """Recompute a job's next fire time from ``now`` (create, update, restart)."""
     scheduler = body.scheduler
     job.next_fire_at = (
