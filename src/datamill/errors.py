@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
+
+from pydantic_core import PydanticCustomError
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,13 @@ class DatamillError(Exception):
     @property
     def status(self) -> int:
         return self.error.status
+
+
+def field_error(error: E, message: str, context: dict[str, Any] | None = None) -> Exception:
+    """A validation error inside a pydantic model that answers with ``error``'s code.
+
+    ``message`` may name ``{keys}`` of ``context``; the API reports the field's path."""
+    return PydanticCustomError(error.code, message, context)
 
 
 def render_markdown() -> str:

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 
-from datamill.errors import E_BY_CODE, DatamillError, E
+from datamill.errors import E_BY_CODE, DatamillError, E, field_error
 
 NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
 NAME_RULE_TEXT = "1-128 letters, digits or underscores, starting with a letter or underscore"
@@ -21,16 +20,16 @@ DEFAULT_ENGINE = "duckdb"
 def check_name(value: str) -> str:
     """The specification's name rule for data sources, variables, fields and other resources."""
     if not NAME_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18103", "invalid name '{value}': use " + NAME_RULE_TEXT, {"value": value[:140]}
+        raise field_error(
+            E.INVALID_NAME, "invalid name '{value}': use " + NAME_RULE_TEXT, {"value": value[:140]}
         )
     return value
 
 
 def check_field_name(value: str) -> str:
     if not NAME_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18106",
+        raise field_error(
+            E.INVALID_FIELD_NAME,
             "invalid field name '{value}': use " + NAME_RULE_TEXT,
             {"value": value[:140]},
         )
@@ -45,8 +44,8 @@ Description = Annotated[str, Field(max_length=1024)]
 def _refuse_nul(value: Any, where: str = "") -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "{where}NUL characters are not allowed in text",
                 {"where": f"{where}: " if where else ""},
             )

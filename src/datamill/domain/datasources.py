@@ -15,11 +15,10 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import FieldName, Model
 from datamill.domain.urls import check_http_url
-from datamill.errors import DatamillError, E
+from datamill.errors import DatamillError, E, field_error
 
 
 class FileType(StrEnum):
@@ -43,8 +42,8 @@ def _check_valtype(value: str) -> ValType:
     try:
         return ValType(value)
     except ValueError:
-        raise PydanticCustomError(
-            "E18107",
+        raise field_error(
+            E.UNSUPPORTED_FIELD_TYPE,
             "unsupported field type '{value}': use one of boolean, long, date, float, string",
             {"value": str(value)[:64]},
         ) from None
@@ -64,8 +63,8 @@ BUCKET_RULE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{2,62}$")
 
 def _check_bucket(value: str) -> str:
     if not BUCKET_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid bucket '{value}': 3-63 letters, digits, dots or hyphens",
             {"value": value[:80]},
         )
@@ -76,14 +75,14 @@ def check_key_prefix(value: str, forbidden: str = "\\<>") -> str:
     """An object key prefix: at most 128 characters, none of ``forbidden`` nor NUL, no
     leading ``/`` and no ``..`` segment (an export's prefix also refuses ``:``)."""
     if len(value) > 128 or set(forbidden) & set(value) or "\x00" in value:
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid key prefix '{value}': 0-128 characters without {forbidden}",
             {"value": value[:140], "forbidden": " ".join(forbidden)},
         )
     if value.startswith("/") or ".." in value.split("/"):
-        raise PydanticCustomError(
-            "E18116",
+        raise field_error(
+            E.PATH_REFUSED,
             "invalid key prefix '{value}': no leading '/' and no '..'",
             {"value": value[:140]},
         )
@@ -111,14 +110,14 @@ class FormatSpec(Model):
     def _csv_rules(self) -> FormatSpec:
         if self.fileType == FileType.csv:
             if self.delimiter is None:
-                raise PydanticCustomError("E18011", "delimiter is required when fileType is csv")
+                raise field_error(E.INVALID_PARAMETER, "delimiter is required when fileType is csv")
             if self.containsHeader is None:
-                raise PydanticCustomError(
-                    "E18011", "containsHeader is required when fileType is csv"
+                raise field_error(
+                    E.INVALID_PARAMETER, "containsHeader is required when fileType is csv"
                 )
         elif self.delimiter is not None or self.containsHeader is not None:
-            raise PydanticCustomError(
-                "E18011", "delimiter and containsHeader apply only when fileType is csv"
+            raise field_error(
+                E.INVALID_PARAMETER, "delimiter and containsHeader apply only when fileType is csv"
             )
         return self
 
@@ -156,14 +155,14 @@ class S3Store(Model):
     @classmethod
     def _endpoint_is_url(cls, value: str | None) -> str | None:
         if value is not None and "@" in value:
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "credentials in the endpoint URL are not accepted; store the keys in a secret "
                 "and name it in secret",
             )
         if value is not None and not S3_ENDPOINT_RULE.fullmatch(value):
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "endpoint must look like http(s)://host[:port], got '{value}'",
                 {"value": value[:200]},
             )
@@ -181,13 +180,13 @@ HDFS_PATH_RULE = re.compile(r"^(hdfs|webhdfs)://[A-Za-z0-9.\-\[\]:]+(/[^\x00\\<>
 
 def _check_hdfs_path(value: str) -> str:
     if len(value) > 1024 or not HDFS_PATH_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid HDFS path '{value}': use hdfs://namenode:port/path (the WebHDFS port)",
             {"value": value[:200]},
         )
     if ".." in value.split("/"):
-        raise PydanticCustomError("E18116", "'..' is not allowed in HDFS paths")
+        raise field_error(E.PATH_REFUSED, "'..' is not allowed in HDFS paths")
     return value
 
 
@@ -238,8 +237,8 @@ FILE_ONLY_FIELDS = frozenset(
 def _check_host(value: str) -> str:
     value = value.strip()
     if not HOST_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid host '{value}': a host name or IP address, without scheme or port",
             {"value": value[:200]},
         )
@@ -249,14 +248,14 @@ def _check_host(value: str) -> str:
 def _check_mqtt_topic(value: str) -> str:
     """A topic filter: levels split by ``/``; ``+`` a whole level, ``#`` only the last level."""
     if not value or len(value.encode()) > 65535 or "\x00" in value:
-        raise PydanticCustomError("E18011", "a topic is 1-65535 bytes without NUL")
+        raise field_error(E.INVALID_PARAMETER, "a topic is 1-65535 bytes without NUL")
     levels = value.split("/")
     for i, level in enumerate(levels):
         if ("+" in level and level != "+") or (
             "#" in level and (level != "#" or i != len(levels) - 1)
         ):
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "invalid topic '{value}': '+' must be a whole level and '#' the whole last level",
                 {"value": value[:200]},
             )
@@ -265,8 +264,8 @@ def _check_mqtt_topic(value: str) -> str:
 
 def _check_kafka_topic(value: str) -> str:
     if not re.fullmatch(r"[a-zA-Z0-9._-]{1,249}", value) or value in (".", ".."):
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid topic '{value}': 1-249 letters, digits, '.', '_' or '-'",
             {"value": value[:200]},
         )
@@ -278,15 +277,19 @@ def _check_servers(value: Any) -> str:
         value if isinstance(value, list) else value.split(",") if isinstance(value, str) else None
     )
     if items is None or not all(isinstance(item, str) for item in items):
-        raise PydanticCustomError("E18011", "give the servers as 'host:port,…' or a list of them")
+        raise field_error(
+            E.INVALID_PARAMETER, "give the servers as 'host:port,…' or a list of them"
+        )
     servers = [item.strip() for item in items if item.strip()]
     if not servers or len(servers) > 32:
-        raise PydanticCustomError("E18011", "give 1-32 servers as host:port")
+        raise field_error(E.INVALID_PARAMETER, "give 1-32 servers as host:port")
     for server in servers:
         host, _, port = server.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise PydanticCustomError(
-                "E18011", "invalid server '{value}': use host:port", {"value": server[:200]}
+            raise field_error(
+                E.INVALID_PARAMETER,
+                "invalid server '{value}': use host:port",
+                {"value": server[:200]},
             )
         _check_host(host)
     return ",".join(servers)
@@ -369,15 +372,15 @@ class KafkaSpec(StreamSpec):
     @model_validator(mode="after")
     def _sasl_rules(self) -> KafkaSpec:
         if (self.username is None) != (self.passwordSecret is None):
-            raise PydanticCustomError(
-                "E18011", "username and passwordSecret go together (SASL PLAIN)"
+            raise field_error(
+                E.INVALID_PARAMETER, "username and passwordSecret go together (SASL PLAIN)"
             )
         if self.securityProtocol is None:
             self.securityProtocol = "SASL_SSL" if self.username else "PLAINTEXT"
         sasl = self.securityProtocol.startswith("SASL_")
         if sasl != (self.username is not None):
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "securityProtocol {protocol} "
                 + ("needs" if sasl else "takes no")
                 + " username and passwordSecret",
@@ -429,24 +432,24 @@ class NotificationSpec(StreamSpec):
         if self.channel == NotificationChannel.email:
             for key in email_fields:
                 if getattr(self, "from_" if key == "from" else key) is None:
-                    raise PydanticCustomError(
-                        "E18011", "{key} is required for the email channel", {"key": key}
+                    raise field_error(
+                        E.INVALID_PARAMETER, "{key} is required for the email channel", {"key": key}
                     )
             if self.url is not None:
-                raise PydanticCustomError("E18011", "url applies to webhook and chat only")
+                raise field_error(E.INVALID_PARAMETER, "url applies to webhook and chat only")
             if self.smtpPort is None:
                 self.smtpPort = {"starttls": 587, "tls": 465, "none": 25}[self.smtpSecurity]
         else:
             if self.url is None:
-                raise PydanticCustomError(
-                    "E18011",
+                raise field_error(
+                    E.INVALID_PARAMETER,
                     "url is required for the {channel} channel",
                     {"channel": self.channel.value},
                 )
             for key in (*email_fields, "smtpPort"):
                 if getattr(self, "from_" if key == "from" else key) is not None:
-                    raise PydanticCustomError(
-                        "E18011", "{key} applies to the email channel only", {"key": key}
+                    raise field_error(
+                        E.INVALID_PARAMETER, "{key} applies to the email channel only", {"key": key}
                     )
         return self
 
@@ -528,8 +531,10 @@ class DataSourceBase(Model):
             seen: set[str] = set()
             for item in value:
                 if item.key in seen:
-                    raise PydanticCustomError(
-                        "E18106", "field '{key}' appears twice in the schema", {"key": item.key}
+                    raise field_error(
+                        E.INVALID_FIELD_NAME,
+                        "field '{key}' appears twice in the schema",
+                        {"key": item.key},
                     )
                 seen.add(item.key)
         return value
@@ -551,16 +556,16 @@ class DataSourceCreate(DataSourceBase):
     def _schema_needed(self) -> DataSourceCreate:
         if is_stream_type(self.type):
             if self.schema_:
-                raise PydanticCustomError(
-                    "E18120",
+                raise field_error(
+                    E.NOT_A_FILE_SOURCE,
                     "schema: a {type} connection has no schema; a streaming pipeline declares "
                     "its records' fields in its source operator",
                     {"type": self.type},
                 )
             return self
         if self.noVerifySchema and not self.schema_:
-            raise PydanticCustomError(
-                "E18105", "schema is required (non-empty) when noVerifySchema is true"
+            raise field_error(
+                E.SCHEMA_EMPTY, "schema is required (non-empty) when noVerifySchema is true"
             )
         return self
 

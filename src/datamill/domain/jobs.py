@@ -8,10 +8,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, model_validator
-from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import DEFAULT_ENGINE, Model, check_name
 from datamill.domain.datasources import SchemaField
+from datamill.errors import E, field_error
 
 TABLE_NAME_RULE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,127}$")
 PARAM_NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
@@ -23,8 +23,8 @@ LOOP_RULE = re.compile(r"^(\d+)([smhd])$")
 
 def _check_table_name(value: str) -> str:
     if not TABLE_NAME_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid tableName '{value}': 1-128 letters, digits or underscores, "
             "starting with a letter",
             {"value": value[:140]},
@@ -34,8 +34,8 @@ def _check_table_name(value: str) -> str:
 
 def _check_param_name(value: str) -> str:
     if not PARAM_NAME_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18011",
+        raise field_error(
+            E.INVALID_PARAMETER,
             "invalid param name '{value}': 1-64 letters, digits or underscores, "
             "starting with a letter or underscore",
             {"value": value[:80]},
@@ -77,14 +77,14 @@ class Container(Model):
     @model_validator(mode="after")
     def _within_limits(self) -> Container:
         if self.type not in CONTAINER_TYPES:
-            raise PydanticCustomError(
-                "E18213",
+            raise field_error(
+                E.INVALID_CONTAINER_TYPE,
                 "container.type '{value}' is not one of " + ", ".join(CONTAINER_TYPES),
                 {"value": self.type[:32]},
             )
         if self.units * self.count > MAX_CONTAINER_UNITS:
-            raise PydanticCustomError(
-                "E18214",
+            raise field_error(
+                E.INVALID_CONTAINER_COUNT,
                 "container: {type} x {count} = {units}U exceeds the limit of 100U",
                 {"type": self.type, "count": self.count, "units": self.units * self.count},
             )
@@ -149,8 +149,8 @@ def loop_seconds(value: str | None) -> int:
         return 0
     match = LOOP_RULE.fullmatch(value.strip())
     if not match:
-        raise PydanticCustomError(
-            "E18208",
+        raise field_error(
+            E.INVALID_SCHEDULE,
             "scheduler.spec.loop '{value}' must be a number with s, m, h or d",
             {"value": value[:20]},
         )
@@ -165,8 +165,9 @@ class Scheduler(Model):
     def _spec_fits_type(self) -> Scheduler:
         spec = self.spec or SchedulerSpec()
         if self.type == SchedulerType.crontab and not spec.crontab:
-            raise PydanticCustomError(
-                "E18208", "scheduler.spec.crontab is required when scheduler.type is crontab"
+            raise field_error(
+                E.INVALID_SCHEDULE,
+                "scheduler.spec.crontab is required when scheduler.type is crontab",
             )
         if self.type == SchedulerType.loop:
             loop_seconds(spec.loop)
@@ -206,19 +207,19 @@ class JobBody(Model):
         tables = [s.tableName for s in self.srcs]
         duplicates = sorted({t for t in tables if tables.count(t) > 1})
         if duplicates:
-            raise PydanticCustomError(
-                "E18207", "srcs: tableName '{name}' is used twice", {"name": duplicates[0]}
+            raise field_error(
+                E.INVALID_JOB, "srcs: tableName '{name}' is used twice", {"name": duplicates[0]}
             )
         names = [p.name for p in self.params or []]
         if len(names) != len(set(names)):
-            raise PydanticCustomError("E18207", "params: a param name is used twice")
+            raise field_error(E.INVALID_JOB, "params: a param name is used twice")
         if self.is_depend:
             job_srcs = [s for s in self.srcs if s.type == SrcType.Job]
             if len(job_srcs) != 1:
-                raise PydanticCustomError("E18207", "a depend job has exactly one src of type Job")
+                raise field_error(E.INVALID_JOB, "a depend job has exactly one src of type Job")
             if self.container is not None or self.params:
-                raise PydanticCustomError(
-                    "E18207",
+                raise field_error(
+                    E.INVALID_JOB,
                     "a depend job inherits container and params from its upstream job; "
                     "leave them out",
                 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic_core import PydanticCustomError
+from datamill.errors import E, field_error
 
 
 def check_http_url(value: str, *, query: bool = True) -> str:
@@ -19,19 +19,21 @@ def check_http_url(value: str, *, query: bool = True) -> str:
     """
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise PydanticCustomError(
-            "E18011", "'{value}' must be an http(s) URL with a host", {"value": value[:200]}
+        raise field_error(
+            E.INVALID_PARAMETER,
+            "'{value}' must be an http(s) URL with a host",
+            {"value": value[:200]},
         )
     if parts.username is not None or parts.password is not None:
-        raise PydanticCustomError(
-            "E18011", "credentials in the URL are not accepted; store them in a secret"
+        raise field_error(
+            E.INVALID_PARAMETER, "credentials in the URL are not accepted; store them in a secret"
         )
     if not query and (parts.query or parts.fragment):
-        raise PydanticCustomError("E18011", "the URL may not have a query or a fragment")
+        raise field_error(E.INVALID_PARAMETER, "the URL may not have a query or a fragment")
     if parts.fragment or any(c.isspace() or ord(c) < 32 for c in value):
-        raise PydanticCustomError("E18011", "the URL may not have a fragment or spaces")
+        raise field_error(E.INVALID_PARAMETER, "the URL may not have a fragment or spaces")
     try:
         _ = parts.port
     except ValueError:
-        raise PydanticCustomError("E18011", "the URL's port is not a number 0-65535") from None
+        raise field_error(E.INVALID_PARAMETER, "the URL's port is not a number 0-65535") from None
     return value

@@ -41,10 +41,9 @@ from functools import lru_cache
 from typing import Final
 
 from pydantic import Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import NAME_RULE, NAME_RULE_TEXT, Model
-from datamill.errors import DatamillError, E
+from datamill.errors import DatamillError, E, field_error
 
 __all__ = [
     "DEFAULT_TIME_FORMAT",
@@ -102,7 +101,9 @@ class VariableIn(Model):
     def _format_only_for_time(cls, value: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("type")
         if value is not None and kind is not None and kind != VariableType.time:
-            raise PydanticCustomError("E18011", "format is only allowed for variables of type time")
+            raise field_error(
+                E.INVALID_PARAMETER, "format is only allowed for variables of type time"
+            )
         return value
 
 

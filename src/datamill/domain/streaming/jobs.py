@@ -7,9 +7,9 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import DEFAULT_ENGINE, Model
+from datamill.errors import E, field_error
 
 MAX_OPERATORS = 200
 OPERATOR_ID_RULE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -19,8 +19,8 @@ ENGINES = (DEFAULT_ENGINE,)
 
 def _check_operator_id(value: str) -> str:
     if not OPERATOR_ID_RULE.fullmatch(value):
-        raise PydanticCustomError(
-            "E18703",
+        raise field_error(
+            E.INVALID_STREAMING_JOB,
             "invalid operator id '{value}': 1-64 letters, digits, '_', '-', '.' or ':'",
             {"value": value[:80]},
         )
@@ -48,7 +48,7 @@ class Definition(Model):
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
-            raise PydanticCustomError("E18703", "definition.jobName is blank")
+            raise field_error(E.INVALID_STREAMING_JOB, "definition.jobName is blank")
         return value
 
 
@@ -117,8 +117,8 @@ class StreamingRuntime(Model):
     @classmethod
     def _not_zero(cls, value: int) -> int:
         if value == 0:
-            raise PydanticCustomError(
-                "E18703", "runtime.resumeMaxNum is -1 (unlimited) or greater than 0"
+            raise field_error(
+                E.INVALID_STREAMING_JOB, "runtime.resumeMaxNum is -1 (unlimited) or greater than 0"
             )
         return value
 

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from datamill.connectors.sinks.common import SinkSpec
 from datamill.domain.common import Name
 from datamill.domain.urls import check_http_url
+from datamill.errors import E, field_error
 
 _HOST_RULE = re.compile(r"^(https?://)?[A-Za-z0-9._\-\[\]:]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
@@ -50,12 +51,11 @@ class HttpSpec(SinkSpec):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
 
         value = value.strip().rstrip("/")
         if not _HOST_RULE.fullmatch(value):
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "'{value}' must be a host, host:port or http(s)://host[:port] without a path",
                 {"value": value[:200]},
             )
@@ -70,36 +70,35 @@ class HttpSpec(SinkSpec):
     @field_validator("uri")
     @classmethod
     def _uri(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
 
         if not value.startswith("/") or any(c.isspace() or ord(c) < 32 for c in value):
-            raise PydanticCustomError(
-                "E18011", "the path must start with / and contain no spaces or control characters"
+            raise field_error(
+                E.INVALID_PARAMETER,
+                "the path must start with / and contain no spaces or control characters",
             )
         if "#" in value:
-            raise PydanticCustomError("E18011", "the path may not have a fragment")
+            raise field_error(E.INVALID_PARAMETER, "the path may not have a fragment")
         return value
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        from pydantic_core import PydanticCustomError
 
         for name, text in value.items():
             if not _HEADER_NAME.fullmatch(name):
-                raise PydanticCustomError(
-                    "E18011", "invalid header name '{name}'", {"name": name[:64]}
+                raise field_error(
+                    E.INVALID_PARAMETER, "invalid header name '{name}'", {"name": name[:64]}
                 )
             if name.lower() in _FORBIDDEN_HEADERS:
-                raise PydanticCustomError(
-                    "E18011",
+                raise field_error(
+                    E.INVALID_PARAMETER,
                     "header '{name}' cannot be set here (credentials go in spec.secret; "
                     "the rest is set by datamill)",
                     {"name": name[:64]},
                 )
             if len(text) > 4096 or any(ord(c) < 32 and c != "\t" for c in text):
-                raise PydanticCustomError(
-                    "E18011",
+                raise field_error(
+                    E.INVALID_PARAMETER,
                     "header '{name}': value too long or has control characters",
                     {"name": name[:64]},
                 )

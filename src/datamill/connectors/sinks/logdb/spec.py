@@ -9,17 +9,17 @@ from pydantic import AfterValidator, Field, field_validator
 
 from datamill.connectors.sinks.common import EndpointUrl, SinkSpec
 from datamill.domain.common import FieldName, Name
+from datamill.errors import E, field_error
 
 _INDEX_RULE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,254}$")
 _DOC_FIELD_RULE = re.compile(r"^[A-Za-z0-9@][A-Za-z0-9_.@\-]{0,254}$")
 
 
 def _check_doc_field(value: str) -> str:
-    from pydantic_core import PydanticCustomError
 
     if not _DOC_FIELD_RULE.fullmatch(value) or ".." in value or value.endswith("."):
-        raise PydanticCustomError(
-            "E18106",
+        raise field_error(
+            E.INVALID_FIELD_NAME,
             "invalid document field name '{value}': letters, digits, _ . @ -, "
             "not starting with _ or .",
             {"value": value[:140]},
@@ -52,11 +52,10 @@ class LogdbSpec(SinkSpec):
     @field_validator("destRepoName")
     @classmethod
     def _index(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
 
         if not _INDEX_RULE.fullmatch(value) or value in {".", ".."}:
-            raise PydanticCustomError(
-                "E18103",
+            raise field_error(
+                E.INVALID_NAME,
                 "invalid index name '{value}': 1-255 lowercase letters, digits, _ . -, "
                 "starting with a letter or digit",
                 {"value": value[:140]},

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from pydantic import Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
 
 from datamill.domain.common import FieldName, Model
 from datamill.domain.datasources import SchemaField
-from datamill.errors import DatamillError, E
+from datamill.errors import DatamillError, E, field_error
 
 FORMATS = ("json", "csv", "text", "orc", "parquet")
 ROW_FORMATS = ("json", "csv", "text")
@@ -159,8 +158,8 @@ class FileExportOptions(Model):
     @classmethod
     def _known_format(cls, value: str) -> str:
         if value not in FORMATS:
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "unknown format '{value}': use one of json, csv, text, orc, parquet",
                 {"value": value[:32]},
             )
@@ -171,12 +170,12 @@ class FileExportOptions(Model):
     def _delimiter_for_csv(cls, value: str | None, info: ValidationInfo) -> str | None:
         fmt = info.data.get("format")
         if fmt == "csv" and value is None:
-            raise PydanticCustomError("E18011", "delimiter is required when format is csv")
+            raise field_error(E.INVALID_PARAMETER, "delimiter is required when format is csv")
         if fmt is not None and fmt != "csv" and value is not None:
-            raise PydanticCustomError("E18011", "delimiter applies only when format is csv")
+            raise field_error(E.INVALID_PARAMETER, "delimiter applies only when format is csv")
         if value is not None and set(value) & set('"\r\n'):
-            raise PydanticCustomError(
-                "E18011", "delimiter may not contain a double quote or a line break"
+            raise field_error(
+                E.INVALID_PARAMETER, "delimiter may not contain a double quote or a line break"
             )
         return value
 
@@ -185,7 +184,7 @@ class FileExportOptions(Model):
     def _header_for_csv(cls, value: bool | None, info: ValidationInfo) -> bool | None:
         fmt = info.data.get("format")
         if fmt is not None and fmt != "csv" and value is not None:
-            raise PydanticCustomError("E18011", "containsHeader applies only when format is csv")
+            raise field_error(E.INVALID_PARAMETER, "containsHeader applies only when format is csv")
         return value
 
     @field_validator("compression")
@@ -197,15 +196,15 @@ class FileExportOptions(Model):
         allowed = SPEC_COMPRESSIONS[fmt]
         writable = [c for c in allowed if CAPABILITIES[fmt, c].writable]
         if value not in allowed:
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "compression '{value}' is not allowed for format {format}: use one of {allowed}",
                 {"value": value[:32], "format": fmt, "allowed": ", ".join(writable)},
             )
         capability = CAPABILITIES[fmt, value]
         if not capability.writable:
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "{value} is in the specification but cannot be written by this server "
                 "({reason}); for format {format} use one of {allowed}",
                 {
@@ -221,8 +220,8 @@ class FileExportOptions(Model):
     @classmethod
     def _known_save_mode(cls, value: str) -> str:
         if value not in SAVE_MODES:
-            raise PydanticCustomError(
-                "E18011",
+            raise field_error(
+                E.INVALID_PARAMETER,
                 "unknown saveMode '{value}': use one of overwrite, append, errorIfExists, ignore",
                 {"value": value[:32]},
             )

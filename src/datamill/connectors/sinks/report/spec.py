@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from datamill.connectors.sinks.common import SinkSpec
 from datamill.domain.common import Name
+from datamill.errors import E, field_error
 
 BATCH_COLUMN = "_datamill_batch"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
@@ -30,11 +31,10 @@ class ReportSpec(SinkSpec):
     @field_validator("tableName")
     @classmethod
     def _table(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
 
         if not _TABLE_RULE.fullmatch(value):
-            raise PydanticCustomError(
-                "E18103",
+            raise field_error(
+                E.INVALID_NAME,
                 "invalid table name '{value}': [schema.]table, each 1-63 letters, digits or "
                 "underscores, starting with a letter or underscore",
                 {"value": value[:140]},
@@ -44,12 +44,11 @@ class ReportSpec(SinkSpec):
     @field_validator("columns")
     @classmethod
     def _columns(cls, value: dict[str, str]) -> dict[str, str]:
-        from pydantic_core import PydanticCustomError
 
         for column in value:
             if not _COLUMN_RULE.fullmatch(column) or column.lower() == BATCH_COLUMN:
-                raise PydanticCustomError(
-                    "E18106",
+                raise field_error(
+                    E.INVALID_FIELD_NAME,
                     "invalid column name '{value}': 1-63 letters, digits or underscores, "
                     "starting with a letter or underscore, not " + BATCH_COLUMN,
                     {"value": column[:140]},

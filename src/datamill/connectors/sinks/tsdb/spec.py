@@ -9,17 +9,17 @@ from pydantic import Field, field_validator, model_validator
 
 from datamill.connectors.sinks.common import EndpointUrl, SinkSpec
 from datamill.domain.common import FieldName, Name
+from datamill.errors import E, field_error
 
 Precision = Literal["ns", "us", "ms", "s"]
 _DB_RULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 
 
 def _check_key(value: str) -> str:
-    from pydantic_core import PydanticCustomError
 
     if not value or len(value) > 255 or any(c in value for c in "\r\n") or value == "time":
-        raise PydanticCustomError(
-            "E18106",
+        raise field_error(
+            E.INVALID_FIELD_NAME,
             "invalid key '{value}': 1-255 characters without line breaks, not 'time'",
             {"value": value[:140]},
         )
@@ -50,11 +50,10 @@ class TsdbSpec(SinkSpec):
     @field_validator("destRepoName")
     @classmethod
     def _database(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
 
         if not _DB_RULE.fullmatch(value):
-            raise PydanticCustomError(
-                "E18103",
+            raise field_error(
+                E.INVALID_NAME,
                 "invalid database name '{value}': 1-255 letters, digits, _ . -",
                 {"value": value[:140]},
             )
@@ -63,11 +62,10 @@ class TsdbSpec(SinkSpec):
     @field_validator("series")
     @classmethod
     def _series(cls, value: str) -> str:
-        from pydantic_core import PydanticCustomError
 
         if any(c in value for c in "\r\n") or value.startswith("_"):
-            raise PydanticCustomError(
-                "E18011", "the measurement may not contain line breaks or start with _"
+            raise field_error(
+                E.INVALID_PARAMETER, "the measurement may not contain line breaks or start with _"
             )
         return value
 
@@ -80,11 +78,10 @@ class TsdbSpec(SinkSpec):
 
     @model_validator(mode="after")
     def _disjoint(self) -> TsdbSpec:
-        from pydantic_core import PydanticCustomError
 
         both = sorted(set(self.tags) & set(self.fields))
         if both:
-            raise PydanticCustomError(
-                "E18011", "'{key}' is both a tag and a field", {"key": both[0][:64]}
+            raise field_error(
+                E.INVALID_PARAMETER, "'{key}' is both a tag and a field", {"key": both[0][:64]}
             )
         return self
