@@ -29,8 +29,8 @@ from datamill.domain.expressions import (
     parse,
     parse_path,
 )
-from datamill.engines.duckdb import Sandbox, connect_locked
-from datamill.engines.duckdb.streaming.render import expression_sql, quote_identifier, sql
+from datamill.engines.duckdb import Sandbox, connect_locked, identifier
+from datamill.engines.duckdb.streaming.render import expression_sql, sql
 
 SCOPE = Scope(
     {
@@ -157,7 +157,7 @@ def test_compiled_expressions_report_the_fields_they_read() -> None:
 
 
 def test_identifiers_are_always_quoted() -> None:
-    assert quote_identifier('a"b') == '"a""b"'
+    assert identifier('a"b') == '"a""b"'
     tricky = Scope({'x") OR 1=1 --': FieldType.INTEGER})
     compiled = compile_expression('`x") OR 1=1 --` + 1', tricky)
     assert expression_sql(compiled) == '(CAST("x"") OR 1=1 --" AS BIGINT) + 1)'

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import duckdb
 
-from datamill.engines.duckdb.streaming.sql import Statement, cols, fill, parse, render, same, table
+from datamill.engines.duckdb.sql import render
+from datamill.engines.duckdb.streaming.sql import Statement, cols, fill, parse, same, table
 from datamill.engines.duckdb.streaming.state import (
     CHECKPOINTS,
     KEEP_CHECKPOINTS,

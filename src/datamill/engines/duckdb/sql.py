@@ -35,7 +35,8 @@ def quoted(name: str) -> exp.Identifier:
     return exp.to_identifier(name, quoted=True)
 
 
-def render(expression: exp.Expression) -> str:
+def render(expression: exp.Expr) -> str:
+    """``expression`` as DuckDB SQL: every statement datamill composes becomes text here."""
     return expression.sql(dialect=DIALECT)
 
 

@@ -54,17 +54,9 @@ from datamill.domain.streaming import (
     TimeType,
     WindowType,
 )
+from datamill.engines.duckdb.sql import render
 from datamill.engines.duckdb.streaming.render import expression_sql
-from datamill.engines.duckdb.streaming.sql import (
-    col,
-    cols,
-    fill,
-    parse,
-    render,
-    same,
-    subquery,
-    table,
-)
+from datamill.engines.duckdb.streaming.sql import col, cols, fill, parse, same, subquery, table
 from datamill.engines.duckdb.streaming.steps import (
     NO_CONTEXT,
     US,

@@ -29,16 +29,8 @@ from datamill.domain.streaming import (
     Relationship,
     Schema,
 )
-from datamill.engines.duckdb.streaming.sql import (
-    col,
-    cols,
-    fill,
-    parse,
-    render,
-    same,
-    subquery,
-    table,
-)
+from datamill.engines.duckdb.sql import render
+from datamill.engines.duckdb.streaming.sql import col, cols, fill, parse, same, subquery, table
 from datamill.engines.duckdb.streaming.steps import (
     US,
     Meta,

@@ -85,11 +85,6 @@ def expression_sql(compiled: Compiled) -> str:
     return sql(compiled.expression)
 
 
-def quote_identifier(name: str) -> str:
-    """A DuckDB quoted identifier: ``a"b`` -> ``"a""b"``."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 Render = Callable[[str], str]
 """A query as a function of its input relation (a table name or a parenthesized query)."""
 
@@ -101,8 +96,9 @@ def template(build: Callable[[exp.Expr], exp.Expr]) -> Render:
     literal of the user's could hold it: then another name is tried)."""
     for attempt in range(1000):
         name = f"__dm_input{attempt}"
-        text = sql(build(exp.Table(this=exp.to_identifier(name, quoted=True))))
-        marker = quote_identifier(name)
+        hole = exp.to_identifier(name, quoted=True)
+        text = sql(build(exp.Table(this=hole)))
+        marker = sql(hole)
         if text.count(marker) == 1:
             head, tail = text.split(marker)
             return lambda relation: head + relation + tail

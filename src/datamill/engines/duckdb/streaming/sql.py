@@ -19,16 +19,11 @@ from typing import Any
 import duckdb
 from sqlglot import exp, parse_one
 
-DIALECT = "duckdb"
+from datamill.engines.duckdb.sql import DIALECT, render
 
 Part = exp.Expr | Sequence[exp.Expr] | str | int | float | bool | None
 """What fills a placeholder: an expression, a list of them (spliced into the enclosing
 list: a select list, GROUP BY, PARTITION BY, a column list), or a value (a literal)."""
-
-
-def render(expression: exp.Expr) -> str:
-    """``expression`` as DuckDB SQL."""
-    return expression.sql(dialect=DIALECT)
 
 
 @lru_cache(maxsize=512)

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import duckdb
 from sqlglot import exp
 
-from datamill.engines.duckdb.streaming.sql import render, table
+from datamill.engines.duckdb.sql import render
+from datamill.engines.duckdb.streaming.sql import table
 from datamill.engines.streaming import BatchContext, Checkpoint
 
 CHECKPOINTS = "_dm_checkpoints"
