@@ -88,7 +88,7 @@ def test_create_get_list_update_delete(
     assert updated.updatedAt >= created.updatedAt
     assert api.get(f"/projects/{project}/jobs/{job}/exports/daily").json()["spec"] == updated.spec
 
-    assert dm.exports.delete(project, job, "daily") is None
+    dm.exports.delete(project, job, "daily")  # returns None
     with pytest.raises(NotFound) as gone:
         dm.exports.get(project, job, "daily")
     assert gone.value.error_code == "E18302"

@@ -361,7 +361,7 @@ def test_killed_worker_leaves_no_run_stuck(
         holder = session.scalars(
             select(RunRow.worker).where(RunRow.status == "Running", RunRow.run_id == run_id)
         ).all()
-    pid = int(holder[-1].split(":")[1].split("/")[0])
+    pid = int(str(holder[-1]).split(":")[1].split("/")[0])
     os.kill(pid, signal.SIGKILL)
     entry = wait_for(api, project, "victim", run_id, TERMINAL, timeout=30)
     assert entry["status"] == "Failed"
@@ -409,7 +409,7 @@ def test_killed_worker_run_is_retried_when_the_job_asks(
         holder = session.scalars(
             select(RunRow.worker).where(RunRow.status == "Running", RunRow.run_id == run_id)
         ).all()
-    os.kill(int(holder[-1].split(":")[1].split("/")[0]), signal.SIGKILL)
+    os.kill(int(str(holder[-1]).split(":")[1].split("/")[0]), signal.SIGKILL)
     entry = wait_for(api, project, "retry", run_id, TERMINAL, timeout=90)
     workers.replace_dead()
     assert entry["status"] == "Successful", entry

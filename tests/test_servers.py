@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import psycopg
 import pytest
 from botocore.config import Config  # type: ignore[import-untyped]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from alembic.autogenerate import compare_metadata
@@ -91,7 +92,7 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
         [pipeline] = listed["jobs"]
         assert pipeline["jobName"] == "device_alerts"
         job_url = f"{base}/projects/demo/streaming/jobs/{pipeline['job_id']}"
-        figures: dict[str, object] = {}
+        figures: dict[str, Any] = {}
         while time.monotonic() < deadline + 30:
             figures = httpx.get(job_url + "/metrics", headers=headers).json()
             operators = figures.get("operators") or {}

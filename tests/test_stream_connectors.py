@@ -234,7 +234,6 @@ def test_mqtt_tls_verifies_the_host_name_on_the_checked_address(
 ) -> None:
     import ssl
 
-    from datamill.connectors.streams import mqtt as mqtt_connector
     from tests.servers import start_mosquitto
 
     cert, key = _self_signed(tmp_path / "tls", "localhost")
@@ -247,7 +246,7 @@ def test_mqtt_tls_verifies_the_host_name_on_the_checked_address(
             SINKS["mqtt"](spec, {}, ctx)
         # Trusted: the connection goes to the checked address and verifies 'localhost'.
         trusted = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(mqtt_connector.ssl, "create_default_context", lambda: trusted)
+        monkeypatch.setattr(ssl, "create_default_context", lambda: trusted)
         sink = SINKS["mqtt"](spec, {}, ctx)
         source = SOURCES["mqtt"](spec, {}, ctx)
         source.seek(None)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from datamill.domain.streaming import OPERATORS, JobState, StreamingJobBody, check_pipeline
@@ -489,7 +490,7 @@ def test_connection_problems_join_the_operators_other_problems(api: Api, project
 
 # --------------------------------------------------------------------------- graph rules
 
-Mutation = Callable[[Body], None]
+Mutation = Callable[[Body], object]
 
 
 def assert_problem(api: Api, project: str, mutate: Mutation, key: str, problem: str) -> None:
@@ -1035,6 +1036,7 @@ _JSON = st.recursive(
 def _keys_of(class_name: str, part: str) -> list[str]:
     model = OPERATORS[class_name].config_model.model_fields[part].annotation
     assert isinstance(model, type)
+    assert issubclass(model, BaseModel)
     return [*model.model_fields, "unknown"]
 
 

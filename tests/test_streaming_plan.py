@@ -103,7 +103,7 @@ def registries() -> Any:
     TRANSFORMS["length"] = lambda spec, basic, ctx: AddLength(basic)
     yield
     for registry, key in ((SOURCES, "memory"), (SINKS, "collect"), (TRANSFORMS, "length")):
-        registry.pop(key, None)  # type: ignore[attr-defined]
+        registry.pop(key, None)
 
 
 def op(
