@@ -29,6 +29,16 @@ from datamill.config import Settings
 from datamill.runtime.streaming.supervisor import start_supervisor, stop_supervisor
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
+from tests.builders import (
+    TERMINAL,
+    TOTALS_SQL,
+    create_ready,
+    job_body,
+    make_source,
+    op,
+    start,
+    wait_for,
+)
 from tests.servers import (
     RunningServer,
     create_database,
@@ -206,6 +216,44 @@ def project(api: Api) -> str:
     assert response.status_code == 201, response.text
     (api.data_root / name).mkdir(parents=True, exist_ok=True)
     return name
+
+
+@pytest.fixture
+def datasource(api: Api, project: str) -> str:
+    """The CSV data source ``events`` of ``project`` (3 rows; see ``builders.make_source``)."""
+    return make_source(api, project)
+
+
+@pytest.fixture
+def job(api: Api, project: str, datasource: str) -> str:
+    """The manual SQL job ``totals`` of ``project``: ``TOTALS_SQL`` over ``datasource``."""
+    response = api.post(f"/projects/{project}/jobs/totals", json=job_body(TOTALS_SQL))
+    assert response.status_code == 201, response.text
+    return "totals"
+
+
+@pytest.fixture
+def run(api: Api, project: str, job: str, workers: WorkerPool) -> dict[str, Any]:
+    """A Successful run of ``job`` by the session's workers: its history entry."""
+    entry = wait_for(api, project, job, start(api, project, job), TERMINAL)
+    assert entry["status"] == "Successful", entry
+    return entry
+
+
+@pytest.fixture
+def streaming_job(api: Api, project: str) -> str:
+    """A READY streaming job of ``project``, fed by its ingest endpoint (``device`` and
+    ``value``) into the folder ``stream_out``: its id."""
+    fields = [{"field": "device", "type": "STRING"}, {"field": "value", "type": "DOUBLE"}]
+    body = {
+        "definition": {"jobName": "ingest_to_files"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"fields": fields}),
+            op("out", "DISSink", ["src"], {"target": "stream_out"}, {"format": "JSON"}),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1},
+    }
+    return create_ready(api, project, body)
 
 
 @dataclass

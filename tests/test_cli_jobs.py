@@ -18,35 +18,13 @@ from typer.testing import CliRunner, Result
 from datamill.cli.main import app
 from datamill.client import DatamillClient
 from datamill.runtime.worker import WorkerPool
+from tests.builders import make_source
 from tests.conftest import Api
 
 Run = Callable[..., Result]
 TERMINAL = {"Successful", "Failed", "Canceled"}
 HEAVY_SQL = "SELECT sum(a.value * b.value + c.value) AS s FROM t a, t b, t c"
 WAIT = ("--timeout", "60")  # a broken run fails the test in a minute, not in ten
-
-
-def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> str:
-    """A CSV data source: ``device`` d0..d2, ``value`` i + 0.5, ``kind`` y/x alternating."""
-    lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
-    (api.data_root / project / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    spec = {
-        "root": "default",
-        "paths": [f"{project}/{name}.csv"],
-        "fileType": "csv",
-        "delimiter": ",",
-        "containsHeader": True,
-    }
-    response = api.post(
-        f"/projects/{project}/datasources/{name}", json={"type": "file", "spec": spec}
-    )
-    assert response.status_code == 201, response.text
-    return name
-
-
-@pytest.fixture
-def source(api: Api, project: str) -> str:
-    return make_source(api, project)
 
 
 @pytest.fixture
@@ -128,7 +106,7 @@ def create_totals(run: Run, project: str, *extra: str) -> Result:
 
 
 def test_create_get_list_update_delete(
-    run: Run, api: Api, project: str, source: str, tmp_path: Path
+    run: Run, api: Api, project: str, datasource: str, tmp_path: Path
 ) -> None:
     created = ok(
         create_totals(
@@ -233,7 +211,7 @@ def test_create_get_list_update_delete(
     ), missing.stderr
 
 
-def test_list_filters_by_source(run: Run, api: Api, project: str, source: str) -> None:
+def test_list_filters_by_source(run: Run, api: Api, project: str, datasource: str) -> None:
     ok(
         run(
             "jobs",
@@ -293,7 +271,9 @@ def test_list_filters_by_source(run: Run, api: Api, project: str, source: str) -
     assert "down" in blocked.stderr
 
 
-def test_bad_job_options_are_usage_errors(run: Run, api: Api, project: str, source: str) -> None:
+def test_bad_job_options_are_usage_errors(
+    run: Run, api: Api, project: str, datasource: str
+) -> None:
     sql = ("--sql", "SELECT device FROM ev")
     src = ("--src", "events:DataSource:ev")
     usage_error(run("jobs", "create", project, "j", *sql), "--src")
@@ -332,7 +312,7 @@ def test_bad_job_options_are_usage_errors(run: Run, api: Api, project: str, sour
 
 
 def test_start_wait_history_logs_result(
-    run: Run, api: Api, project: str, source: str, workers: WorkerPool
+    run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     ok(create_totals(run, project))
     started = run("jobs", "start", project, "totals", "--param", "minimum=0", "--wait", *WAIT)
@@ -403,7 +383,7 @@ def test_start_wait_history_logs_result(
 
 
 def test_start_without_wait_prints_the_queued_run(
-    run: Run, api: Api, project: str, source: str, workers: WorkerPool
+    run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     ok(create_totals(run, project))
     queued = as_json(run("-o", "json", "jobs", "start", project, "totals", "--param", "minimum=1"))
@@ -423,7 +403,7 @@ def test_start_without_wait_prints_the_queued_run(
 
 
 def test_start_wait_exits_1_when_the_run_fails(
-    run: Run, api: Api, project: str, source: str, workers: WorkerPool
+    run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     ok(
         run(

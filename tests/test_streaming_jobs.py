@@ -4,6 +4,7 @@ list / get / delete and authorization, on every metadata store."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from datamill.domain.streaming import OPERATORS, JobState, StreamingJobBody, che
 from datamill.errors import DatamillError
 from datamill.services.streaming import engine_transition
 from datamill.store.streaming import StreamingJobRow
+from tests import builders
 from tests.conftest import Api, assert_error
 
 SEED_EXAMPLE = Path(__file__).parent / "data" / "seed000_example.json"
@@ -37,20 +39,7 @@ def jobs_url(project: str) -> str:
     return f"/projects/{project}/streaming/jobs"
 
 
-def op(
-    op_id: str,
-    class_name: str,
-    inputs: list[str],
-    basic: dict[str, Any],
-    advance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": op_id,
-        "className": class_name,
-        "point": {"x": 100, "y": 100},
-        "fromOperators": [{"id": i} for i in inputs],
-        "configs": {"basicConfigs": basic, "advanceConfigs": advance or {"parallelism": None}},
-    }
+op = functools.partial(builders.op, point={"x": 100, "y": 100})  # as the editor saves them
 
 
 def valid_pipeline() -> Body:
