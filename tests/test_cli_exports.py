@@ -111,6 +111,7 @@ def result_rows(run: Run, project: str, job: str, run_id: int) -> list[dict[str,
 # --------------------------------------------------------------------------- file
 
 
+@pytest.mark.slow
 def test_a_file_export_end_to_end(
     run: Run, api: Api, project: str, job: str, workers: WorkerPool, tmp_path: Path
 ) -> None:

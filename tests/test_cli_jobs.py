@@ -105,6 +105,7 @@ def create_totals(run: Run, project: str, *extra: str) -> Result:
 # --------------------------------------------------------------------------- definitions
 
 
+@pytest.mark.slow
 def test_create_get_list_update_delete(
     run: Run, api: Api, project: str, datasource: str, tmp_path: Path
 ) -> None:
@@ -211,6 +212,7 @@ def test_create_get_list_update_delete(
     ), missing.stderr
 
 
+@pytest.mark.slow
 def test_list_filters_by_source(run: Run, api: Api, project: str, datasource: str) -> None:
     ok(
         run(
@@ -271,6 +273,7 @@ def test_list_filters_by_source(run: Run, api: Api, project: str, datasource: st
     assert "down" in blocked.stderr
 
 
+@pytest.mark.slow
 def test_bad_job_options_are_usage_errors(
     run: Run, api: Api, project: str, datasource: str
 ) -> None:
@@ -311,6 +314,7 @@ def test_bad_job_options_are_usage_errors(
 # --------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_start_wait_history_logs_result(
     run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -382,6 +386,7 @@ def test_start_wait_history_logs_result(
     assert no_run.stderr.startswith("error E18230:")
 
 
+@pytest.mark.slow
 def test_start_without_wait_prints_the_queued_run(
     run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -434,6 +439,7 @@ def test_start_wait_exits_1_when_the_run_fails(
     assert no_result.stderr.startswith("error E18232:")
 
 
+@pytest.mark.slow
 def test_stop_a_running_run_then_rerun_it(
     run: Run, api: Api, project: str, big: str, workers: WorkerPool
 ) -> None:

@@ -11,6 +11,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from datamill.domain.streaming import JobState
 from tests.conftest import Api
 from tests.test_cli_exports import api_error
@@ -33,6 +35,7 @@ def ndjson(path: Path, rows: list[dict[str, Any]]) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_pipeline_end_to_end(
     run: Run, api: Api, project: str, tmp_path: Path, streaming_engine: BaseProcess
 ) -> None:

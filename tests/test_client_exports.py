@@ -109,6 +109,7 @@ def test_kodo_is_stored_as_s3(dm: DatamillClient, project: str, job: str) -> Non
     assert "unknown export type 'KODO'" in wrong.value.error_msg
 
 
+@pytest.mark.slow
 def test_run_history_wait_and_rerun(
     dm: DatamillClient, api: Api, project: str, job: str, workers: WorkerPool
 ) -> None:

@@ -226,6 +226,7 @@ def test_list_filters_and_walks_pages(dm: DatamillClient, project: str, datasour
 # --------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_start_wait_history_logs_result(
     dm: DatamillClient, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -320,6 +321,7 @@ def test_wait_returns_a_failed_run_which_has_no_result(
     assert dm.jobs.history(project, "broken", status="Failed").total == 1
 
 
+@pytest.mark.slow
 def test_stop_a_running_run_then_rerun_it(
     dm: DatamillClient, project: str, big: str, workers: WorkerPool
 ) -> None:

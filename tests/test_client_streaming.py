@@ -69,6 +69,7 @@ def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
         yield datamill
 
 
+@pytest.mark.slow
 def test_a_pipeline_from_draft_to_sink_output_and_back(
     dm: DatamillClient, api: Api, project: str, streaming_engine: BaseProcess
 ) -> None:

@@ -500,6 +500,7 @@ def test_london_spring_forward_and_fall_back() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_every_thirty_minutes_across_both_transitions() -> None:
     expression = CronExpression.parse("0 0/30 * * * ?")
     for zone, start, end in (
@@ -621,6 +622,7 @@ def _fires(u: datetime, zone: ZoneInfo, secs: set[int], mins: set[int], hours: s
     return False
 
 
+@pytest.mark.slow
 @settings(
     max_examples=200,
     deadline=None,

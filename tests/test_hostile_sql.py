@@ -283,6 +283,7 @@ def test_symlink_to_etc_passwd_is_refused_as_a_data_source(api: Api, project: st
     assert_error(api.get(f"/projects/{project}/datasources/pw"), 404, "E18102")
 
 
+@pytest.mark.slow
 def test_symlink_added_after_the_source_was_saved_is_refused_at_run_time(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -523,6 +524,7 @@ def test_engine_configuration_cannot_be_unlocked(box: Box, template: str) -> Non
 # --- (c) a query that needs far more memory than its container -----------------------------
 
 
+@pytest.mark.slow
 def test_query_needing_more_memory_than_the_container_fails_cleanly(
     api: Api, project: str, workers: WorkerPool
 ) -> None:

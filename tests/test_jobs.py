@@ -88,6 +88,7 @@ def test_params_and_magic_variables(
     )
 
 
+@pytest.mark.slow
 def test_downstream_jobs_and_depend_inheritance(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -205,6 +206,7 @@ def heavy_job(api: Api, project: str, name: str, **extra: Any) -> None:
     assert api.post(f"/projects/{project}/jobs/{name}", json=body).status_code == 201
 
 
+@pytest.mark.slow
 def test_stop_and_rerun_follow_the_state_machine(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -283,6 +285,7 @@ def test_job_stop_cancels_queued_and_running(
     assert api.get(f"/projects/{project}/jobs/heavy").json()["scheduleState"] == "stopped"
 
 
+@pytest.mark.slow
 def test_killed_worker_leaves_no_run_stuck(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -306,6 +309,7 @@ def test_killed_worker_leaves_no_run_stuck(
     assert all(p.is_alive() for p in workers.processes)
 
 
+@pytest.mark.slow
 def test_results_are_one_partition_per_batch(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -323,6 +327,7 @@ def test_results_are_one_partition_per_batch(
     assert history["total"] == 2
 
 
+@pytest.mark.slow
 def test_killed_worker_run_is_retried_when_the_job_asks(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -355,6 +360,7 @@ def test_killed_worker_run_is_retried_when_the_job_asks(
     assert sum("started on" in line for line in logs) == 2
 
 
+@pytest.mark.slow
 def test_get_run_waits_for_the_end(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:

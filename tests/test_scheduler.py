@@ -198,6 +198,7 @@ def test_bad_schedules_are_refused(
     assert needle in response.json()["error_msg"].lower()
 
 
+@pytest.mark.slow
 def test_every_second_cron_fires_on_whole_seconds(
     api: Api, project: str, datasource: str, scheduler_process: BaseProcess
 ) -> None:
@@ -258,6 +259,7 @@ def test_continuous_loop_runs_back_to_back(
             assert later["batchTime"] >= earlier["endTime"][:19]
 
 
+@pytest.mark.slow
 def test_depend_chain_fan_out_failure_and_rerun(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -335,6 +337,7 @@ def test_a_stop_during_a_tick_wins(api: Api, project: str, datasource: str) -> N
     assert schedule["nextFireTime"] is None
 
 
+@pytest.mark.slow
 def test_one_conflict_does_not_undo_the_other_jobs_of_a_tick(
     api: Api, project: str, datasource: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -73,6 +74,7 @@ def assert_stopped_cleanly(process: subprocess.Popen[bytes], output: str) -> Non
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     process, port, base = start_server(tmp_path / "data", "--demo")
     try:
@@ -127,6 +129,7 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     assert left == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
     process, _, base = start_server(tmp_path / "data")
     try:

@@ -41,6 +41,8 @@ from tests.test_streaming_engine import (
     wait_state,
 )
 
+pytestmark = pytest.mark.slow  # real brokers, engines killed on the way
+
 
 def datasource(api: Api, project: str, name: str, type_: str, spec: dict[str, Any]) -> None:
     path = f"/projects/{project}/datasources/{name}"

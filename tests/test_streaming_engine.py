@@ -200,6 +200,7 @@ def engine_pid(api: Api, project: str, job_id: str) -> int:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_records_flow_through_a_running_pipeline(
     api: Api, project: str, engine: BaseProcess
 ) -> None:
@@ -295,6 +296,7 @@ def test_records_flow_through_a_running_pipeline(
     assert sink_rows(target)  # the output stays
 
 
+@pytest.mark.slow
 def test_restart_resumes_from_the_checkpoint_without_duplicates(
     api: Api, project: str, engine: BaseProcess
 ) -> None:
@@ -320,6 +322,7 @@ def test_restart_resumes_from_the_checkpoint_without_duplicates(
     assert "resuming from checkpoint" in text
 
 
+@pytest.mark.slow
 def test_a_killed_engine_restarts_per_policy_then_fails(
     api: Api, project: str, engine: BaseProcess
 ) -> None:
@@ -344,6 +347,7 @@ def test_a_killed_engine_restarts_per_policy_then_fails(
     assert "signal 9" in failed["stateMessage"], failed
 
 
+@pytest.mark.slow
 def test_a_killed_engine_without_restart_policy_fails_with_the_reason(
     api: Api, project: str, engine: BaseProcess
 ) -> None:
@@ -420,6 +424,7 @@ def test_one_job_runs_in_one_place_and_moves_when_its_runner_goes_silent(
     assert job(api, project, job_id)["job_state"] == "STOPPED"
 
 
+@pytest.mark.slow
 def test_processing_time_windows_close_on_the_wall_clock_while_idle(
     api: Api, project: str, engine: BaseProcess
 ) -> None:

@@ -1045,6 +1045,7 @@ def _pipelines(draw: st.DrawFn) -> Body:
     return {"definition": {"jobName": "fuzz"}, "operatorInstances": operators}
 
 
+@pytest.mark.slow
 @given(_pipelines())
 @settings(max_examples=150, deadline=None, database=None)
 def test_the_check_never_fails_on_any_draft(body: Body) -> None:

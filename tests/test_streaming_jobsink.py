@@ -95,6 +95,7 @@ def expected_seqs(n: int) -> list[int]:
     return [i for i in range(n) if i % 5 != 0]
 
 
+@pytest.mark.slow
 def test_records_flow_from_one_job_into_another_once(
     api: Api, project: str, engine: BaseProcess
 ) -> None:
@@ -129,6 +130,7 @@ def test_records_flow_from_one_job_into_another_once(
     stop(api, project, b)
 
 
+@pytest.mark.slow
 def test_a_killed_feeding_engine_keeps_the_output_exactly_once(
     api: Api, project: str, engine: BaseProcess
 ) -> None:

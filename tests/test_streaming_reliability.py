@@ -36,6 +36,8 @@ from tests.test_streaming_engine import (
     wait_state,
 )
 
+pytestmark = pytest.mark.slow  # engines killed again and again over large inputs
+
 EVENTS = 200_000
 
 
