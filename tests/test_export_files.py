@@ -1008,6 +1008,7 @@ def test_s3_export(
         ]
 
 
+@pytest.mark.slow
 def test_s3_errors_are_recorded(
     api: Api,
     project: str,
