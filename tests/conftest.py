@@ -22,9 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
 
 from datamill.api.app import create_app
+from datamill.cli.main import app
+from datamill.client import DatamillClient
 from datamill.config import Settings
 from datamill.runtime.streaming.supervisor import start_supervisor, stop_supervisor
 from datamill.runtime.worker import WorkerPool
@@ -39,6 +43,7 @@ from tests.builders import (
     start,
     wait_for,
 )
+from tests.cli_runner import Run, cli_env
 from tests.servers import (
     RunningServer,
     create_database,
@@ -204,6 +209,38 @@ def admin_token(client: TestClient, runtime: Runtime) -> str:
 
 
 @pytest.fixture
+def run(client: TestClient, admin_token: str, tmp_path: Path) -> Iterator[Run]:
+    """``run("projects", "list")``: the CLI on the test app as the admin (token from env);
+    keywords set or unset more environment variables.
+
+    The in-process server's access log is captured away: it would otherwise be printed into
+    the stdout CliRunner records for the command.
+    """
+    runner = CliRunner()
+    # an empty data dir: the token file fallback finds nothing unless a test puts it there
+    empty = tmp_path / "no-token-here"
+    empty.mkdir()
+
+    def factory(url: str, token: str | None) -> DatamillClient:
+        return DatamillClient(url, token, http=client)
+
+    def invoke(*args: str, input: str | None = None, **env: str | None) -> Result:
+        full_env = cli_env(DATAMILL_TOKEN=admin_token, DATAMILL_DATA_DIR=str(empty))
+        full_env.update(env)
+        return runner.invoke(app, list(args), obj=factory, env=full_env, input=input)
+
+    with structlog.testing.capture_logs():
+        yield invoke
+
+
+@pytest.fixture
+def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
+    """The Python client on the test app, as the admin."""
+    with DatamillClient(token=admin_token, http=client) as datamill:
+        yield datamill
+
+
+@pytest.fixture
 def api(client: TestClient, admin_token: str, runtime: Runtime) -> Api:
     return Api(client, admin_token, runtime)
 
@@ -233,7 +270,7 @@ def job(api: Api, project: str, datasource: str) -> str:
 
 
 @pytest.fixture
-def run(api: Api, project: str, job: str, workers: WorkerPool) -> dict[str, Any]:
+def job_run(api: Api, project: str, job: str, workers: WorkerPool) -> dict[str, Any]:
     """A Successful run of ``job`` by the session's workers: its history entry."""
     entry = wait_for(api, project, job, start(api, project, job), TERMINAL)
     assert entry["status"] == "Successful", entry

@@ -6,22 +6,23 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from datamill.cli.main import app
-from datamill.client import DatamillClient
 from datamill.runtime.worker import WorkerPool
 from tests.builders import make_source
+from tests.cli_runner import (
+    Run,
+    as_json,
+    ok,
+    usage_error,
+)
 from tests.conftest import Api
 
-Run = Callable[..., Result]
 TERMINAL = {"Successful", "Failed", "Canceled"}
 HEAVY_SQL = "SELECT sum(a.value * b.value + c.value) AS s FROM t a, t b, t c"
 WAIT = ("--timeout", "60")  # a broken run fails the test in a minute, not in ten
@@ -33,45 +34,6 @@ def big(api: Api, project: str) -> Iterator[str]:
     happened, so a failed test does not leave a long run on a shared worker."""
     yield make_source(api, project, "big", rows=3000)
     api.post(f"/projects/{project}/jobs/heavy/actions/stop")
-
-
-@pytest.fixture
-def run(client: TestClient, admin_token: str, tmp_path: Path) -> Iterator[Run]:
-    """``run("jobs", "list", project)``: the CLI on the test app as the admin."""
-    runner = CliRunner()
-    empty = tmp_path / "no-token-here"
-    empty.mkdir()
-
-    def factory(url: str, token: str | None) -> DatamillClient:
-        return DatamillClient(url, token, http=client)
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        env: dict[str, str | None] = {
-            "DATAMILL_URL": None,
-            "DATAMILL_TOKEN": admin_token,
-            "DATAMILL_DATA_DIR": str(empty),
-            "COLUMNS": "200",
-        }
-        return runner.invoke(app, list(args), obj=factory, env=env, input=input)
-
-    with structlog.testing.capture_logs():
-        yield invoke
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    return result
-
-
-def as_json(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
-
-
-def usage_error(result: Result, *needles: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    for needle in needles:
-        assert needle in result.output, (needle, result.output)
 
 
 def wait_for(api: Api, project: str, job: str, run_id: int, statuses: set[str]) -> dict[str, Any]:

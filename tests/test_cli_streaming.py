@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 
 from datamill.domain.streaming import JobState
+from tests.cli_runner import Run, as_json, ok, usage_error
 from tests.conftest import Api
 from tests.test_cli_exports import api_error
-from tests.test_cli_jobs import Run, as_json, ok, run, usage_error
 from tests.test_client_streaming import small_pipeline
 from tests.test_streaming_engine import records, sink_rows, wait_for
-
-__all__ = ["run"]  # the CLI fixture, shared with the jobs' tests
 
 DS = "configs.basicConfigs.dataSourceId"
 

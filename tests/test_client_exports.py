@@ -7,12 +7,10 @@ test data root; paging through a long export history uses a mock transport.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from datamill.client import (
     BadRequest,
@@ -35,12 +33,6 @@ from tests.test_client_jobs import ev, make_source
 from tests.test_export_files import expected, part_files, read_rows
 
 SQL = "SELECT device, value, kind FROM ev ORDER BY value"
-
-
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from datamill.client import (
     BadRequest,
@@ -45,12 +44,6 @@ HEAVY_SQL = "SELECT sum(a.value * b.value + c.value) AS s FROM t a, t b, t c"
 
 def ev(name: str = "events") -> list[dict[str, str]]:
     return [{"name": name, "type": "DataSource", "tableName": "ev"}]
-
-
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
 
 
 @pytest.fixture

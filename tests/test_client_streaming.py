@@ -6,13 +6,11 @@ an iterable into NDJSON requests is checked on a mock transport."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from datamill.client import (
     BadRequest,
@@ -61,12 +59,6 @@ def small_pipeline(target: str, name: str = "client_test") -> Body:
         ],
         "runtime": {"checkpointIntervalSeconds": 1},
     }
-
-
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
 
 
 @pytest.mark.slow

@@ -40,9 +40,9 @@ def test_job_schema_is_derived_without_running(api: Api, project: str, datasourc
     )
 
 
-def test_run_end_to_end(api: Api, project: str, job: str, run: dict[str, Any]) -> None:
+def test_run_end_to_end(api: Api, project: str, job: str, job_run: dict[str, Any]) -> None:
     assert job == "totals"
-    entry, run_id = run, run["runId"]
+    entry, run_id = job_run, job_run["runId"]
     assert entry["rowsWritten"] == 3
     assert entry["rowsRead"] == 3
     assert entry["bytesWritten"] > 0
