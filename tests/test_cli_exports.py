@@ -373,6 +373,7 @@ def s3(s3_server: RunningServer) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_an_s3_export_end_to_end(
     run: Run, project: str, job: str, workers: WorkerPool, s3_server: RunningServer, s3: Any
 ) -> None:

@@ -468,6 +468,7 @@ def test_stop_a_running_run_then_rerun_it(
     assert missing.stderr.startswith("error E18230:")
 
 
+@pytest.mark.slow
 def test_jobs_stop_cancels_the_running_run(
     run: Run, api: Api, project: str, big: str, workers: WorkerPool
 ) -> None:

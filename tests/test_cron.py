@@ -716,6 +716,7 @@ def _day_rule(kind: str, a: int, b: int) -> tuple[str, Callable[[date], bool]]:
     return rules[kind]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     kind=st.sampled_from(["L", "L-n", "LW", "W", "nL", "#", "dom", "range"]),

@@ -854,6 +854,7 @@ def s3_body(s3: Any, bucket: str, key: str) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_s3_export(
     api: Api,
     project: str,

@@ -74,6 +74,7 @@ def test_waiting_for_an_export_run_and_reading_its_log(
     assert_error(api.get(path, params={"waitSeconds": 61}), 400, "E18011", "waitSeconds")
 
 
+@pytest.mark.slow
 def test_a_wait_on_a_batch_still_running(api: Api, project: str, workers: WorkerPool) -> None:
     heavy_job(api, project, "heavy")
     add_export(

@@ -729,6 +729,7 @@ def test_logdb_omit_invalid(
     assert job_status(api, project, run_id) == "Successful"
 
 
+@pytest.mark.slow
 def test_logdb_basic_auth_from_secret(
     api: Api, project: str, workers: WorkerPool, receiver: Receiver
 ) -> None:

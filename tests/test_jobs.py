@@ -125,6 +125,7 @@ def test_downstream_jobs_and_depend_inheritance(
     assert_error(api.delete(f"/projects/{project}/datasources/events"), 400, "E18112", "up")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "code", "needles"),
     [
@@ -262,6 +263,7 @@ def test_stop_and_rerun_follow_the_state_machine(
     )
 
 
+@pytest.mark.slow
 def test_watchdog_enforces_max_run_time(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
@@ -272,6 +274,7 @@ def test_watchdog_enforces_max_run_time(
     assert "maximum run time of 1 s" in entry["message"]
 
 
+@pytest.mark.slow
 def test_job_stop_cancels_queued_and_running(
     api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:

@@ -235,6 +235,7 @@ def test_every_second_cron_fires_on_whole_seconds(
     assert api.get(f"/projects/{project}/jobs/tick").json()["schedule"]["nextFireTime"] is None
 
 
+@pytest.mark.slow
 def test_continuous_loop_runs_back_to_back(
     api: Api, project: str, datasource: str, scheduler_process: BaseProcess
 ) -> None:

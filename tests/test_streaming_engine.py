@@ -361,6 +361,7 @@ def test_a_killed_engine_without_restart_policy_fails_with_the_reason(
     )
 
 
+@pytest.mark.slow
 def test_a_source_naming_a_missing_connection_fails_the_start(
     api: Api, project: str, engine: BaseProcess
 ) -> None:
@@ -458,6 +459,7 @@ def test_processing_time_windows_close_on_the_wall_clock_while_idle(
     stop(api, project, job_id)
 
 
+@pytest.mark.slow
 def test_the_server_starts_a_new_supervisor_when_one_dies(settings: Settings) -> None:
     holder = SupervisorHolder(settings)
     try:

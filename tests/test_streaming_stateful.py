@@ -893,6 +893,7 @@ def test_deduplicate_without_key_fields(con: duckdb.DuckDBPyConnection) -> None:
     assert values(driver.batch([rec("c", 0, 4.0, s="ok")], clock=at(6))) == [4.0]
 
 
+@pytest.mark.slow
 def test_first_batch_larger_than_a_row_group_in_a_transaction(
     con: duckdb.DuckDBPyConnection,
 ) -> None:
