@@ -24,8 +24,8 @@ from datamill.services import runs
 from datamill.services import scheduler as scheduling
 from datamill.store.jobs import JobRow, LeaseRow
 from datamill.store.runs import RunLogRow, RunRow
+from tests.builders import TERMINAL, job_body, start, wait_for
 from tests.conftest import Api, assert_error
-from tests.test_jobs import TERMINAL, job_body, start, wait_for
 
 T0 = datetime(2090, 1, 1, tzinfo=UTC)
 
