@@ -106,7 +106,7 @@ def bench_kafka(url: str, n: int, workdir: Path) -> dict[str, float]:
         batch = consumer.consume(10_000, timeout=5)
         if not batch:
             break
-        got += len([json.loads(m.value()) for m in batch if m.error() is None])
+        got += len([json.loads(m.value() or b"") for m in batch if m.error() is None])
     consumer.close()
     plain_consume = time.perf_counter() - start
 

@@ -22,14 +22,29 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
 
 from datamill.api.app import create_app
+from datamill.cli.main import app
+from datamill.client import DatamillClient
 from datamill.config import Settings
 from datamill.runtime.process import stop_process
 from datamill.runtime.streaming.supervisor import STOP_SECONDS, Supervisor
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
+from tests.builders import (
+    TERMINAL,
+    TOTALS_SQL,
+    create_ready,
+    job_body,
+    make_source,
+    op,
+    start,
+    wait_for,
+)
+from tests.cli_runner import Run, cli_env
 from tests.servers import (
     RunningServer,
     create_database,
@@ -195,6 +210,38 @@ def admin_token(client: TestClient, runtime: Runtime) -> str:
 
 
 @pytest.fixture
+def run(client: TestClient, admin_token: str, tmp_path: Path) -> Iterator[Run]:
+    """``run("projects", "list")``: the CLI on the test app as the admin (token from env);
+    keywords set or unset more environment variables.
+
+    The in-process server's access log is captured away: it would otherwise be printed into
+    the stdout CliRunner records for the command.
+    """
+    runner = CliRunner()
+    # an empty data dir: the token file fallback finds nothing unless a test puts it there
+    empty = tmp_path / "no-token-here"
+    empty.mkdir()
+
+    def factory(url: str, token: str | None) -> DatamillClient:
+        return DatamillClient(url, token, http=client)
+
+    def invoke(*args: str, input: str | None = None, **env: str | None) -> Result:
+        full_env = cli_env(DATAMILL_TOKEN=admin_token, DATAMILL_DATA_DIR=str(empty))
+        full_env.update(env)
+        return runner.invoke(app, list(args), obj=factory, env=full_env, input=input)
+
+    with structlog.testing.capture_logs():
+        yield invoke
+
+
+@pytest.fixture
+def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
+    """The Python client on the test app, as the admin."""
+    with DatamillClient(token=admin_token, http=client) as datamill:
+        yield datamill
+
+
+@pytest.fixture
 def api(client: TestClient, admin_token: str, runtime: Runtime) -> Api:
     return Api(client, admin_token, runtime)
 
@@ -207,6 +254,44 @@ def project(api: Api) -> str:
     assert response.status_code == 201, response.text
     (api.data_root / name).mkdir(parents=True, exist_ok=True)
     return name
+
+
+@pytest.fixture
+def datasource(api: Api, project: str) -> str:
+    """The CSV data source ``events`` of ``project`` (3 rows; see ``builders.make_source``)."""
+    return make_source(api, project)
+
+
+@pytest.fixture
+def job(api: Api, project: str, datasource: str) -> str:
+    """The manual SQL job ``totals`` of ``project``: ``TOTALS_SQL`` over ``datasource``."""
+    response = api.post(f"/projects/{project}/jobs/totals", json=job_body(TOTALS_SQL))
+    assert response.status_code == 201, response.text
+    return "totals"
+
+
+@pytest.fixture
+def job_run(api: Api, project: str, job: str, workers: WorkerPool) -> dict[str, Any]:
+    """A Successful run of ``job`` by the session's workers: its history entry."""
+    entry = wait_for(api, project, job, start(api, project, job), TERMINAL)
+    assert entry["status"] == "Successful", entry
+    return entry
+
+
+@pytest.fixture
+def streaming_job(api: Api, project: str) -> str:
+    """A READY streaming job of ``project``, fed by its ingest endpoint (``device`` and
+    ``value``) into the folder ``stream_out``: its id."""
+    fields = [{"field": "device", "type": "STRING"}, {"field": "value", "type": "DOUBLE"}]
+    body = {
+        "definition": {"jobName": "ingest_to_files"},
+        "operatorInstances": [
+            op("src", "PipelineSource", [], {"fields": fields}),
+            op("out", "DISSink", ["src"], {"target": "stream_out"}, {"format": "JSON"}),
+        ],
+        "runtime": {"checkpointIntervalSeconds": 1},
+    }
+    return create_ready(api, project, body)
 
 
 @dataclass

@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from datamill.cli.main import app
-from datamill.client import DatamillClient
 from datamill.config import Settings
+from tests.cli_runner import (
+    Run,
+    as_json,
+    cli_env,
+    ok,
+)
 from tests.conftest import Api
 
 CSV = "id,name,amount\n1,alpha,1.5\n2,beta,2.25\n3,gamma,3.0\n"
-Run = Callable[..., Result]
 
 
 def _name(prefix: str) -> str:
@@ -35,52 +36,6 @@ def file_spec(project: str, path: str = "x.csv") -> dict[str, Any]:
         "delimiter": ",",
         "containsHeader": True,
     }
-
-
-def _env(**overrides: str | None) -> dict[str, str | None]:
-    """A clean environment: no DATAMILL_* settings leak in, tables are wide enough."""
-    env: dict[str, str | None] = {
-        "DATAMILL_URL": None,
-        "DATAMILL_TOKEN": None,
-        "DATAMILL_DATA_DIR": None,
-        "COLUMNS": "200",
-    }
-    env.update(overrides)
-    return env
-
-
-@pytest.fixture
-def run(client: TestClient, admin_token: str, tmp_path: Path) -> Iterator[Run]:
-    """``run("projects", "list")``: the CLI on the test app as the admin (token from env).
-
-    The in-process server's access log is captured away: it would otherwise be printed into
-    the stdout CliRunner records for the command.
-    """
-    runner = CliRunner()
-    # an empty data dir: the token file fallback finds nothing unless a test puts it there
-    empty = tmp_path / "no-token-here"
-    empty.mkdir()
-
-    def factory(url: str, token: str | None) -> DatamillClient:
-        return DatamillClient(url, token, http=client)
-
-    def invoke(*args: str, input: str | None = None, **env: str | None) -> Result:
-        full_env = _env(DATAMILL_TOKEN=admin_token, DATAMILL_DATA_DIR=str(empty))
-        full_env.update(env)
-        return runner.invoke(app, list(args), obj=factory, env=full_env, input=input)
-
-    with structlog.testing.capture_logs():
-        yield invoke
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    return result
-
-
-def as_json(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
 
 
 # --------------------------------------------------------------------------- projects
@@ -473,7 +428,7 @@ def test_api_error_is_one_line_on_stderr_with_exit_code_1(run: Run, project: str
 
 def test_connection_failure_exits_3_without_traceback() -> None:
     result = CliRunner().invoke(
-        app, ["--url", "http://127.0.0.1:9", "projects", "list"], env=_env(DATAMILL_TOKEN="x")
+        app, ["--url", "http://127.0.0.1:9", "projects", "list"], env=cli_env(DATAMILL_TOKEN="x")
     )
     assert result.exit_code == 3
     assert result.stderr.startswith("error: cannot reach the datamill server at http://127.0.0.1:9")
@@ -483,15 +438,17 @@ def test_connection_failure_exits_3_without_traceback() -> None:
 
 def test_usage_errors_exit_2() -> None:
     runner = CliRunner()
-    assert runner.invoke(app, ["datasources", "get"], env=_env()).exit_code == 2
-    assert runner.invoke(app, ["--output", "yaml", "projects", "list"], env=_env()).exit_code == 2
-    bad_url = runner.invoke(app, ["--url", "localhost:8270", "projects", "list"], env=_env())
+    assert runner.invoke(app, ["datasources", "get"], env=cli_env()).exit_code == 2
+    assert (
+        runner.invoke(app, ["--output", "yaml", "projects", "list"], env=cli_env()).exit_code == 2
+    )
+    bad_url = runner.invoke(app, ["--url", "localhost:8270", "projects", "list"], env=cli_env())
     assert bad_url.exit_code == 2
     assert "invalid server URL" in bad_url.output
 
 
 def test_url_comes_from_the_environment() -> None:
-    result = CliRunner().invoke(app, ["health"], env=_env(DATAMILL_URL="http://127.0.0.1:9"))
+    result = CliRunner().invoke(app, ["health"], env=cli_env(DATAMILL_URL="http://127.0.0.1:9"))
     assert result.exit_code == 3
     assert "http://127.0.0.1:9" in result.stderr
 
@@ -516,7 +473,7 @@ def test_server_command_still_starts_the_service(
         datamill.server, "serve", lambda settings, demo: started.append((settings, demo))
     )
     result = CliRunner().invoke(
-        app, ["server", "--port", "9999", "--data-dir", str(tmp_path), "--demo"], env=_env()
+        app, ["server", "--port", "9999", "--data-dir", str(tmp_path), "--demo"], env=cli_env()
     )
     assert result.exit_code == 0, result.output
     [(settings, demo)] = started

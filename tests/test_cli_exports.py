@@ -12,50 +12,28 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import structlog
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from datamill.cli.main import app
-from datamill.client import DatamillClient
 from datamill.runtime.worker import WorkerPool
+from tests.builders import make_source
+from tests.cli_runner import (
+    Run,
+    as_json,
+    ok,
+    usage_error,
+)
 from tests.conftest import Api
 from tests.servers import RunningServer
-from tests.test_cli_jobs import Run, as_json, make_source, ok, usage_error
 from tests.test_export_files import expected, part_files, read_rows
 
 TERMINAL = {"Successful", "Failed", "Canceled"}
 SQL = "SELECT device, value, kind FROM ev ORDER BY value"
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
-
-
-@pytest.fixture
-def run(client: TestClient, admin_token: str, tmp_path: Path) -> Iterator[Run]:
-    """``run("exports", "list", project, job)``: the CLI on the test app as the admin."""
-    runner = CliRunner()
-    empty = tmp_path / "no-token-here"
-    empty.mkdir()
-
-    def factory(url: str, token: str | None) -> DatamillClient:
-        return DatamillClient(url, token, http=client)
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        env: dict[str, str | None] = {
-            "DATAMILL_URL": None,
-            "DATAMILL_TOKEN": admin_token,
-            "DATAMILL_DATA_DIR": str(empty),
-            "COLUMNS": "200",
-        }
-        return runner.invoke(app, list(args), obj=factory, env=env, input=input)
-
-    with structlog.testing.capture_logs():
-        yield invoke
 
 
 @pytest.fixture
@@ -111,6 +89,7 @@ def result_rows(run: Run, project: str, job: str, run_id: int) -> list[dict[str,
 # --------------------------------------------------------------------------- file
 
 
+@pytest.mark.slow
 def test_a_file_export_end_to_end(
     run: Run, api: Api, project: str, job: str, workers: WorkerPool, tmp_path: Path
 ) -> None:
@@ -394,6 +373,7 @@ def s3(s3_server: RunningServer) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_an_s3_export_end_to_end(
     run: Run, project: str, job: str, workers: WorkerPool, s3_server: RunningServer, s3: Any
 ) -> None:

@@ -6,47 +6,26 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from datamill.cli.main import app
-from datamill.client import DatamillClient
 from datamill.runtime.worker import WorkerPool
+from tests.builders import make_source
+from tests.cli_runner import (
+    Run,
+    as_json,
+    ok,
+    usage_error,
+)
 from tests.conftest import Api
 
-Run = Callable[..., Result]
 TERMINAL = {"Successful", "Failed", "Canceled"}
 HEAVY_SQL = "SELECT sum(a.value * b.value + c.value) AS s FROM t a, t b, t c"
 WAIT = ("--timeout", "60")  # a broken run fails the test in a minute, not in ten
-
-
-def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> str:
-    """A CSV data source: ``device`` d0..d2, ``value`` i + 0.5, ``kind`` y/x alternating."""
-    lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
-    (api.data_root / project / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    spec = {
-        "root": "default",
-        "paths": [f"{project}/{name}.csv"],
-        "fileType": "csv",
-        "delimiter": ",",
-        "containsHeader": True,
-    }
-    response = api.post(
-        f"/projects/{project}/datasources/{name}", json={"type": "file", "spec": spec}
-    )
-    assert response.status_code == 201, response.text
-    return name
-
-
-@pytest.fixture
-def source(api: Api, project: str) -> str:
-    return make_source(api, project)
 
 
 @pytest.fixture
@@ -55,45 +34,6 @@ def big(api: Api, project: str) -> Iterator[str]:
     happened, so a failed test does not leave a long run on a shared worker."""
     yield make_source(api, project, "big", rows=3000)
     api.post(f"/projects/{project}/jobs/heavy/actions/stop")
-
-
-@pytest.fixture
-def run(client: TestClient, admin_token: str, tmp_path: Path) -> Iterator[Run]:
-    """``run("jobs", "list", project)``: the CLI on the test app as the admin."""
-    runner = CliRunner()
-    empty = tmp_path / "no-token-here"
-    empty.mkdir()
-
-    def factory(url: str, token: str | None) -> DatamillClient:
-        return DatamillClient(url, token, http=client)
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        env: dict[str, str | None] = {
-            "DATAMILL_URL": None,
-            "DATAMILL_TOKEN": admin_token,
-            "DATAMILL_DATA_DIR": str(empty),
-            "COLUMNS": "200",
-        }
-        return runner.invoke(app, list(args), obj=factory, env=env, input=input)
-
-    with structlog.testing.capture_logs():
-        yield invoke
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    return result
-
-
-def as_json(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
-
-
-def usage_error(result: Result, *needles: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    for needle in needles:
-        assert needle in result.output, (needle, result.output)
 
 
 def wait_for(api: Api, project: str, job: str, run_id: int, statuses: set[str]) -> dict[str, Any]:
@@ -127,8 +67,9 @@ def create_totals(run: Run, project: str, *extra: str) -> Result:
 # --------------------------------------------------------------------------- definitions
 
 
+@pytest.mark.slow
 def test_create_get_list_update_delete(
-    run: Run, api: Api, project: str, source: str, tmp_path: Path
+    run: Run, api: Api, project: str, datasource: str, tmp_path: Path
 ) -> None:
     created = ok(
         create_totals(
@@ -233,7 +174,8 @@ def test_create_get_list_update_delete(
     ), missing.stderr
 
 
-def test_list_filters_by_source(run: Run, api: Api, project: str, source: str) -> None:
+@pytest.mark.slow
+def test_list_filters_by_source(run: Run, api: Api, project: str, datasource: str) -> None:
     ok(
         run(
             "jobs",
@@ -293,7 +235,10 @@ def test_list_filters_by_source(run: Run, api: Api, project: str, source: str) -
     assert "down" in blocked.stderr
 
 
-def test_bad_job_options_are_usage_errors(run: Run, api: Api, project: str, source: str) -> None:
+@pytest.mark.slow
+def test_bad_job_options_are_usage_errors(
+    run: Run, api: Api, project: str, datasource: str
+) -> None:
     sql = ("--sql", "SELECT device FROM ev")
     src = ("--src", "events:DataSource:ev")
     usage_error(run("jobs", "create", project, "j", *sql), "--src")
@@ -331,8 +276,9 @@ def test_bad_job_options_are_usage_errors(run: Run, api: Api, project: str, sour
 # --------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_start_wait_history_logs_result(
-    run: Run, api: Api, project: str, source: str, workers: WorkerPool
+    run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     ok(create_totals(run, project))
     started = run("jobs", "start", project, "totals", "--param", "minimum=0", "--wait", *WAIT)
@@ -402,8 +348,9 @@ def test_start_wait_history_logs_result(
     assert no_run.stderr.startswith("error E18230:")
 
 
+@pytest.mark.slow
 def test_start_without_wait_prints_the_queued_run(
-    run: Run, api: Api, project: str, source: str, workers: WorkerPool
+    run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     ok(create_totals(run, project))
     queued = as_json(run("-o", "json", "jobs", "start", project, "totals", "--param", "minimum=1"))
@@ -423,7 +370,7 @@ def test_start_without_wait_prints_the_queued_run(
 
 
 def test_start_wait_exits_1_when_the_run_fails(
-    run: Run, api: Api, project: str, source: str, workers: WorkerPool
+    run: Run, api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     ok(
         run(
@@ -454,6 +401,7 @@ def test_start_wait_exits_1_when_the_run_fails(
     assert no_result.stderr.startswith("error E18232:")
 
 
+@pytest.mark.slow
 def test_stop_a_running_run_then_rerun_it(
     run: Run, api: Api, project: str, big: str, workers: WorkerPool
 ) -> None:
@@ -520,6 +468,7 @@ def test_stop_a_running_run_then_rerun_it(
     assert missing.stderr.startswith("error E18230:")
 
 
+@pytest.mark.slow
 def test_jobs_stop_cancels_the_running_run(
     run: Run, api: Api, project: str, big: str, workers: WorkerPool
 ) -> None:

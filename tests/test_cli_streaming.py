@@ -11,14 +11,14 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from datamill.domain.streaming import JobState
+from tests.cli_runner import Run, as_json, ok, usage_error
 from tests.conftest import Api
 from tests.test_cli_exports import api_error
-from tests.test_cli_jobs import Run, as_json, ok, run, usage_error
 from tests.test_client_streaming import small_pipeline
 from tests.test_streaming_engine import records, sink_rows, wait_for
-
-__all__ = ["run"]  # the CLI fixture, shared with the jobs' tests
 
 DS = "configs.basicConfigs.dataSourceId"
 
@@ -33,6 +33,7 @@ def ndjson(path: Path, rows: list[dict[str, Any]]) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_pipeline_end_to_end(
     run: Run, api: Api, project: str, tmp_path: Path, streaming_engine: BaseProcess
 ) -> None:

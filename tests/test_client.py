@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -48,12 +47,6 @@ def file_spec(project: str, path: str = "x.csv") -> dict[str, object]:
         "delimiter": ",",
         "containsHeader": True,
     }
-
-
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ test data root; paging through a long export history uses a mock transport.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from datamill.client import (
     BadRequest,
@@ -35,12 +33,6 @@ from tests.test_client_jobs import ev, make_source
 from tests.test_export_files import expected, part_files, read_rows
 
 SQL = "SELECT device, value, kind FROM ev ORDER BY value"
-
-
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def test_create_get_list_update_delete(
     assert updated.updatedAt >= created.updatedAt
     assert api.get(f"/projects/{project}/jobs/{job}/exports/daily").json()["spec"] == updated.spec
 
-    assert dm.exports.delete(project, job, "daily") is None
+    dm.exports.delete(project, job, "daily")  # returns None
     with pytest.raises(NotFound) as gone:
         dm.exports.get(project, job, "daily")
     assert gone.value.error_code == "E18302"
@@ -109,6 +101,7 @@ def test_kodo_is_stored_as_s3(dm: DatamillClient, project: str, job: str) -> Non
     assert "unknown export type 'KODO'" in wrong.value.error_msg
 
 
+@pytest.mark.slow
 def test_run_history_wait_and_rerun(
     dm: DatamillClient, api: Api, project: str, job: str, workers: WorkerPool
 ) -> None:

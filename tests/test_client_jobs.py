@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from datamill.client import (
     BadRequest,
@@ -37,43 +36,14 @@ from datamill.client import (
     StopResult,
 )
 from datamill.runtime.worker import WorkerPool
+from tests.builders import TOTALS_SQL, make_source
 from tests.conftest import Api
 
-TOTALS_SQL = "SELECT device, sum(value) AS total FROM ev GROUP BY device ORDER BY device"
 HEAVY_SQL = "SELECT sum(a.value * b.value + c.value) AS s FROM t a, t b, t c"
-
-
-def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> str:
-    """A CSV data source: ``device`` d0..d2, ``value`` i + 0.5, ``kind`` y/x alternating."""
-    lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
-    (api.data_root / project / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    spec = {
-        "root": "default",
-        "paths": [f"{project}/{name}.csv"],
-        "fileType": "csv",
-        "delimiter": ",",
-        "containsHeader": True,
-    }
-    response = api.post(
-        f"/projects/{project}/datasources/{name}", json={"type": "file", "spec": spec}
-    )
-    assert response.status_code == 201, response.text
-    return name
 
 
 def ev(name: str = "events") -> list[dict[str, str]]:
     return [{"name": name, "type": "DataSource", "tableName": "ev"}]
-
-
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
-
-
-@pytest.fixture
-def source(api: Api, project: str) -> str:
-    return make_source(api, project)
 
 
 @pytest.fixture
@@ -109,11 +79,13 @@ def heavy_job(dm: DatamillClient, project: str, name: str) -> None:
 # --------------------------------------------------------------------------- definitions
 
 
-def test_create_get_update_delete(dm: DatamillClient, api: Api, project: str, source: str) -> None:
+def test_create_get_update_delete(
+    dm: DatamillClient, api: Api, project: str, datasource: str
+) -> None:
     created = dm.jobs.create(
         project,
         "totals",
-        srcs=[Src.model_validate({"name": source, "type": "DataSource", "tableName": "ev"})],
+        srcs=[Src.model_validate({"name": datasource, "type": "DataSource", "tableName": "ev"})],
         computation=TOTALS_SQL,
         container="1U2G",
         scheduler="manual",
@@ -166,7 +138,7 @@ def test_create_get_update_delete(dm: DatamillClient, api: Api, project: str, so
 
 
 def test_create_from_a_body_with_keywords_over_it(
-    dm: DatamillClient, project: str, source: str
+    dm: DatamillClient, project: str, datasource: str
 ) -> None:
     body = JobBody.model_validate(
         {
@@ -192,7 +164,7 @@ def test_create_from_a_body_with_keywords_over_it(
 
 
 def test_invalid_jobs_raise_the_catalog_errors(
-    dm: DatamillClient, project: str, source: str
+    dm: DatamillClient, project: str, datasource: str
 ) -> None:
     with pytest.raises(BadRequest) as bad_sql:
         dm.jobs.create(project, "bad", srcs=ev(), computation="SELECT nosuch FROM ev")
@@ -211,7 +183,7 @@ def test_invalid_jobs_raise_the_catalog_errors(
         dm.jobs.get(project, "bad")
 
 
-def test_list_filters_and_walks_pages(dm: DatamillClient, project: str, source: str) -> None:
+def test_list_filters_and_walks_pages(dm: DatamillClient, project: str, datasource: str) -> None:
     names = ["b_job", "a_job", "c_job"]
     for name in names:
         dm.jobs.create(project, name, srcs=ev(), computation="SELECT device, value FROM ev")
@@ -229,14 +201,14 @@ def test_list_filters_and_walks_pages(dm: DatamillClient, project: str, source: 
     assert page.has_next
     assert [j.name for j in dm.jobs.list(project, page=2, size=2)] == ["c_job", "down"]
     assert [j.name for j in dm.jobs.list(project, src_job="a_job")] == ["down"]
-    by_source = dm.jobs.list(project, src_datasource=source)
+    by_source = dm.jobs.list(project, src_datasource=datasource)
     assert [j.name for j in by_source] == ["a_job", "b_job", "c_job"]
     assert dm.jobs.list(project, src_datasource="nothing_reads_this").total == 0
     assert [j.name for j in dm.jobs.list_all(project)] == ["a_job", "b_job", "c_job", "down"]
     assert [j.name for j in dm.jobs.iter_all(project, src_job="a_job")] == ["down"]
-    assert len(dm.jobs.list_all(project, src_datasource=source)) == 3
+    assert len(dm.jobs.list_all(project, src_datasource=datasource)) == 3
     with pytest.raises(BadRequest) as both:
-        dm.jobs.list(project, src_datasource=source, src_job="a_job")
+        dm.jobs.list(project, src_datasource=datasource, src_job="a_job")
     assert both.value.error_code == "E18011"
     with pytest.raises(BadRequest) as read:
         dm.jobs.delete(project, "a_job")
@@ -247,8 +219,9 @@ def test_list_filters_and_walks_pages(dm: DatamillClient, project: str, source: 
 # --------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_start_wait_history_logs_result(
-    dm: DatamillClient, project: str, source: str, workers: WorkerPool
+    dm: DatamillClient, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     dm.jobs.create(
         project,
@@ -322,7 +295,7 @@ def test_start_wait_history_logs_result(
 
 
 def test_wait_returns_a_failed_run_which_has_no_result(
-    dm: DatamillClient, project: str, source: str, workers: WorkerPool
+    dm: DatamillClient, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     # binds (the output column is an integer) but fails on the data: 'x' is no number
     dm.jobs.create(
@@ -341,6 +314,7 @@ def test_wait_returns_a_failed_run_which_has_no_result(
     assert dm.jobs.history(project, "broken", status="Failed").total == 1
 
 
+@pytest.mark.slow
 def test_stop_a_running_run_then_rerun_it(
     dm: DatamillClient, project: str, big: str, workers: WorkerPool
 ) -> None:

@@ -6,13 +6,11 @@ an iterable into NDJSON requests is checked on a mock transport."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from datamill.client import (
     BadRequest,
@@ -63,12 +61,7 @@ def small_pipeline(target: str, name: str = "client_test") -> Body:
     }
 
 
-@pytest.fixture
-def dm(client: TestClient, admin_token: str) -> Iterator[DatamillClient]:
-    with DatamillClient(token=admin_token, http=client) as datamill:
-        yield datamill
-
-
+@pytest.mark.slow
 def test_a_pipeline_from_draft_to_sink_output_and_back(
     dm: DatamillClient, api: Api, project: str, streaming_engine: BaseProcess
 ) -> None:
@@ -244,14 +237,16 @@ def test_ingest_splits_an_iterable_into_ndjson_requests() -> None:
         seen.clear()
         big = {"blob": "x" * 300}
         small = [{"n": i} for i in range(6)]
-        dm.streaming.ingest("p", "j1", iter([*small, big, *small]), chunk_bytes=40)
+        mixed: list[dict[str, Any]] = [*small, big, *small]
+        dm.streaming.ingest("p", "j1", iter(mixed), chunk_bytes=40)
         sizes = [len(r.content) for r in seen]
         assert sum(r.content.count(b"\n") for r in seen) == 13
         assert [s for s in sizes if s > 40] == [len(json.dumps(big)) + 1]
 
         # lines as given (blank ones skipped); a list of dicts as one JSON array
         seen.clear()
-        dm.streaming.ingest("p", "j1", iter(['{"a": 1}\n', "\n", b'{"a": 2}\r\n']))
+        lines: list[str | bytes] = ['{"a": 1}\n', "\n", b'{"a": 2}\r\n']
+        dm.streaming.ingest("p", "j1", iter(lines))
         assert seen[0].content == b'{"a": 1}\n{"a": 2}\n'
         seen.clear()
         assert dm.streaming.ingest("p", "j1", [{"a": 1}, {"a": 2}]).accepted == 2

@@ -515,6 +515,7 @@ def test_london_spring_forward_and_fall_back() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_every_thirty_minutes_across_both_transitions() -> None:
     expression = CronExpression.parse("0 0/30 * * * ?")
     for zone, start, end in (
@@ -636,6 +637,7 @@ def _fires(u: datetime, zone: ZoneInfo, secs: set[int], mins: set[int], hours: s
     return False
 
 
+@pytest.mark.slow
 @settings(
     max_examples=200,
     deadline=None,
@@ -733,6 +735,7 @@ def _day_rule(kind: str, a: int, b: int) -> tuple[str, Callable[[date], bool]]:
     return rules[kind]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, database=None)
 @given(
     kind=st.sampled_from(["L", "L-n", "LW", "L-nW", "W", "nL", "#", "dom", "range"]),

@@ -152,7 +152,10 @@ def test_file_filter_uses_magic_variables_at_batch_time(
 
 
 def test_no_verify_schema_keeps_given_schema(api: Api, project: str) -> None:
-    schema = [{"key": "a", "valtype": "long", "required": True}, {"key": "b", "valtype": "date"}]
+    schema: list[dict[str, Any]] = [
+        {"key": "a", "valtype": "long", "required": True},
+        {"key": "b", "valtype": "date"},
+    ]
     created = api.post(
         f"/projects/{project}/datasources/manual",
         json={

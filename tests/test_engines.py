@@ -27,6 +27,7 @@ from datamill.engines.base import (
     Watchdog,
 )
 from datamill.engines.duckdb import DuckDBEngine
+from datamill.engines.streaming import MicroBatchExecutor, StateStore
 from datamill.errors import DatamillError, E
 from datamill.store.jobs import JobRow
 from datamill.store.projects import ProjectRow
@@ -81,7 +82,7 @@ class StreamingOnly:
 
     def open_stream(
         self, job_dir: Path, *, memory_limit: str, threads: int, steps: Any
-    ) -> tuple[base.MicroBatchExecutor, base.StateStore]:
+    ) -> tuple[MicroBatchExecutor, StateStore]:
         raise AssertionError("not opened in these tests")
 
 

@@ -523,8 +523,9 @@ def test_partition_by_and_file_count(
         assert got == want
 
 
-def test_partition_values_are_encoded(api: Api, project: str, workers: WorkerPool) -> None:
-    make_source(api, project)
+def test_partition_values_are_encoded(
+    api: Api, project: str, datasource: str, workers: WorkerPool
+) -> None:
     body = job_body(  # srcs needs at least one source: read it and ignore it
         "SELECT label, n FROM (VALUES ('a/b c', 1), ('..', 2), (NULL, 3), ('', 4)) "
         "AS t(label, n), (SELECT count(*) AS c FROM ev) ORDER BY n"
@@ -558,8 +559,7 @@ def test_partition_values_are_encoded(api: Api, project: str, workers: WorkerPoo
     ]
 
 
-def test_an_empty_result(api: Api, project: str, workers: WorkerPool) -> None:
-    make_source(api, project)
+def test_an_empty_result(api: Api, project: str, datasource: str, workers: WorkerPool) -> None:
     body = job_body("SELECT device, value FROM ev WHERE value < 0")
     assert api.post(f"/projects/{project}/jobs/none", json=body).status_code == 201
     add_export(
@@ -854,6 +854,7 @@ def s3_body(s3: Any, bucket: str, key: str) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_s3_export(
     api: Api,
     project: str,
@@ -1008,6 +1009,7 @@ def test_s3_export(
         ]
 
 
+@pytest.mark.slow
 def test_s3_errors_are_recorded(
     api: Api,
     project: str,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from datamill.runtime.worker import WorkerPool
 from tests.conftest import Api, assert_error
 from tests.test_export_files import add_export, make_job, rerun_export
@@ -15,6 +17,7 @@ def export_run_path(project: str, job: str, name: str, run_id: int) -> str:
     return f"/projects/{project}/jobs/{job}/exports/{name}/runs/{run_id}"
 
 
+@pytest.mark.slow
 def test_waiting_for_an_export_run_and_reading_its_log(
     api: Api, project: str, workers: WorkerPool
 ) -> None:
@@ -71,6 +74,7 @@ def test_waiting_for_an_export_run_and_reading_its_log(
     assert_error(api.get(path, params={"waitSeconds": 61}), 400, "E18011", "waitSeconds")
 
 
+@pytest.mark.slow
 def test_a_wait_on_a_batch_still_running(api: Api, project: str, workers: WorkerPool) -> None:
     heavy_job(api, project, "heavy")
     add_export(

@@ -318,6 +318,7 @@ def as_text(value: Any) -> str:
 # ----------------------------------------------------------------------------------- http
 
 
+@pytest.mark.slow
 def test_http_export_text_and_json(
     api: Api, project: str, workers: WorkerPool, receiver: Receiver
 ) -> None:
@@ -393,6 +394,7 @@ def test_http_export_text_and_json(
     assert [r.body for r in resent[3:]] == [r.body for r in texts]
 
 
+@pytest.mark.slow
 def test_http_retries_refusals_and_down_target(
     api: Api, project: str, workers: WorkerPool, receiver: Receiver
 ) -> None:
@@ -596,6 +598,7 @@ def doc_count(server: RunningServer, index: str) -> int:
     return int(response.json()["count"])
 
 
+@pytest.mark.slow
 def test_logdb_export_and_rerun(
     api: Api, project: str, workers: WorkerPool, opensearch: RunningServer
 ) -> None:
@@ -662,6 +665,7 @@ def test_logdb_export_and_rerun(
     assert doc_count(opensearch, index) == 10
 
 
+@pytest.mark.slow
 def test_logdb_omit_invalid(
     api: Api, project: str, workers: WorkerPool, opensearch: RunningServer
 ) -> None:
@@ -725,6 +729,7 @@ def test_logdb_omit_invalid(
     assert job_status(api, project, run_id) == "Successful"
 
 
+@pytest.mark.slow
 def test_logdb_basic_auth_from_secret(
     api: Api, project: str, workers: WorkerPool, receiver: Receiver
 ) -> None:
@@ -787,6 +792,7 @@ def export_points(api: Api, project: str, spec: dict[str, Any]) -> tuple[int, li
     return run_id, result_rows(api, project, "out", run_id)
 
 
+@pytest.mark.slow
 def test_tsdb_export_and_rerun(
     api: Api, project: str, workers: WorkerPool, influxdb: RunningServer
 ) -> None:
@@ -843,6 +849,7 @@ def victoria_series(server: RunningServer, db: str) -> dict[tuple[str, str, str]
     return found
 
 
+@pytest.mark.slow
 def test_tsdb_export_to_victoria_metrics_and_rerun(
     api: Api, project: str, workers: WorkerPool, victoria_metrics: RunningServer
 ) -> None:
@@ -876,6 +883,7 @@ def test_tsdb_export_to_victoria_metrics_and_rerun(
     assert victoria_series(victoria_metrics, db) == {k: sorted(v) for k, v in expected.items()}
 
 
+@pytest.mark.slow
 def test_tsdb_omit_invalid_precision_and_auth(
     api: Api, project: str, workers: WorkerPool, influxdb: RunningServer, receiver: Receiver
 ) -> None:
@@ -976,6 +984,7 @@ def report_db(request: pytest.FixtureRequest, api: Api, project: str) -> tuple[s
     return f"sqlite:///{path}", sqlite_query
 
 
+@pytest.mark.slow
 def test_report_overwrite_append_and_rerun(
     api: Api, project: str, workers: WorkerPool, report_db: tuple[str, Any]
 ) -> None:
@@ -1046,6 +1055,7 @@ def test_report_overwrite_append_and_rerun(
     assert table("latest") == expected
 
 
+@pytest.mark.slow
 def test_report_refusals(
     api: Api, project: str, workers: WorkerPool, postgres_server: RunningServer, tmp_path: Path
 ) -> None:
@@ -1083,6 +1093,7 @@ def test_report_refusals(
 # ------------------------------------------------------------------ targets that are down
 
 
+@pytest.mark.slow
 def test_down_targets_fail_after_retries(api: Api, project: str, workers: WorkerPool) -> None:
     make_job(api, project)
     port = free_port()  # nothing listens here
@@ -1318,6 +1329,7 @@ CREATE_ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("type_", "spec", "status", "code", "needles"),
     CREATE_ERRORS,

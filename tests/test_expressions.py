@@ -69,7 +69,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
     return row[0]
 
 
-VALID: list[tuple[str, str, Any, Any]] = [
+VALID: list[tuple[str, str | None, Any, Any]] = [
     # expression, SQL, type, value on the test row
     ("temp * 1.8 + 32", '(("temp" * CAST(1.8 AS DOUBLE)) + 32)', FieldType.DOUBLE, 70.7),
     ("n + 1", '(CAST("n" AS BIGINT) + 1)', FieldType.LONG, 4),

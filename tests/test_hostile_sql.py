@@ -14,7 +14,6 @@ Three layers are exercised:
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from datamill.engines.duckdb import Limits, Sandbox, connect_locked
 from datamill.errors import DatamillError
 from datamill.runtime.worker import WorkerPool
 from datamill.security.sql_gate import gate
+from tests.builders import job_body, make_source, start, wait_for
 from tests.conftest import Api, assert_error
 
 REFUSED = {"E18209", "E18233"}
@@ -35,61 +35,6 @@ TERMINAL = {"Successful", "Failed", "Canceled"}
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def write_csv(path: Path, rows: int) -> None:
-    lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> None:
-    write_csv(api.data_root / project / f"{name}.csv", rows)
-    response = api.post(
-        f"/projects/{project}/datasources/{name}",
-        json={
-            "type": "file",
-            "spec": {
-                "root": "default",
-                "paths": [f"{project}/{name}.csv"],
-                "fileType": "csv",
-                "delimiter": ",",
-                "containsHeader": True,
-            },
-        },
-    )
-    assert response.status_code == 201, response.text
-
-
-def job_body(code: str, table: str = "ev", source: str = "events", **extra: Any) -> dict[str, Any]:
-    return {
-        "srcs": [{"name": source, "type": "DataSource", "tableName": table}],
-        "computation": {"type": "SQL", "code": code},
-        "container": {"type": "1U2G", "count": 1},
-        "scheduler": {"type": "manual"},
-        **extra,
-    }
-
-
-def start(api: Api, project: str, job: str, params: list[dict[str, str]] | None = None) -> int:
-    response = api.post(
-        f"/projects/{project}/jobs/{job}/actions/start", json={"params": params or []}
-    )
-    assert response.status_code == 202, response.text
-    return int(response.json()["runId"])
-
-
-def wait_for(
-    api: Api, project: str, job: str, run_id: int, statuses: set[str], timeout: float = 60
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    entry: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = api.get(f"/projects/{project}/jobs/{job}/history", params={"runId": run_id}).json()
-        entry = body["history"][0]
-        if entry["status"] in statuses:
-            return entry
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} of {job} stayed {entry.get('status')}: {entry}")
 
 
 def assert_refused(response: httpx.Response, *needles: str) -> None:
@@ -292,9 +237,8 @@ def other_file(api: Api) -> Path:
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_hostile_sql_is_refused_at_save(
-    api: Api, project: str, other_file: Path, tmp_path: Path, hostile: Case
+    api: Api, project: str, datasource: str, other_file: Path, tmp_path: Path, hostile: Case
 ) -> None:
-    make_source(api, project)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     code = hostile.code.format(tmp=scratch, other=other_file, other_dir=other_file.parent)
@@ -347,11 +291,11 @@ def test_symlink_to_etc_passwd_is_refused_as_a_data_source(api: Api, project: st
     assert_error(api.get(f"/projects/{project}/datasources/pw"), 404, "E18102")
 
 
+@pytest.mark.slow
 def test_symlink_added_after_the_source_was_saved_is_refused_at_run_time(
-    api: Api, project: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     """A link that appears later is caught when the run lists its files, not followed."""
-    make_source(api, project)
     folder = api.data_root / project
     created = api.post(
         f"/projects/{project}/datasources/many",
@@ -378,10 +322,9 @@ def test_symlink_added_after_the_source_was_saved_is_refused_at_run_time(
 
 
 def test_hostile_param_is_refused_when_the_run_starts(
-    api: Api, project: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     """Params are expanded into the SQL at run time; the gate runs again on the result."""
-    make_source(api, project)
     body = job_body(
         "SELECT device FROM $(tbl)", params=[{"name": "tbl", "default": "ev"}], maxRunSeconds=60
     )
@@ -589,6 +532,7 @@ def test_engine_configuration_cannot_be_unlocked(box: Box, template: str) -> Non
 # --- (c) a query that needs far more memory than its container -----------------------------
 
 
+@pytest.mark.slow
 def test_query_needing_more_memory_than_the_container_fails_cleanly(
     api: Api, project: str, workers: WorkerPool
 ) -> None:
@@ -614,7 +558,9 @@ def test_query_needing_more_memory_than_the_container_fails_cleanly(
     assert not (api.runtime.settings.projects_dir / project / "warehouse" / "hungry").exists()
 
     assert api.get("/health").status_code == 200
-    trivial = job_body("SELECT device, count(*) AS n FROM t GROUP BY device", "t", "big")
+    trivial = job_body(
+        "SELECT device, count(*) AS n FROM t GROUP BY device", table="t", source="big"
+    )
     assert api.post(f"/projects/{project}/jobs/trivial", json=trivial).status_code == 201
     for _ in range(2):  # both workers, whichever ran the hungry query, still work
         after = start(api, project, "trivial")

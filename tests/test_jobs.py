@@ -11,61 +11,8 @@ from typing import Any
 import pytest
 
 from datamill.runtime.worker import WorkerPool
+from tests.builders import TERMINAL, job_body, make_source, start, wait_for
 from tests.conftest import Api, assert_error
-
-TERMINAL = {"Successful", "Failed", "Canceled"}
-
-
-def wait_for(
-    api: Api, project: str, job: str, run_id: int, statuses: set[str], timeout: float = 30
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    entry: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = api.get(f"/projects/{project}/jobs/{job}/history", params={"runId": run_id}).json()
-        entry = body["history"][0]
-        if entry["status"] in statuses:
-            return entry
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} of {job} stayed {entry.get('status')}: {entry}")
-
-
-def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> None:
-    folder = api.data_root / project
-    lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
-    (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    response = api.post(
-        f"/projects/{project}/datasources/{name}",
-        json={
-            "type": "file",
-            "spec": {
-                "root": "default",
-                "paths": [f"{project}/{name}.csv"],
-                "fileType": "csv",
-                "delimiter": ",",
-                "containsHeader": True,
-            },
-        },
-    )
-    assert response.status_code == 201, response.text
-
-
-def job_body(code: str, srcs: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
-    return {
-        "srcs": srcs or [{"name": "events", "type": "DataSource", "tableName": "ev"}],
-        "computation": {"type": "SQL", "code": code},
-        "container": {"type": "1U2G", "count": 1},
-        "scheduler": {"type": "manual"},
-        **extra,
-    }
-
-
-def start(api: Api, project: str, job: str, params: list[dict[str, str]] | None = None) -> int:
-    response = api.post(
-        f"/projects/{project}/jobs/{job}/actions/start", json={"params": params or []}
-    )
-    assert response.status_code == 202, response.text
-    return int(response.json()["runId"])
 
 
 def stop_running(api: Api, project: str, job: str, run_id: int) -> None:
@@ -76,13 +23,7 @@ def stop_running(api: Api, project: str, job: str, run_id: int) -> None:
     assert response.status_code == 200, response.text
 
 
-@pytest.fixture
-def source(api: Api, project: str) -> str:
-    make_source(api, project)
-    return "events"
-
-
-def test_job_schema_is_derived_without_running(api: Api, project: str, source: str) -> None:
+def test_job_schema_is_derived_without_running(api: Api, project: str, datasource: str) -> None:
     created = api.post(
         f"/projects/{project}/jobs/totals",
         json=job_body("SELECT device, sum(value) AS total, count(*) AS n FROM ev GROUP BY device"),
@@ -99,14 +40,9 @@ def test_job_schema_is_derived_without_running(api: Api, project: str, source: s
     )
 
 
-def test_run_end_to_end(api: Api, project: str, source: str, workers: WorkerPool) -> None:
-    api.post(
-        f"/projects/{project}/jobs/totals",
-        json=job_body("SELECT device, sum(value) AS total FROM ev GROUP BY device ORDER BY device"),
-    )
-    run_id = start(api, project, "totals")
-    entry = wait_for(api, project, "totals", run_id, TERMINAL)
-    assert entry["status"] == "Successful", entry
+def test_run_end_to_end(api: Api, project: str, job: str, job_run: dict[str, Any]) -> None:
+    assert job == "totals"
+    entry, run_id = job_run, job_run["runId"]
     assert entry["rowsWritten"] == 3
     assert entry["rowsRead"] == 3
     assert entry["bytesWritten"] > 0
@@ -125,7 +61,7 @@ def test_run_end_to_end(api: Api, project: str, source: str, workers: WorkerPool
 
 
 def test_params_and_magic_variables(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     body = job_body(
         "SELECT '$(label)' AS label, '$(date)' AS day, count(*) AS n FROM ev "
@@ -152,8 +88,9 @@ def test_params_and_magic_variables(
     )
 
 
+@pytest.mark.slow
 def test_downstream_jobs_and_depend_inheritance(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     api.post(
         f"/projects/{project}/jobs/up",
@@ -188,6 +125,7 @@ def test_downstream_jobs_and_depend_inheritance(
     assert_error(api.delete(f"/projects/{project}/datasources/events"), 400, "E18112", "up")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "code", "needles"),
     [
@@ -241,7 +179,7 @@ def test_downstream_jobs_and_depend_inheritance(
     ],
 )
 def test_jobs_that_would_not_run_are_not_saved(
-    api: Api, project: str, source: str, change: dict[str, Any], code: str, needles: list[str]
+    api: Api, project: str, datasource: str, change: dict[str, Any], code: str, needles: list[str]
 ) -> None:
     body = {**job_body("SELECT device FROM ev"), **change}
     response = api.post(f"/projects/{project}/jobs/bad", json=body)
@@ -250,7 +188,7 @@ def test_jobs_that_would_not_run_are_not_saved(
     assert_error(api.get(f"/projects/{project}/jobs/bad"), 404, "E18202")
 
 
-def test_table_names_are_unique_along_the_chain(api: Api, project: str, source: str) -> None:
+def test_table_names_are_unique_along_the_chain(api: Api, project: str, datasource: str) -> None:
     api.post(f"/projects/{project}/jobs/up", json=job_body("SELECT device FROM ev"))
     clash = api.post(
         f"/projects/{project}/jobs/down",
@@ -269,8 +207,9 @@ def heavy_job(api: Api, project: str, name: str, **extra: Any) -> None:
     assert api.post(f"/projects/{project}/jobs/{name}", json=body).status_code == 201
 
 
+@pytest.mark.slow
 def test_stop_and_rerun_follow_the_state_machine(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     heavy_job(api, project, "heavy")
     run_id = start(api, project, "heavy")
@@ -324,8 +263,9 @@ def test_stop_and_rerun_follow_the_state_machine(
     )
 
 
+@pytest.mark.slow
 def test_watchdog_enforces_max_run_time(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     heavy_job(api, project, "slow", maxRunSeconds=1)
     run_id = start(api, project, "slow")
@@ -334,8 +274,9 @@ def test_watchdog_enforces_max_run_time(
     assert "maximum run time of 1 s" in entry["message"]
 
 
+@pytest.mark.slow
 def test_job_stop_cancels_queued_and_running(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     heavy_job(api, project, "heavy")
     first = start(api, project, "heavy")
@@ -347,8 +288,9 @@ def test_job_stop_cancels_queued_and_running(
     assert api.get(f"/projects/{project}/jobs/heavy").json()["scheduleState"] == "stopped"
 
 
+@pytest.mark.slow
 def test_killed_worker_leaves_no_run_stuck(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     heavy_job(api, project, "victim")
     run_id = start(api, project, "victim")
@@ -361,7 +303,7 @@ def test_killed_worker_leaves_no_run_stuck(
         holder = session.scalars(
             select(RunRow.worker).where(RunRow.status == "Running", RunRow.run_id == run_id)
         ).all()
-    pid = int(holder[-1].split(":")[1].split("/")[0])
+    pid = int(str(holder[-1]).split(":")[1].split("/")[0])
     os.kill(pid, signal.SIGKILL)
     entry = wait_for(api, project, "victim", run_id, TERMINAL, timeout=30)
     assert entry["status"] == "Failed"
@@ -370,8 +312,9 @@ def test_killed_worker_leaves_no_run_stuck(
     assert all(p.is_alive() for p in workers.processes)
 
 
+@pytest.mark.slow
 def test_results_are_one_partition_per_batch(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     api.post(f"/projects/{project}/jobs/part", json=job_body("SELECT device FROM ev"))
     first, second = start(api, project, "part"), start(api, project, "part")
@@ -387,8 +330,9 @@ def test_results_are_one_partition_per_batch(
     assert history["total"] == 2
 
 
+@pytest.mark.slow
 def test_killed_worker_run_is_retried_when_the_job_asks(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     make_source(api, project, "big", rows=1000)
     body = job_body(
@@ -409,7 +353,7 @@ def test_killed_worker_run_is_retried_when_the_job_asks(
         holder = session.scalars(
             select(RunRow.worker).where(RunRow.status == "Running", RunRow.run_id == run_id)
         ).all()
-    os.kill(int(holder[-1].split(":")[1].split("/")[0]), signal.SIGKILL)
+    os.kill(int(str(holder[-1]).split(":")[1].split("/")[0]), signal.SIGKILL)
     entry = wait_for(api, project, "retry", run_id, TERMINAL, timeout=90)
     workers.replace_dead()
     assert entry["status"] == "Successful", entry
@@ -419,8 +363,9 @@ def test_killed_worker_run_is_retried_when_the_job_asks(
     assert sum("started on" in line for line in logs) == 2
 
 
+@pytest.mark.slow
 def test_get_run_waits_for_the_end(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     api.post(f"/projects/{project}/jobs/quick", json=job_body("SELECT count(*) AS n FROM ev"))
     run_id = start(api, project, "quick")

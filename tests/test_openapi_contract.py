@@ -152,6 +152,7 @@ def test_documented_error_responses_use_the_error_model() -> None:
     assert not foreign, "\n".join(foreign)
 
 
+@pytest.mark.slow
 def test_docs_page_is_html_and_points_at_the_served_document() -> None:
     # No `with`: the lifespan (which opens the metadata store) is not needed for these pages.
     client = TestClient(create_app())

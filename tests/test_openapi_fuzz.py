@@ -83,6 +83,8 @@ from datamill.store.projects import get_project
 from datamill.store.users import TokenRow, UserRow
 from tests.conftest import Api
 
+pytestmark = pytest.mark.slow  # every operation of the API, several cases each
+
 MAX_EXAMPLES = 25
 SEED = int(os.environ.get("DATAMILL_FUZZ_SEED", "20240611"))
 THING = "fz_thing"

@@ -71,6 +71,7 @@ def s3_spec(server: RunningServer, bucket: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_s3_source_infers_and_previews(
     api: Api, project: str, bucket: str, s3_secret: str, s3_server: RunningServer
 ) -> None:

@@ -623,6 +623,7 @@ class RunMachine(RuleBasedStateMachine):
         self.last = now
 
 
+@pytest.mark.slow
 def test_runs_follow_the_state_machine(store: Runtime) -> None:
     machine = type("RunMachineOnStore", (RunMachine,), {"runtime": store})
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)

@@ -15,18 +15,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from datamill.config import Settings
 from datamill.runtime.process import stop_process
 from datamill.runtime.worker import WorkerPool
+from datamill.scheduler import lease as scheduler_lease
 from datamill.scheduler import tick as scheduling
 from datamill.scheduler.process import SchedulerLoop
 from datamill.services import runs
-from datamill.store.jobs import JobRow
+from datamill.store.jobs import JobRow, LeaseRow
 from datamill.store.runs import RunLogRow, RunRow
+from tests.builders import TERMINAL, job_body, start, wait_for
 from tests.conftest import Api, assert_error
-from tests.test_jobs import TERMINAL, job_body, make_source, start, wait_for
 
 T0 = datetime(2090, 1, 1, tzinfo=UTC)
 
@@ -38,10 +39,22 @@ def scheduler_process(settings: Settings, workers: WorkerPool) -> Iterator[BaseP
     stop_process(process)
 
 
-@pytest.fixture
-def source(api: Api, project: str) -> str:
-    make_source(api, project)
-    return "events"
+def wait_scheduler_ticks(api: Api, ticks: int = 1, timeout: float = 30) -> None:
+    """Wait until the scheduler holding the lease has completed ``ticks`` whole ticks that
+    began after this call. It renews the lease before each tick, so the lease's expiry
+    moving on ``ticks + 1`` times brackets them: a slow machine makes this slower, and an
+    absence checked after it cannot pass for want of a tick."""
+    seen: list[datetime] = []
+    deadline = time.monotonic() + timeout
+    while len(seen) < ticks + 2:
+        assert time.monotonic() < deadline, f"the scheduler ticked {len(seen) - 1} times"
+        with api.runtime.sessions() as session:
+            lease = session.get(LeaseRow, scheduler_lease.SCHEDULER)
+            expires = lease.expires_at if lease is not None else None
+        if expires is not None and (not seen or expires > seen[-1]):
+            seen.append(expires)
+        else:
+            time.sleep(0.05)
 
 
 def scheduled(
@@ -81,7 +94,7 @@ def job_row(api: Api, job_id: int) -> JobRow:
         return row
 
 
-def test_due_fire_time_is_queued_once(api: Api, project: str, source: str) -> None:
+def test_due_fire_time_is_queued_once(api: Api, project: str, datasource: str) -> None:
     job = scheduled(api, project, "hourly", {"crontab": "0 0 * * * ?"})
     tick_at(api, T0 + timedelta(seconds=1))
     tick_at(api, T0 + timedelta(seconds=2))
@@ -99,7 +112,7 @@ def test_due_fire_time_is_queued_once(api: Api, project: str, source: str) -> No
     [("latest", [5]), ("all", [0, 1, 2, 3, 4, 5]), ("none", [])],
 )
 def test_misfire_policies(
-    api: Api, project: str, source: str, policy: str, expected_hours: list[int]
+    api: Api, project: str, datasource: str, policy: str, expected_hours: list[int]
 ) -> None:
     job = scheduled(
         api,
@@ -112,13 +125,13 @@ def test_misfire_policies(
     assert job_row(api, job.id).next_fire_at == T0 + timedelta(hours=6)
 
 
-def test_on_time_fire_is_never_a_misfire(api: Api, project: str, source: str) -> None:
+def test_on_time_fire_is_never_a_misfire(api: Api, project: str, datasource: str) -> None:
     job = scheduled(api, project, "m_none", {"crontab": "0 0 * * * ?", "misfire": "none"})
     tick_at(api, T0 + timedelta(seconds=2))
     assert batch_times(api, job.id) == [T0]
 
 
-def test_overlap_skip_and_queue(api: Api, project: str, source: str) -> None:
+def test_overlap_skip_and_queue(api: Api, project: str, datasource: str) -> None:
     skip = scheduled(api, project, "o_skip", {"crontab": "0 0 * * * ?"})
     tick_at(api, T0 + timedelta(seconds=1))
     tick_at(api, T0 + timedelta(hours=1, seconds=1))
@@ -135,9 +148,7 @@ def test_overlap_skip_and_queue(api: Api, project: str, source: str) -> None:
         ).first()
         assert first is not None
         session.execute(
-            RunRow.__table__.update()
-            .where(RunRow.id == first.id)
-            .values(status="Running", worker="someone")
+            update(RunRow).where(RunRow.id == first.id).values(status="Running", worker="someone")
         )
         session.commit()
         claimed = runs.claim_next(session, "tester")
@@ -156,7 +167,7 @@ def test_lease_has_one_holder(api: Api) -> None:
         assert not scheduling.acquire_lease(a, "a", ttl, name)
 
 
-def test_preview_in_a_time_zone(api: Api, project: str, source: str) -> None:
+def test_preview_in_a_time_zone(api: Api, project: str, datasource: str) -> None:
     body = job_body(
         "SELECT device FROM ev",
         scheduler={
@@ -181,7 +192,7 @@ def test_preview_in_a_time_zone(api: Api, project: str, source: str) -> None:
     ],
 )
 def test_bad_schedules_are_refused(
-    api: Api, project: str, source: str, spec: dict[str, Any], needle: str
+    api: Api, project: str, datasource: str, spec: dict[str, Any], needle: str
 ) -> None:
     body = job_body("SELECT device FROM ev", scheduler={"type": "crontab", "spec": spec})
     response = api.post(f"/projects/{project}/jobs/bad", json=body)
@@ -189,8 +200,9 @@ def test_bad_schedules_are_refused(
     assert needle in response.json()["error_msg"].lower()
 
 
+@pytest.mark.slow
 def test_every_second_cron_fires_on_whole_seconds(
-    api: Api, project: str, source: str, scheduler_process: BaseProcess
+    api: Api, project: str, datasource: str, scheduler_process: BaseProcess
 ) -> None:
     body = job_body(
         "SELECT device FROM ev", scheduler={"type": "crontab", "spec": {"crontab": "* * * * * ?"}}
@@ -218,15 +230,16 @@ def test_every_second_cron_fires_on_whole_seconds(
     assert all(s.microsecond == 0 for s in stamps)
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
     assert all(gap >= 1 and gap == int(gap) for gap in gaps), gaps
-    time.sleep(1.5)
+    wait_scheduler_ticks(api)  # a tick that saw the job before the stop is over
     before = api.get(f"/projects/{project}/jobs/tick/history").json()["total"]
-    time.sleep(1.5)
+    wait_scheduler_ticks(api)
     assert api.get(f"/projects/{project}/jobs/tick/history").json()["total"] == before
     assert api.get(f"/projects/{project}/jobs/tick").json()["schedule"]["nextFireTime"] is None
 
 
+@pytest.mark.slow
 def test_continuous_loop_runs_back_to_back(
-    api: Api, project: str, source: str, scheduler_process: BaseProcess
+    api: Api, project: str, datasource: str, scheduler_process: BaseProcess
 ) -> None:
     body = job_body("SELECT device FROM ev", scheduler={"type": "loop", "spec": {"loop": "0"}})
     assert api.post(f"/projects/{project}/jobs/spin", json=body).status_code == 201
@@ -249,8 +262,9 @@ def test_continuous_loop_runs_back_to_back(
             assert later["batchTime"] >= earlier["endTime"][:19]
 
 
+@pytest.mark.slow
 def test_depend_chain_fan_out_failure_and_rerun(
-    api: Api, project: str, source: str, workers: WorkerPool
+    api: Api, project: str, datasource: str, workers: WorkerPool
 ) -> None:
     api.post(
         f"/projects/{project}/jobs/root",
@@ -303,11 +317,12 @@ def test_depend_chain_fan_out_failure_and_rerun(
     )
     failing = start(api, project, "root")
     assert wait_for(api, project, "root", failing, TERMINAL)["status"] == "Failed"
-    time.sleep(1)
+    # dependants are queued in the transaction that ends the upstream run Successful: the
+    # Failed run's end, seen above, is the moment after which none can come
     assert api.get(f"/projects/{project}/jobs/mid/history").json()["total"] == 1
 
 
-def test_a_stop_during_a_tick_wins(api: Api, project: str, source: str) -> None:
+def test_a_stop_during_a_tick_wins(api: Api, project: str, datasource: str) -> None:
     job = scheduled(api, project, "racy", {"crontab": "0 0 * * * ?"})
     with api.runtime.sessions() as session:
         row = session.get(JobRow, job.id)
@@ -325,8 +340,9 @@ def test_a_stop_during_a_tick_wins(api: Api, project: str, source: str) -> None:
     assert schedule["nextFireTime"] is None
 
 
+@pytest.mark.slow
 def test_one_conflict_does_not_undo_the_other_jobs_of_a_tick(
-    api: Api, project: str, source: str, monkeypatch: pytest.MonkeyPatch
+    api: Api, project: str, datasource: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Due jobs are fired in one transaction; when another scheduler queued one of the
     batches meanwhile, the unique key refuses it, and the jobs are fired one by one."""

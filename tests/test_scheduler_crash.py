@@ -56,6 +56,8 @@ from datamill.store.projects import ProjectRow
 from datamill.store.runs import RunRow
 from tests.servers import RunningServer, create_database, free_port
 
+pytestmark = pytest.mark.slow  # servers started and killed again and again
+
 JOBS = ("tick_a", "tick_b", "tick_c", "tick_d")
 MIN_KILLS = 30
 MIN_SCHEDULED_RUNS = 100

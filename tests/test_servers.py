@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import psycopg
 import pytest
 from botocore.config import Config  # type: ignore[import-untyped]
@@ -160,6 +160,7 @@ def test_s3_rejects_wrong_secret(s3: RunningServer) -> None:
 # ------------------------------------------------------------------------------- stopping
 
 
+@pytest.mark.slow
 def test_stop_postgres(tmp_path: Path) -> None:
     server = start_postgres(tmp_path)
     pgdata = Path(server.extra["pgdata"])
@@ -204,6 +205,7 @@ def test_start_s3_failure_is_clear_and_leaves_no_process(tmp_path: Path) -> None
     assert pids_mentioning(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_start_postgres_retries_when_port_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,6 +225,7 @@ def test_start_postgres_retries_when_port_taken(
         server.stop()
 
 
+@pytest.mark.slow
 def test_start_postgres_gives_up_cleanly_when_ports_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -74,6 +76,7 @@ def assert_stopped_cleanly(process: subprocess.Popen[bytes], output: str) -> Non
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     process, port, base = start_server(tmp_path / "data", "--demo")
     try:
@@ -93,7 +96,7 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
         [pipeline] = listed["jobs"]
         assert pipeline["jobName"] == "device_alerts"
         job_url = f"{base}/projects/demo/streaming/jobs/{pipeline['job_id']}"
-        figures: dict[str, object] = {}
+        figures: dict[str, Any] = {}
         while time.monotonic() < deadline + 30:
             figures = httpx.get(job_url + "/metrics", headers=headers).json()
             operators = figures.get("operators") or {}
@@ -128,6 +131,7 @@ def test_server_command_starts_with_demo(tmp_path: Path) -> None:
     assert left == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
     process, _, base = start_server(tmp_path / "data")
     try:

@@ -102,6 +102,7 @@ def test_mqtt_sink_to_source_round_trip(mqtt_server: RunningServer, tmp_path: Pa
         csv_sink.close()
 
 
+@pytest.mark.slow
 def test_mqtt_messages_come_again_until_a_checkpoint_acknowledges_them(
     mqtt_server: RunningServer, tmp_path: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_mqtt_settings_refused(mqtt_server: RunningServer, tmp_path: Path) -> No
     )
 
 
+@pytest.mark.slow
 def test_mqtt_login_with_a_secret_password(tmp_path: Path) -> None:
     from tests.servers import start_mosquitto
 
@@ -234,7 +236,6 @@ def test_mqtt_tls_verifies_the_host_name_on_the_checked_address(
 ) -> None:
     import ssl
 
-    from datamill.connectors.streams import mqtt as mqtt_connector
     from tests.servers import start_mosquitto
 
     cert, key = _self_signed(tmp_path / "tls", "localhost")
@@ -247,7 +248,7 @@ def test_mqtt_tls_verifies_the_host_name_on_the_checked_address(
             SINKS["mqtt"](spec, {}, ctx)
         # Trusted: the connection goes to the checked address and verifies 'localhost'.
         trusted = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(mqtt_connector.ssl, "create_default_context", lambda: trusted)
+        monkeypatch.setattr(ssl, "create_default_context", lambda: trusted)
         sink = SINKS["mqtt"](spec, {}, ctx)
         source = SOURCES["mqtt"](spec, {}, ctx)
         source.seek(None)
@@ -329,6 +330,7 @@ def test_kafka_sink_keys_by_partitioner(kafka_server: RunningServer, tmp_path: P
     assert [(m.key(), m.value()) for m in csv_messages] == [(None, b'1,"x,y"'), (None, b",z")]
 
 
+@pytest.mark.slow
 def test_kafka_source_positions_seek_and_group_commit(
     kafka_server: RunningServer, tmp_path: Path
 ) -> None:
@@ -486,6 +488,7 @@ def test_rate_limit_drops_and_counts_excess(
     other.close()
 
 
+@pytest.mark.slow
 def test_undeliverable_notifications_are_counted_not_fatal(
     http_server: Callable[..., Recorder], tmp_path: Path
 ) -> None:

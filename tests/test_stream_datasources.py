@@ -22,7 +22,7 @@ EMAIL = {
 FUNCTION = {"url": "http://127.0.0.1:8080/fn"}
 
 
-def create(api: Api, project: str, name: str, type_: str, spec: dict[str, Any], **extra: Any):  # type: ignore[no-untyped-def]
+def create(api: Api, project: str, name: str, type_: str, spec: dict[str, Any], **extra: Any):
     return api.post(
         f"/projects/{project}/datasources/{name}", json={"type": type_, "spec": spec, **extra}
     )

@@ -41,6 +41,8 @@ from tests.test_streaming_engine import (
     wait_state,
 )
 
+pytestmark = pytest.mark.slow  # real brokers, engines killed on the way
+
 
 def datasource(api: Api, project: str, name: str, type_: str, spec: dict[str, Any]) -> None:
     path = f"/projects/{project}/datasources/{name}"
@@ -71,6 +73,17 @@ def produce(server: RunningServer, topic: str, values: range) -> None:
         producer.flush(10)  # one record per batch: what the test broker counts right
 
 
+MARKER = 1_000_001
+"""The first ``i`` of the marker messages sent behind the ones a test checks: once they are
+in the sink, whatever the job writes for the earlier ones (a duplicate included) is too."""
+
+
+def wait_for_markers(target: Path, count: int) -> list[dict[str, Any]]:
+    """Wait until ``count`` markers are in the sink at ``target``; its rows without them."""
+    wait_for("the markers", lambda: sum(r["i"] >= MARKER for r in sink_rows(target)) >= count)
+    return [r for r in sink_rows(target) if r["i"] < MARKER]
+
+
 def consume(server: RunningServer, topic: str, count: int) -> list[dict[str, Any]]:
     consumer = Consumer(
         {"bootstrap.servers": server.url, "group.id": "check", "enable.auto.commit": False}
@@ -81,7 +94,7 @@ def consume(server: RunningServer, topic: str, count: int) -> list[dict[str, Any
     while len(got) < count and time.monotonic() < deadline:
         for message in consumer.consume(count, timeout=1):
             if message.error() is None:
-                got.append(json.loads(message.value()))
+                got.append(json.loads(message.value() or b""))
     consumer.close()
     return got
 
@@ -120,15 +133,22 @@ def test_kafka_to_kafka_and_files_through_engine_kills(
     kill_and_wait_for_recovery(api, project, job_id)
     produce(kafka_server, source_topic, range(90, 120))
     wait_for("all records", lambda: len(sink_rows(target)) >= 120)
-    time.sleep(1.5)  # a checkpoint later: nothing more may appear
-    rows = sink_rows(target)
+    producer = Producer({"bootstrap.servers": kafka_server.url})
+    for partition in range(2):  # one marker behind the records of each partition
+        marker = {"i": MARKER + partition, "device": "marker"}
+        producer.produce(source_topic, json.dumps(marker).encode(), partition=partition)
+    producer.flush(10)
+    rows = wait_for_markers(target, 2)
     assert sorted(r["i"] for r in rows) == list(range(120))  # each exactly once
     assert all(r["twice"] == 2 * r["i"] for r in rows)
-    figures = metrics(api, project, job_id)
+    figures = wait_for(
+        "the markers' count",
+        lambda: (m := metrics(api, project, job_id))["operators"]["src"]["recordsOut"] >= 122 and m,
+    )
     assert figures["sources"]["src"]["lag"] == 0
-    assert figures["operators"]["src"]["recordsOut"] == 120
+    assert figures["operators"]["src"]["recordsOut"] == 120 + 2
     stop(api, project, job_id)
-    sent = consume(kafka_server, sink_topic, 120)
+    sent = [r for r in consume(kafka_server, sink_topic, 122) if r["i"] < MARKER]
     assert {r["i"] for r in sent} == set(range(120))  # at least once into Kafka
     assert all(r["twice"] == 2 * r["i"] for r in sent)
 
@@ -220,13 +240,15 @@ def test_mqtt_to_mqtt_and_files_through_engine_kills(
     kill_and_wait_for_recovery(api, project, job_id)
     publisher.publish(f"{base}/a/r", range(90, 120))
     wait_for("all records", lambda: len(sink_rows(target)) >= len(expected))
-    time.sleep(1.5)  # a checkpoint later: nothing more may appear
-    rows = sink_rows(target)
+    publisher.publish(f"{base}/a/r", range(MARKER, MARKER + 1))  # behind each topic's records
+    publisher.publish(f"{base}/b/r", range(MARKER + 1, MARKER + 2))
+    rows = wait_for_markers(target, 2)
     assert sorted(r["i"] for r in rows) == expected  # each exactly once, the 'x' filtered out
     assert all(r["twice"] == 2 * r["i"] and r["status"] == "ok" for r in rows)
     stop(api, project, job_id)
     wait_for("the MQTT output", lambda: {r["i"] for r in watcher.received} >= set(expected))
-    assert {r["i"] for r in watcher.received} == set(expected)  # at least once, nothing else
+    received = [r for r in watcher.received if r["i"] < MARKER]
+    assert {r["i"] for r in received} == set(expected)  # at least once, nothing else
     assert all(r["twice"] == 2 * r["i"] for r in watcher.received)
 
 
@@ -237,7 +259,7 @@ def run_mqtt_engine(
     ``crash_before_ack`` it dies by SIGKILL at its first checkpoint, once the checkpoint is
     durable and the files are published but before the broker got the acknowledgements."""
     if crash_before_ack:
-        MqttSource.committed = lambda _self, _position: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[method-assign]
+        MqttSource.committed = lambda _self, _position: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[method-assign, assignment]
     root = Path(work) / "files"
     root.mkdir(parents=True, exist_ok=True)
     fields = [{"field": "i", "type": "LONG"}, {"field": "device", "type": "STRING"}]
@@ -275,7 +297,8 @@ def test_mqtt_records_checkpointed_before_a_crash_are_not_written_twice(
     crashing = context.Process(target=run_mqtt_engine, args=(*args, True))
     crashing.start()
     assert ready.wait(30)
-    mqtt_client().publish(topic, range(20))
+    publisher = mqtt_client()
+    publisher.publish(topic, range(20))
     crashing.join(30)
     assert crashing.exitcode == -signal.SIGKILL
     first = sink_rows(tmp_path / "files" / "out")
@@ -286,12 +309,13 @@ def test_mqtt_records_checkpointed_before_a_crash_are_not_written_twice(
     try:
         assert ready.wait(30)
         wait_for("every record", lambda: len(sink_rows(tmp_path / "files" / "out")) >= 20)
-        time.sleep(2.5)  # redelivered messages would be written within two checkpoints
+        publisher.publish(topic, range(MARKER, MARKER + 1))  # behind any redelivered one
+        rows = wait_for_markers(tmp_path / "files" / "out", 1)
     finally:
         stop_event.set()
         engine.join(30)
     assert engine.exitcode == 0
-    assert sorted(r["i"] for r in sink_rows(tmp_path / "files" / "out")) == list(range(20))
+    assert sorted(r["i"] for r in rows) == list(range(20))
 
 
 # ======================================================================= notifications
@@ -324,16 +348,25 @@ def test_notifications_to_a_webhook_per_record(
     readings = [{"device": f"d{i}", "temp": 20.0 + i * 2.5} for i in range(8)]
     assert post(api, project, job_id, readings) == 8
     wait_for("the notifications", lambda: len(hook.requests) >= 3)
-    time.sleep(1.5)  # a checkpoint later: no more may come
+    # a hot marker reading behind the others: once its notification came, no more may come
+    assert post(api, project, job_id, [{"device": "marker", "temp": 99.0}]) == 1
+    wait_for(
+        "the marker", lambda: any(r["body"]["subject"] == "Hot: marker" for r in hook.requests)
+    )
+    figures = wait_for(
+        "the marker's count",
+        lambda: (m := metrics(api, project, job_id))["operators"]["alarm"]["recordsIn"] > 3 and m,
+    )
     stop(api, project, job_id)
-    assert sorted(r["body"]["message"] for r in hook.requests) == [
+    requests = [r for r in hook.requests if r["body"]["subject"] != "Hot: marker"]
+    assert sorted(r["body"]["message"] for r in requests) == [
         "d5 reads 32.5 °C",
         "d6 reads 35.0 °C",
         "d7 reads 37.5 °C",
     ]
-    assert sorted(r["body"]["subject"] for r in hook.requests) == ["Hot: d5", "Hot: d6", "Hot: d7"]
+    assert sorted(r["body"]["subject"] for r in requests) == ["Hot: d5", "Hot: d6", "Hot: d7"]
     assert {r["path"] for r in hook.requests} == {"/hook"}
-    assert metrics(api, project, job_id)["operators"]["alarm"]["recordsIn"] == 3
+    assert figures["operators"]["alarm"]["recordsIn"] == 3 + 1
 
 
 # =========================================================================== functions

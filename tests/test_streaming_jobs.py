@@ -4,6 +4,7 @@ list / get / delete and authorization, on every metadata store."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +13,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from datamill.domain.streaming import OPERATORS, JobState, StreamingJobBody, check_pipeline
 from datamill.errors import DatamillError
 from datamill.services.streaming import engine_transition
 from datamill.store.streaming import StreamingJobRow
+from tests import builders
 from tests.conftest import Api, assert_error
 
 SEED_EXAMPLE = Path(__file__).parent / "data" / "seed000_example.json"
@@ -36,20 +39,7 @@ def jobs_url(project: str) -> str:
     return f"/projects/{project}/streaming/jobs"
 
 
-def op(
-    op_id: str,
-    class_name: str,
-    inputs: list[str],
-    basic: dict[str, Any],
-    advance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": op_id,
-        "className": class_name,
-        "point": {"x": 100, "y": 100},
-        "fromOperators": [{"id": i} for i in inputs],
-        "configs": {"basicConfigs": basic, "advanceConfigs": advance or {"parallelism": None}},
-    }
+op = functools.partial(builders.op, point={"x": 100, "y": 100})  # as the editor saves them
 
 
 def valid_pipeline() -> Body:
@@ -489,7 +479,7 @@ def test_connection_problems_join_the_operators_other_problems(api: Api, project
 
 # --------------------------------------------------------------------------- graph rules
 
-Mutation = Callable[[Body], None]
+Mutation = Callable[[Body], object]
 
 
 def assert_problem(api: Api, project: str, mutate: Mutation, key: str, problem: str) -> None:
@@ -1035,6 +1025,7 @@ _JSON = st.recursive(
 def _keys_of(class_name: str, part: str) -> list[str]:
     model = OPERATORS[class_name].config_model.model_fields[part].annotation
     assert isinstance(model, type)
+    assert issubclass(model, BaseModel)
     return [*model.model_fields, "unknown"]
 
 
@@ -1054,6 +1045,7 @@ def _pipelines(draw: st.DrawFn) -> Body:
     return {"definition": {"jobName": "fuzz"}, "operatorInstances": operators}
 
 
+@pytest.mark.slow
 @given(_pipelines())
 @settings(max_examples=150, deadline=None, database=None)
 def test_the_check_never_fails_on_any_draft(body: Body) -> None:

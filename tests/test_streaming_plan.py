@@ -23,6 +23,7 @@ from datamill.connectors.streams.base import (
 from datamill.engines.streaming import JsonLines
 from datamill.runtime.streaming.engine import Engine, EngineConfig
 from datamill.runtime.streaming.plan import PlanError
+from tests.builders import op
 
 COLLECTED: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {}
 COMMITTED: dict[str, list[int]] = {}
@@ -103,22 +104,7 @@ def registries() -> Any:
     TRANSFORMS["length"] = lambda spec, basic, ctx: AddLength(basic)
     yield
     for registry, key in ((SOURCES, "memory"), (SINKS, "collect"), (TRANSFORMS, "length")):
-        registry.pop(key, None)  # type: ignore[attr-defined]
-
-
-def op(
-    op_id: str,
-    class_name: str,
-    inputs: list[str],
-    basic: dict[str, Any],
-    advance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": op_id,
-        "className": class_name,
-        "fromOperators": [{"id": i} for i in inputs],
-        "configs": {"basicConfigs": basic, "advanceConfigs": advance or {}},
-    }
+        registry.pop(key, None)
 
 
 def run(

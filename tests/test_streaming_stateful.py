@@ -501,6 +501,7 @@ def test_ttl_drops_idle_windows_without_emitting(con: duckdb.DuckDBPyConnection)
 # --------------------------------------------------------------------------- exactly once
 
 
+@pytest.mark.slow
 def test_rollback_then_reprocess_gives_the_same_result(con: duckdb.DuckDBPyConnection) -> None:
     """The engine's checkpoint is one transaction: a crash before it commits loses the
     batches' effects on state and counters, and replaying them must give the same output."""
@@ -613,6 +614,7 @@ def test_deduplicate_or_event_time(con: duckdb.DuckDBPyConnection) -> None:
     assert values(driver.batch([rec("a", 20, 11.0, 11, "ok")])) == [11.0]
 
 
+@pytest.mark.slow
 def test_deduplicate_is_the_same_whatever_the_batches(con: duckdb.DuckDBPyConnection) -> None:
     rows = [
         rec(f"d{i % 3}", i * 0.7 + (i % 7) * 0.9, float(i), i % 4, f"s{i % 2}") for i in range(120)
@@ -725,6 +727,7 @@ def run_stream(
     return out, driver.metrics()
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, database=None)
 @given(data=streams(), window=st.sampled_from(WINDOWS), gated=st.booleans())
 def test_any_split_gives_the_output_of_one_batch(
@@ -891,6 +894,7 @@ def test_deduplicate_without_key_fields(con: duckdb.DuckDBPyConnection) -> None:
     assert values(driver.batch([rec("c", 0, 4.0, s="ok")], clock=at(6))) == [4.0]
 
 
+@pytest.mark.slow
 def test_first_batch_larger_than_a_row_group_in_a_transaction(
     con: duckdb.DuckDBPyConnection,
 ) -> None:
