@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamill.runtime.worker import WorkerPool
+from tests.builders import TERMINAL, job_body, start, wait_for
 from tests.conftest import Api, assert_error
 from tests.servers import (
     RunningServer,
@@ -40,7 +41,6 @@ from tests.servers import (
     start_opensearch,
     start_victoria_metrics,
 )
-from tests.test_jobs import TERMINAL, job_body, start, wait_for
 
 UTC = dt.UTC
 BASE_TIME = dt.datetime(2024, 5, 1, tzinfo=UTC)

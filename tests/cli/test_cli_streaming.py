@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from datamill.domain.streaming import JobState
+from tests.cli.test_cli_exports import api_error
 from tests.cli_runner import Run, as_json, ok, usage_error
+from tests.client.test_client_streaming import small_pipeline
 from tests.conftest import Api
-from tests.test_cli_exports import api_error
-from tests.test_client_streaming import small_pipeline
-from tests.test_streaming_engine import records, sink_rows, wait_for
+from tests.runtime.test_streaming_engine import records, sink_rows, wait_for
 
 DS = "configs.basicConfigs.dataSourceId"
 

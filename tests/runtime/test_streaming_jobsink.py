@@ -20,15 +20,14 @@ import pytest
 from datamill.connectors.streams.ingest_log import IngestLog
 from datamill.runtime.streaming.engine import Engine, EngineConfig
 from datamill.runtime.streaming.ingest import IngestSource, JobSink
+from tests.builders import create_ready, op
 from tests.conftest import Api
-from tests.test_streaming_engine import (
+from tests.runtime.test_streaming_engine import (
     SOURCE_FIELDS,
-    create_ready,
     drain,
     engine_pid,
     job,
     jobs,
-    op,
     post,
     records,
     sink_rows,
@@ -37,7 +36,7 @@ from tests.test_streaming_engine import (
     wait_for,
     wait_state,
 )
-from tests.test_streaming_plan import MemorySource
+from tests.runtime.test_streaming_plan import MemorySource
 
 Body = dict[str, Any]
 FIELDS = [*SOURCE_FIELDS, {"field": "seq", "type": "LONG"}]

@@ -23,7 +23,7 @@ from datamill.store.streaming import StreamingJobRow
 from tests import builders
 from tests.conftest import Api, assert_error
 
-SEED_EXAMPLE = Path(__file__).parent / "data" / "seed000_example.json"
+SEED_EXAMPLE = Path(__file__).parent.parent / "data" / "seed000_example.json"
 BASIC = "configs.basicConfigs"
 ADVANCE = "configs.advanceConfigs"
 

@@ -25,8 +25,9 @@ from datamill.client import (
     StreamingMetrics,
     StreamingSaveResult,
 )
+from tests.builders import op
 from tests.conftest import Api
-from tests.test_streaming_engine import op, records, sink_rows, wait_for
+from tests.runtime.test_streaming_engine import records, sink_rows, wait_for
 
 Body = dict[str, Any]
 

@@ -24,17 +24,9 @@ from benchmarks.w1_data import generate
 
 from datamill.runtime.streaming.engine import Engine, EngineConfig
 from datamill.runtime.streaming.feed import ParquetFeed
+from tests.builders import create_ready, op
 from tests.conftest import Api
-from tests.test_streaming_engine import (
-    create_ready,
-    jobs,
-    metrics,
-    op,
-    start,
-    stop,
-    wait_for,
-    wait_state,
-)
+from tests.runtime.test_streaming_engine import jobs, metrics, start, stop, wait_for, wait_state
 
 pytestmark = pytest.mark.slow  # engines killed again and again over large inputs
 

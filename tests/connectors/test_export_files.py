@@ -39,9 +39,9 @@ from datamill.connectors.sinks.outputs.formats import CAPABILITIES, SPEC_COMPRES
 from datamill.domain.values import json_value
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
+from tests.builders import TERMINAL, job_body, make_source, start, wait_for
 from tests.conftest import Api, assert_error
 from tests.servers import RunningServer, find_rclone, free_port, wait_for_port
-from tests.test_jobs import TERMINAL, job_body, make_source, start, wait_for
 from tests.webhdfs_double import WebHdfsDouble
 
 SQL = (

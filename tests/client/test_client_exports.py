@@ -28,9 +28,10 @@ from datamill.client import (
 )
 from datamill.connectors.sinks.file import FileExportSpec
 from datamill.runtime.worker import WorkerPool
+from tests.builders import make_source
+from tests.client.test_client_jobs import ev
 from tests.conftest import Api
-from tests.test_client_jobs import ev, make_source
-from tests.test_export_files import expected, part_files, read_rows
+from tests.connectors.test_export_files import expected, part_files, read_rows
 
 SQL = "SELECT device, value, kind FROM ev ORDER BY value"
 

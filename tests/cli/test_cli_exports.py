@@ -28,8 +28,8 @@ from tests.cli_runner import (
     usage_error,
 )
 from tests.conftest import Api
+from tests.connectors.test_export_files import expected, part_files, read_rows
 from tests.servers import RunningServer
-from tests.test_export_files import expected, part_files, read_rows
 
 TERMINAL = {"Successful", "Failed", "Canceled"}
 SQL = "SELECT device, value, kind FROM ev ORDER BY value"

@@ -26,13 +26,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from datamill.connectors.streams.base import StreamConnection
 from datamill.connectors.streams.mqtt import MqttSource
 from datamill.runtime.streaming.engine import Engine, EngineConfig
+from tests.builders import create_ready, op
 from tests.conftest import Api, Recorder
-from tests.servers import RunningServer
-from tests.test_streaming_engine import (
-    create_ready,
+from tests.runtime.test_streaming_engine import (
     engine_pid,
     metrics,
-    op,
     post,
     sink_rows,
     start,
@@ -40,6 +38,7 @@ from tests.test_streaming_engine import (
     wait_for,
     wait_state,
 )
+from tests.servers import RunningServer
 
 pytestmark = pytest.mark.slow  # real brokers, engines killed on the way
 

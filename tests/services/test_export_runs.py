@@ -8,9 +8,10 @@ import time
 import pytest
 
 from datamill.runtime.worker import WorkerPool
+from tests.builders import start
 from tests.conftest import Api, assert_error
-from tests.test_export_files import add_export, make_job, rerun_export
-from tests.test_jobs import heavy_job, start, stop_running
+from tests.connectors.test_export_files import add_export, make_job, rerun_export
+from tests.services.test_jobs import heavy_job, stop_running
 
 
 def export_run_path(project: str, job: str, name: str, run_id: int) -> str:

@@ -39,7 +39,7 @@ from datamill.engines import base as engine_registry
 from datamill.engines.duckdb import DuckDBEngine
 from datamill.engines.duckdb.streaming.render import query_renderer
 from tests.conftest import Api
-from tests.test_streaming_jobs import create, jobs_url, valid_pipeline
+from tests.services.test_streaming_jobs import create, jobs_url, valid_pipeline
 
 SEED_000_OPERATORS = {
     "PipelineSource",

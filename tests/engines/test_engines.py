@@ -31,8 +31,8 @@ from datamill.engines.streaming import MicroBatchExecutor, StateStore
 from datamill.errors import DatamillError, E
 from datamill.store.jobs import JobRow
 from datamill.store.projects import ProjectRow
+from tests.builders import job_body, make_source
 from tests.conftest import Api
-from tests.test_jobs import job_body, make_source
 
 SQL = "SELECT device, sum(value) AS total FROM ev GROUP BY device ORDER BY device"
 
