@@ -98,3 +98,14 @@ def test_the_namenode_itself_must_be_allowed(double: WebHdfsDouble) -> None:
         WebHdfs("127.0.0.1", double.port, False, None, [], "spec.paths[0]")
     assert refused.value.error is E.OUTBOUND_REFUSED
     assert double.requests_seen == []
+
+
+def test_a_write_redirected_to_a_refused_address_is_not_sent(double: WebHdfsDouble) -> None:
+    client = WebHdfs("127.0.0.1", double.port, False, "etl", ALLOW, "spec.path")
+    with ConnectionProbe("127.0.0.2", "127.0.0.2") as probe:
+        double.redirect_ops["CREATE"] = probe.url()
+        with pytest.raises(DatamillError) as refused:
+            client.put("/out/x.csv", b"id\n1\n")
+    assert (refused.value.error, refused.value.field) == (E.OUTBOUND_REFUSED, "spec.path")
+    assert probe.connections == 0
+    assert not (double.root / "out").exists()

@@ -53,7 +53,7 @@ class WebHdfs:
         self.base = f"{'https' if https else 'http'}://{host}:{port}/webhdfs/v1"
         self.shown = f"hdfs://{host}:{port}"
         self._pin(self.base)  # refuse a forbidden NameNode before any call
-        self.client = httpx.Client(
+        self.http = httpx.Client(
             timeout=httpx.Timeout(120, connect=5), follow_redirects=False, trust_env=False
         )
 
@@ -80,7 +80,7 @@ class WebHdfs:
             location = response.headers.get("Location")
             if not follow or response.status_code not in _REDIRECTS or not location:
                 break
-            url = urljoin(url if "://" in url else self.base, location)
+            url = urljoin(url, location)
         else:
             raise OutboundError(f"{what}: more than {MAX_REDIRECTS} redirects")
         if response.status_code == 404 and missing_ok:
@@ -93,7 +93,7 @@ class WebHdfs:
         pinned = self._pin(url)
         headers = {"Host": pinned.host, **kwargs.pop("headers", {})}
         try:
-            return self.client.request(
+            return self.http.request(
                 method, pinned.base, headers=headers, extensions=pinned.extensions, **kwargs
             )
         except httpx.TransportError as exc:
