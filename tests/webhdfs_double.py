@@ -19,6 +19,11 @@ server; ``datanode_host`` sets the host name put in redirect URLs (use a name th
 client cannot resolve to test a client's address mapping, e.g. fsspec's
 ``data_proxy``).
 
+``redirect_ops`` makes the NameNode misbehave on purpose: an op named there (e.g.
+``OPEN`` or ``LISTSTATUS``) is answered, for any path, with a ``307`` to the given URL
+instead of being served (a hostile NameNode pointing the client elsewhere, or a redirect
+loop when the URL points back at the double). It may be changed while the double runs.
+
 Supported: GET GETFILESTATUS, LISTSTATUS, OPEN, GETCONTENTSUMMARY, GETHOMEDIRECTORY,
 CHECKACCESS, GETFILECHECKSUM; PUT MKDIRS, CREATE, RENAME, SETPERMISSION, SETOWNER,
 SETREPLICATION, SETTIMES; POST APPEND; DELETE DELETE. Anything else answers 400
@@ -322,6 +327,7 @@ class WebHdfsDouble:
         default_owner: str = "hdfs",
         default_group: str = "supergroup",
         default_replication: int = 3,
+        redirect_ops: dict[str, str] | None = None,
     ) -> None:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -331,6 +337,7 @@ class WebHdfsDouble:
         self.default_owner = default_owner
         self.default_group = default_group
         self.default_replication = default_replication
+        self.redirect_ops: dict[str, str] = dict(redirect_ops or {})
         self.requests_seen: list[tuple[str, str]] = []
         self.request_log: list[RecordedRequest] = []
         self._meta: dict[str, _Meta] = {}
@@ -484,6 +491,8 @@ class WebHdfsDouble:
     def _namenode(self, method: str, op: str, path: str, params: dict[str, str]) -> _Response:
         user = params.get("user.name") or _DEFAULT_USER
         noredirect = _bool_param(params, "noredirect", False)
+        if op in self.redirect_ops:
+            return _Response.redirect(self.redirect_ops[op], noredirect=False)
         if method == "GET":
             if op == "GETFILESTATUS":
                 local = self._existing(path, f"File does not exist: {path}")
@@ -763,3 +772,61 @@ class WebHdfsDouble:
         for key in [k for k in self._meta if k == path or k.startswith(path + "/")]:
             del self._meta[key]
         return True
+
+
+class ConnectionProbe:
+    """A TCP listener that only counts the connections it gets: the target of the double's
+    ``redirect_ops`` when a test checks that a client never went there.
+
+    ``bind`` is the address it listens on, ``host`` the name put in the URL (they differ
+    when the URL's host reaches the listener another way, e.g. ``0.0.0.0``).
+    """
+
+    def __init__(self, host: str, bind: str) -> None:
+        self.host = host
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((bind, 0))
+        self._socket.listen(16)
+        self._socket.settimeout(0.05)
+        self.connections = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="connection-probe", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    def url(self, path: str = "/datanode/webhdfs/v1/x?op=OPEN") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        """Stop listening; connections still waiting in the backlog are counted too."""
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._socket.setblocking(False)
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self._socket.accept()
+                self.connections += 1
+                connection.close()
+        self._socket.close()
+
+    def __enter__(self) -> ConnectionProbe:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

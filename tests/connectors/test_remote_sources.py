@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Api, assert_error
 from tests.servers import RunningServer
-from tests.webhdfs_double import WebHdfsDouble
+from tests.webhdfs_double import ConnectionProbe, WebHdfsDouble
 
 
 @pytest.fixture(scope="session")
@@ -187,14 +187,18 @@ def webhdfs(tmp_path: Path) -> Iterator[WebHdfsDouble]:
     double.stop()
 
 
-def test_hdfs_source_over_webhdfs(api: Api, project: str, webhdfs: WebHdfsDouble) -> None:
-    spec = {
+def clicks_spec(webhdfs: WebHdfsDouble) -> dict[str, Any]:
+    return {
         "paths": [f"hdfs://127.0.0.1:{webhdfs.port}/warehouse/clicks"],
         "fileType": "csv",
         "delimiter": ";",
         "containsHeader": True,
         "user": "etl",
     }
+
+
+def test_hdfs_source_over_webhdfs(api: Api, project: str, webhdfs: WebHdfsDouble) -> None:
+    spec = clicks_spec(webhdfs)
     created = api.post(
         f"/projects/{project}/datasources/clicks", json={"type": "hdfs", "spec": spec}
     )
@@ -217,3 +221,46 @@ def test_hdfs_path_rules(api: Api, project: str, webhdfs: WebHdfsDouble) -> None
             json={"type": "hdfs", "spec": {"paths": [path], "fileType": "json"}},
         )
         assert_error(response, 400, code, "paths")
+
+
+REFUSED_REDIRECT_TARGETS = [
+    ("127.0.0.2", "127.0.0.2"),  # loopback, but not the allow-listed 127.0.0.1
+    ("0.0.0.0", "127.0.0.1"),  # "this host": reaches loopback listeners
+    ("[::1]", "::1"),
+]
+"""Where a hostile NameNode redirects: (host in the Location URL, address the probe
+listens on). None is allow-listed for the test server (127.0.0.1 and localhost are)."""
+
+
+@pytest.mark.parametrize("op", ["OPEN", "LISTSTATUS"])
+@pytest.mark.parametrize(("host", "bind"), REFUSED_REDIRECT_TARGETS)
+def test_hdfs_redirect_to_a_refused_address_is_not_followed(
+    api: Api, project: str, webhdfs: WebHdfsDouble, op: str, host: str, bind: str
+) -> None:
+    spec = clicks_spec(webhdfs)
+    created = api.post(
+        f"/projects/{project}/datasources/clicks", json={"type": "hdfs", "spec": spec}
+    )
+    assert created.status_code == 201, created.text
+    with ConnectionProbe(host, bind) as probe:
+        webhdfs.redirect_ops[op] = probe.url()
+        preview = api.get(f"/projects/{project}/datasources/clicks/preview")
+        assert_error(preview, 400, "E18118", "spec.paths", host.strip("[]"))
+        again = api.post(
+            f"/projects/{project}/datasources/again", json={"type": "hdfs", "spec": spec}
+        )
+        assert_error(again, 400, "E18118", "spec.paths", host.strip("[]"))
+    assert probe.connections == 0
+    assert ("GET", op) in webhdfs.requests_seen
+
+
+@pytest.mark.parametrize(("op", "code"), [("OPEN", "E18115"), ("LISTSTATUS", "E18117")])
+def test_hdfs_redirect_chain_longer_than_the_cap_is_refused(
+    api: Api, project: str, webhdfs: WebHdfsDouble, op: str, code: str
+) -> None:
+    webhdfs.redirect_ops[op] = f"{webhdfs.url}/webhdfs/v1/warehouse/clicks/part-0.csv?op={op}"
+    created = api.post(
+        f"/projects/{project}/datasources/clicks",
+        json={"type": "hdfs", "spec": clicks_spec(webhdfs)},
+    )
+    assert_error(created, 400, code, "more than 5 redirects")

@@ -1,8 +1,9 @@
-"""Checks of the WebHDFS protocol double against the client datamill uses (fsspec's WebHDFS).
+"""Checks of the WebHDFS protocol double against an independent client (fsspec's WebHDFS).
 
 No HDFS server can run on this machine; tests/webhdfs_double.py stands in for one. These
-tests pin down that it speaks WebHDFS well enough for ``fsspec`` (and for plain HTTP
-calls that follow the Hadoop documentation).
+tests pin down that it speaks WebHDFS well enough for a third-party client (and for plain
+HTTP calls that follow the Hadoop documentation); datamill's own client is checked
+against it in test_webhdfs.py.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from datamill.connectors.outbound.errors import first_line
 from datamill.connectors.outbound.s3 import store_filesystem
+from datamill.connectors.outbound.webhdfs import WebHdfs, WebHdfsFileSystem
 from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
@@ -29,6 +30,15 @@ class FileSet:
     urls: list[str]
     filesystems: list[Any] = field(default_factory=list)
     local_dirs: list[Path] = field(default_factory=list)
+
+    def read_error(self) -> Exception | None:
+        """Why reading these files through their filesystems failed, when one of them
+        knows: the engine only reports that a read failed. An outbound refusal is a
+        :class:`DatamillError` (E18118) to give the caller as it is."""
+        for fs in self.filesystems:
+            if isinstance(fs, WebHdfsFileSystem) and fs.read_error is not None:
+                return fs.read_error
+        return None
 
 
 @dataclass
@@ -97,9 +107,7 @@ class HdfsFiles:
 
     def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
         assert isinstance(spec, HdfsSpec)
-        from fsspec.implementations.webhdfs import WebHDFS
-
-        filesystems: dict[tuple[str, int], Any] = {}
+        filesystems: dict[tuple[str, int], WebHdfsFileSystem] = {}
         found: set[str] = set()
         for i, raw in enumerate(spec.paths):
             field_name = f"spec.paths[{i}]"
@@ -108,17 +116,21 @@ class HdfsFiles:
             check_host(host, port, ctx.outbound_allow, field_name)
             fs = filesystems.get((host, port))
             if fs is None:
-                fs = WebHDFS(
-                    host=host,
-                    port=port,
-                    user=spec.user or ctx.secret_values.get("user"),
-                    use_https=spec.useHttps,
-                    skip_instance_cache=True,
+                client = WebHdfs(
+                    f"[{host}]" if ":" in host else host,
+                    port,
+                    spec.useHttps,
+                    spec.user or ctx.secret_values.get("user"),
+                    ctx.outbound_allow,
+                    field_name,
                 )
-                filesystems[(host, port)] = fs
+                fs = filesystems[(host, port)] = WebHdfsFileSystem(client)
+            fs.client.field = field_name
             path = parts.path or "/"
             try:
                 listed = _hdfs_expand(fs, path)
+            except DatamillError:
+                raise
             except Exception as exc:
                 raise DatamillError(
                     E.DATA_UNREADABLE,
@@ -132,10 +144,12 @@ class HdfsFiles:
                 "spec.paths: all paths of one data source must be on the same namenode",
                 field="spec.paths",
             )
+        for fs in filesystems.values():  # reads may be of any path
+            fs.client.field = "spec.paths" if len(spec.paths) > 1 else "spec.paths[0]"
         return FileSet(urls=sorted(found), filesystems=list(filesystems.values()))
 
 
-def _hdfs_expand(fs: Any, path: str) -> list[str]:
+def _hdfs_expand(fs: WebHdfsFileSystem, path: str) -> list[str]:
     if any(c in path for c in "*?["):
         return [p for p in fs.glob(path) if fs.isfile(p)]
     if not fs.exists(path):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from datamill import engines
 from datamill.connectors.files import FILE_SOURCES, FileSet, SourceContext
+from datamill.connectors.outbound.errors import first_line
 from datamill.connectors.streams.base import StreamConnection
 from datamill.domain.common import DEFAULT_ENGINE, Page, PageOf, aware, validation_failure
 from datamill.domain.datasources import (
@@ -209,7 +210,8 @@ class SourceReader:
             except QueryFailed as exc:
                 raise DatamillError(
                     E.SCHEMA_INFERENCE_FAILED,
-                    f"spec: the files cannot be read as {spec.fileType}: {exc.message}",
+                    f"spec: the files cannot be read as {spec.fileType}: "
+                    + _read_failure(files, exc),
                     field="spec.fileType",
                 ) from None
 
@@ -223,9 +225,18 @@ class SourceReader:
                 rows = session.preview(source, limit)
             except QueryFailed as exc:
                 raise DatamillError(
-                    E.DATA_UNREADABLE, f"the data cannot be read: {exc.message}"
+                    E.DATA_UNREADABLE, f"the data cannot be read: {_read_failure(files, exc)}"
                 ) from None
         return Preview(schema_=schema, rows=rows, files=len(files.urls))
+
+
+def _read_failure(files: FileSet, exc: QueryFailed) -> str:
+    """Why reading ``files`` failed: what their filesystem knows, else the engine's message.
+    An outbound refusal behind the failure is raised as it is (E18118)."""
+    error = files.read_error()
+    if isinstance(error, DatamillError):
+        raise error from None
+    return exc.message if error is None else first_line(error, 300)
 
 
 def _verified_schema(

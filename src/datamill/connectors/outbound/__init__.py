@@ -2,7 +2,8 @@
 
 * :mod:`.http`: the one HTTP client for calls on a user's behalf (resolve once, refuse
   private addresses, connect to the resolved address, never follow redirects);
-* :mod:`.webhdfs`: the WebHDFS operations, over the same guard;
+* :mod:`.webhdfs`: the WebHDFS client of HDFS sources and sinks, over the same guard
+  (redirects followed by hand, each hop guarded), and its read-only fsspec filesystem;
 * :mod:`.s3`: S3-compatible object storage clients for an :class:`~datamill.domain.
   datasources.S3Store`;
 * :mod:`.errors`: :class:`OutboundError` and :class:`TransientOutboundError`.
