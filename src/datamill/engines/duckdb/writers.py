@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from sqlglot import exp
 
-from datamill.engines.duckdb import sql_string
+from datamill.engines.duckdb.sql import literal, literal_list, render
 
 
 def copy_parquet(
@@ -22,16 +23,26 @@ def copy_parquet(
     in parallel, on all cores; only this statement runs on its own in-memory connection.
     Raises ``duckdb.Error`` carrying DuckDB's (or the store's) message.
     """
-    files = ", ".join(sql_string(str(f)) for f in sources)
     codec = "uncompressed" if compression == "none" else compression
+    read = exp.func(
+        "read_parquet",
+        literal_list(str(f) for f in sources),
+        exp.EQ(this=exp.column("hive_partitioning"), expression=exp.false()),
+    )
+    copy = exp.Copy(
+        this=exp.Subquery(this=exp.select("*").from_(read)),
+        kind=False,
+        files=[literal(target)],
+        params=[
+            exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var("parquet")),
+            exp.CopyParameter(this=exp.var("COMPRESSION"), expression=exp.var(codec)),
+        ],
+    )
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET enable_progress_bar=false")
         if filesystem is not None:
             con.register_filesystem(filesystem)
-        con.execute(
-            f"COPY (SELECT * FROM read_parquet([{files}], hive_partitioning=false)) "
-            f"TO {sql_string(target)} (FORMAT parquet, COMPRESSION {codec})"
-        )
+        con.execute(render(copy))
     finally:
         con.close()
