@@ -517,7 +517,7 @@ def test_wait_exits_1_when_the_run_is_canceled(
     ), canceled.stderr
 
 
-def test_the_engine_option(run: Run, api: Api, project: str, source: str) -> None:
+def test_the_engine_option(run: Run, api: Api, project: str, datasource: str) -> None:
     refused = create_totals(run, project, "--engine", "spark")
     assert refused.exit_code != 0
     assert "E18215" in refused.output
