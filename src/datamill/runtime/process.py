@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -60,7 +61,7 @@ def host_process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
-class ServiceProcess:
+class ServiceProcess(ABC):
     """One service process's loop; ``run_forever`` returns once ``shutdown`` is set.
 
     Subclasses implement :meth:`cycle` (one pass of the loop, including its wait on
@@ -80,8 +81,9 @@ class ServiceProcess:
         self.name = name
         self.shutdown = shutdown or threading.Event()
 
+    @abstractmethod
     def cycle(self) -> None:
-        raise NotImplementedError
+        """One pass of the loop, including its wait on ``shutdown``."""
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
