@@ -18,6 +18,7 @@ from datamill.connectors.sinks.base import (
     SinkError,
     register,
 )
+from datamill.connectors.sinks.file.exchange import exchange_folders
 from datamill.connectors.sinks.file.spec import FileExportSpec
 from datamill.connectors.sinks.outputs.folders import folder_export
 from datamill.connectors.sinks.outputs.formats import check_partitions
@@ -108,6 +109,12 @@ class LocalStore:
             if os.path.isdir(dst) and os.listdir(dst):
                 raise SinkError(f"{self.show(dst)} appeared meanwhile; not replaced") from exc
             raise self._fail(f"cannot rename {self.show(src)} to", dst, exc) from exc
+
+    def exchange(self, first: str, second: str) -> bool:
+        try:
+            return exchange_folders(first, second)
+        except OSError as exc:
+            raise self._fail(f"cannot swap {self.show(first)} with", second, exc) from exc
 
     def replace_file(self, src: str, dst: str) -> None:
         try:

@@ -26,6 +26,11 @@ class HdfsFolders(WebHdfs):
         found = super().listdir(path)
         return found if hidden else [e for e in found if not TEMP_NAME.fullmatch(e[0])]
 
+    def exchange(self, first: str, second: str) -> bool:
+        """HDFS cannot swap two folders (its RENAME replaces only a file or an empty
+        folder), so an overwrite is published with two renames."""
+        return False
+
     def write(self, path: str, writer: Writer) -> int:
         data = bytes_of(writer)
         self.put(path, data)

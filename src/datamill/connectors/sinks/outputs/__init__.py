@@ -105,8 +105,11 @@ What a reader sees while a batch is written:
 
 * **file** and **hdfs**: the output is written to a hidden sibling folder
   ``.<leaf>.tmp-<random>`` and renamed into place, so the location shows either the old
-  or the whole new output, never part of it (overwrite moves the old folder aside, renames
-  the new one in, then deletes the old one: for that instant the location is missing).
+  or the whole new output, never part of it. A **file** overwrite swaps the new folder
+  with the old one in one atomic step (Linux ``renameat2`` exchange), then deletes the
+  old one: the location is never missing. On HDFS (which cannot swap folders), and on a
+  file system that cannot either, overwrite moves the old folder aside, renames the new
+  one in, then deletes the old one: for that instant the location is missing.
   ``append`` renames each new file into the existing location one by one (each file
   appears whole), then writes ``_SUCCESS`` and the append's marker.
 * **s3**: every object is written directly to its final key; a PUT is atomic, so no

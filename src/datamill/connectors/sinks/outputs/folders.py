@@ -50,6 +50,11 @@ class FolderStore(Protocol):
 
     def rename(self, src: str, dst: str) -> None: ...
 
+    def exchange(self, first: str, second: str) -> bool:
+        """Swap two existing folders in one atomic step; False (nothing done) when this
+        store cannot, and the caller falls back to two renames."""
+        ...
+
     def replace_file(self, src: str, dst: str) -> None: ...
 
     def delete(self, path: str, recursive: bool) -> None: ...
@@ -125,7 +130,10 @@ def write_folder(
             return written
         for marker in markers:
             store.put(join_path(temp, marker), b"")
-        if kind == "dir":
+        if kind == "dir" and store.exchange(temp, location):
+            with contextlib.suppress(SinkError):  # ``temp`` now holds the old output
+                store.delete(temp, recursive=True)
+        elif kind == "dir":
             old = join_path(parent, f".{leaf}.old-{token}")
             store.rename(location, old)
             try:
