@@ -189,8 +189,8 @@ HOSTILE = [
     refused("SELECT version() AS v FROM ev", "version()", NOT_ALLOWED, id="version"),
     refused("SELECT Version() AS v FROM ev", "version()", id="version-mixed-case"),
     refused('SELECT "version"() AS v FROM ev', "version()", id="version-quoted"),
-    refused("SELECT main.lower(device) AS l FROM ev", "qualified", id="qualified-function"),
-    refused("SELECT system.main.version() AS v FROM ev", "qualified", id="qualified-version"),
+    refused("SELECT system.main.version() AS v FROM ev", "version()", id="qualified-version"),
+    refused("SELECT device.version() AS v FROM ev", "version()", id="method-call-version"),
     refused("SELECT nextval('s') AS n FROM ev", "nextval()", id="nextval"),
     refused("SELECT setseed(0.5) AS s FROM ev", "setseed()", id="setseed"),
     refused("SELECT pg_sleep(1) AS s FROM ev", "pg_sleep()", id="pg-sleep"),
@@ -500,6 +500,9 @@ BENIGN = [
     ),
     pytest.param("SELECT * FROM ev PIVOT (sum(value) FOR kind IN ('x', 'y'))", id="pivot-in"),
     pytest.param("FROM ev SELECT device", id="from-first"),
+    pytest.param(
+        "SELECT device.upper() AS u, main.lower(device) AS l FROM ev", id="method-and-schema"
+    ),
     pytest.param(
         'WITH t AS (SELECT device AS "user" FROM ev) SELECT t.user FROM t',
         id="qualified-column-named-user",
