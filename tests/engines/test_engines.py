@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,9 @@ class StreamingOnly:
 
     def session(self, sandbox: Sandbox, *, profiling: bool = False) -> base.BatchSession:
         raise AssertionError("a streaming-only engine opens no batch session")
+
+    def check_query(self, code: str, tables: Collection[str], field: str) -> str:
+        raise AssertionError("a streaming-only engine checks no batch SQL")
 
     def open_stream(
         self, job_dir: Path, *, memory_limit: str, threads: int, steps: Any

@@ -2,9 +2,11 @@
 
 Three layers are exercised:
 
-* the API at save time (``POST /projects/{p}/jobs/{name}``): the SQL gate and the DuckDB
+* the API at save time (``POST /projects/{p}/jobs/{name}``): the SQL gate, the check of
+  DuckDB's own parse tree (tables, statements, the allow-list of functions) and the DuckDB
   binding refuse every hostile input with 400, E18209 or E18233, and a message naming the
-  problem; the job is not saved and no file appears where a write was attempted;
+  problem; the job is not saved and no file appears where a write was attempted; benign
+  SQL using the same constructs is saved;
 * the locked-down DuckDB connection itself (the gate bypassed): raw hostile statements are
   refused by DuckDB, and the configuration cannot be unlocked;
 * a real run in a worker process: a query that needs far more memory than its container
@@ -26,7 +28,7 @@ import pytest
 from datamill.engines.duckdb import Limits, Sandbox, connect_locked
 from datamill.errors import DatamillError
 from datamill.runtime.worker import WorkerPool
-from datamill.security.sql_gate import gate
+from datamill.services.jobrefs import job_sql
 from tests.builders import job_body, make_source, start, wait_for
 from tests.conftest import Api, assert_error
 
@@ -63,15 +65,25 @@ class Case:
     code: str
     needles: tuple[str, ...]
     writes: tuple[str, ...] = ()
+    error: str | None = None
 
 
-def case(code: str, *needles: str, writes: tuple[str, ...] = (), id: str) -> Any:
-    return pytest.param(Case(code, needles, writes), id=id)
+def case(
+    code: str, *needles: str, writes: tuple[str, ...] = (), error: str | None = None, id: str
+) -> Any:
+    return pytest.param(Case(code, needles, writes, error), id=id)
+
+
+def refused(code: str, *needles: str, writes: tuple[str, ...] = (), id: str) -> Any:
+    """A case refused as SQL a job may not run (E18233), not merely as bad SQL."""
+    return case(code, *needles, writes=writes, error="E18233", id=id)
 
 
 NOT_A_QUERY = "only a read-only query"
 TABLE_FUNCTION = "table functions are not allowed"
 NOT_A_SOURCE = "not one of the job's sources"
+NOT_ALLOWED = "is not allowed in jobs"
+PASSWD_SQL = "SELECT * FROM read_text(''/etc/passwd'')"
 
 HOSTILE = [
     # reading files of the server
@@ -131,12 +143,152 @@ HOSTILE = [
         id="describe-read-csv",
     ),
     case("SELECT * FROM sniff_csv('/etc/passwd')", "sniff_csv", id="sniff-csv"),
+    # functions and table functions outside the allow-list, wherever they stand
+    refused(
+        "SELECT * FROM ev, LATERAL json_execute_serialized_sql("
+        f"json_serialize_sql('{PASSWD_SQL}'))",
+        TABLE_FUNCTION,
+        "json_execute_serialized_sql",
+        id="lateral-json-execute-serialized-sql",
+    ),
+    refused(
+        "SELECT * FROM ev, LATERAL json_execute_serialized_sql('x') AS j",
+        "json_execute_serialized_sql",
+        id="lateral-json-execute-serialized-sql-literal",
+    ),
+    refused("SELECT * FROM ev, LATERAL checkpoint()", "checkpoint", id="lateral-checkpoint"),
+    refused("SELECT * FROM ev, LATERAL force_checkpoint()", "checkpoint", id="lateral-force-cp"),
+    refused(
+        "SELECT * FROM ev, LATERAL pg_timezone_names()", "pg_timezone_names", id="lateral-pg-tz"
+    ),
+    refused(
+        "SELECT * FROM ev, LATERAL test_all_types()", "test_all_types", id="lateral-test-types"
+    ),
+    refused("SELECT * FROM ev, test_all_types()", "test_all_types", id="from-test-all-types"),
+    refused(
+        "SELECT * FROM ev JOIN pg_timezone_names() AS t ON true",
+        "pg_timezone_names",
+        id="join-pg-timezone-names",
+    ),
+    refused(
+        "WITH t AS (SELECT * FROM pg_timezone_names()) SELECT * FROM t",
+        "pg_timezone_names",
+        id="table-function-in-cte",
+    ),
+    refused(
+        "SELECT * FROM ev, LATERAL (SELECT * FROM duckdb_settings())",
+        "duckdb_settings",
+        id="lateral-subquery-duckdb-settings",
+    ),
+    refused(
+        "SELECT * FROM ROWS FROM (json_execute_serialized_sql('x'))",
+        "ROWS FROM",
+        id="rows-from-json-execute",
+    ),
+    refused("SELECT write_log('pwned') AS w FROM ev", "write_log()", NOT_ALLOWED, id="write-log"),
+    refused("SELECT version() AS v FROM ev", "version()", NOT_ALLOWED, id="version"),
+    refused("SELECT Version() AS v FROM ev", "version()", id="version-mixed-case"),
+    refused('SELECT "version"() AS v FROM ev', "version()", id="version-quoted"),
+    refused("SELECT system.main.version() AS v FROM ev", "version()", id="qualified-version"),
+    refused("SELECT device.version() AS v FROM ev", "version()", id="method-call-version"),
+    refused("SELECT nextval('s') AS n FROM ev", "nextval()", id="nextval"),
+    refused("SELECT setseed(0.5) AS s FROM ev", "setseed()", id="setseed"),
+    refused("SELECT pg_sleep(1) AS s FROM ev", "pg_sleep()", id="pg-sleep"),
+    refused("SELECT current_user AS u FROM ev", "current_user()", id="current-user"),
+    refused("SELECT device FROM ev WHERE user <> ''", "user()", id="bare-user"),
+    refused('SELECT "current_schema" AS s FROM ev', "current_schema()", id="quoted-schema"),
+    refused(
+        f"SELECT json_serialize_plan('{PASSWD_SQL}') AS p FROM ev",
+        "json_serialize_plan()",
+        id="json-serialize-plan",
+    ),
+    refused("WITH x AS (SELECT version() AS v) SELECT v FROM x", "version()", id="function-in-cte"),
+    refused(
+        "SELECT ev.device FROM ev JOIN ev AS e2 ON getenv('HOME') = e2.device",
+        "getenv()",
+        id="function-in-join-condition",
+    ),
+    refused(
+        "SELECT device FROM ev WHERE device IN (SELECT version())",
+        "version()",
+        id="function-in-where-subquery",
+    ),
+    refused(
+        "SELECT device FROM ev WHERE EXISTS (SELECT 1 WHERE write_log('x') IS NULL)",
+        "write_log()",
+        id="function-in-exists",
+    ),
+    refused(
+        "SELECT device, row_number() OVER (ORDER BY current_setting('threads')) AS r FROM ev",
+        "current_setting()",
+        id="function-in-window",
+    ),
+    refused(
+        "SELECT sum(value) OVER w AS s FROM ev WINDOW w AS (PARTITION BY version())",
+        "version()",
+        id="function-in-named-window",
+    ),
+    refused(
+        "SELECT device FROM ev QUALIFY row_number() OVER (PARTITION BY write_log('x')) = 1",
+        "write_log()",
+        id="function-in-qualify",
+    ),
+    refused(
+        "SELECT device, count(*) AS n FROM ev GROUP BY device HAVING max(version()) > ''",
+        "version()",
+        id="function-in-having",
+    ),
+    refused("SELECT device FROM ev ORDER BY version()", "version()", id="function-in-order-by"),
+    refused(
+        "SELECT count(*) FILTER (WHERE write_log('x') IS NULL) AS n FROM ev",
+        "write_log()",
+        id="function-in-filter",
+    ),
+    refused(
+        "SELECT device FROM ev LIMIT (SELECT length(version()))",
+        "version()",
+        id="function-in-limit",
+    ),
+    # comments and quoting read as DuckDB reads them
+    refused(
+        "SELECT device /* a /* nested */ comment */, version() AS v FROM ev",
+        "version()",
+        id="after-nested-comment",
+    ),
+    refused(
+        "SELECT device FROM ev /* /* */ */ WHERE getenv('HOME') IS NOT NULL",
+        "getenv()",
+        id="after-nested-comment-where",
+    ),
+    refused(
+        "SELECT $$ /* $$ AS a, version() AS v, $$ */ $$ AS b FROM ev",
+        "version()",
+        id="between-dollar-quotes",
+    ),
+    refused(
+        "SELECT $tag$ it's -- $tag$ AS a, write_log('x') AS w FROM ev",
+        "write_log()",
+        id="after-tagged-dollar-quote",
+    ),
+    refused(
+        "SELECT $a$ $$ $a$ AS a, getenv('HOME') AS h, $$ x $$ AS b FROM ev",
+        "getenv()",
+        id="dollar-quotes-in-dollar-quotes",
+    ),
+    refused(
+        "SELECT device FROM ev -- /*\n, version() AS v",
+        "version()",
+        id="after-line-comment-with-block-start",
+    ),
+    # a PIVOT without its values runs a query while it is planned
+    refused("SELECT * FROM (PIVOT ev ON kind USING sum(value))", "IN (", id="dynamic-pivot"),
+    refused("SELECT " + "1 + " * 300 + "1 AS n FROM ev", "nested too deeply", id="deep-expression"),
     # another project's files
     case("SELECT * FROM '{other}'", "secret.csv", id="other-project-file"),
     case("SELECT * FROM read_csv('{other}')", "read_csv", id="other-project-read-csv"),
     case("SELECT content FROM read_text('{other_dir}/*')", "read_text", id="other-project-glob"),
-    # the gate collects CTE names of every scope, so a CTE named like a file in one
-    # scope lets the name through in another; DuckDB must still refuse the file
+    # the sqlglot gate collects CTE names of every scope, so a CTE named like a file in one
+    # scope lets the name through in another; the check of DuckDB's parse tree keeps scopes
     case(
         'SELECT * FROM (WITH "{other}" AS (SELECT 1 AS x) SELECT x FROM "{other}") AS a, '
         '"{other}" AS b',
@@ -248,6 +400,8 @@ def test_hostile_sql_is_refused_at_save(
     response = api.post(f"/projects/{project}/jobs/bad", json=job_body(code))
 
     assert_refused(response, *hostile.needles)
+    if hostile.error:
+        assert response.json()["error_code"] == hostile.error, response.text
     assert "top-secret-value" not in response.text
     assert_error(api.get(f"/projects/{project}/jobs/bad"), 404, "E18202")
     for written in hostile.writes:
@@ -258,14 +412,120 @@ def test_hostile_sql_is_refused_at_save(
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
-def test_the_gate_alone_refuses_hostile_sql(hostile: Case, tmp_path: Path) -> None:
-    """The gate is the first layer: it alone must refuse each input, before DuckDB binds."""
+def test_the_sql_checks_alone_refuse_hostile_sql(hostile: Case, tmp_path: Path) -> None:
+    """The checks are the first layer: they alone must refuse each input, before DuckDB
+    binds (the gate, then the engine's check of its own parse tree)."""
     other = tmp_path / "files" / "p_other" / "secret.csv"
     code = hostile.code.format(tmp=tmp_path, other=other, other_dir=other.parent)
     with pytest.raises(DatamillError) as refused:
-        gate(code, ["ev"])
+        job_sql("duckdb", code, ["ev"])
     assert refused.value.code in REFUSED
     assert refused.value.status == 400
+    if hostile.error:
+        assert refused.value.code == hostile.error
+
+
+BENIGN = [
+    pytest.param(
+        "SELECT device, count(*) AS n, sum(value) AS s FROM ev GROUP BY device", id="aggregate"
+    ),
+    pytest.param(
+        "SELECT device /* a /* nested */ comment */ AS d FROM ev -- trailing comment",
+        id="nested-comment",
+    ),
+    pytest.param("SELECT $$it's$$ AS a, $tag$x$tag$ AS b FROM ev;", id="dollar-quotes"),
+    pytest.param("SELECT device FROM ev;\n-- done\n/* really */ ;", id="trailing-semicolons"),
+    pytest.param(
+        "WITH t AS (SELECT device, value FROM ev) "
+        "SELECT device, avg(value) AS a FROM t GROUP BY ALL",
+        id="cte",
+    ),
+    pytest.param(
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+        "SELECT n FROM r",
+        id="recursive-cte",
+    ),
+    pytest.param(
+        "SELECT device, value, row_number() OVER w AS rn, lag(value) OVER w AS prev FROM ev "
+        "WINDOW w AS (PARTITION BY device ORDER BY value) QUALIFY rn = 1",
+        id="windows",
+    ),
+    pytest.param(
+        "SELECT upper(device) AS u, regexp_replace(device, '[0-9]', '#') AS r, md5(device) AS h, "
+        "device LIKE 'd%' AS l, device ILIKE 'D%' AS il, concat_ws('-', device, kind) AS c, "
+        "split_part(device, 'd', 2) AS p, device || kind AS cat, sha256(device) AS s, "
+        "length(trim(device)) AS n, regexp_matches(device, 'd[0-9]') AS m FROM ev",
+        id="strings-regexp-hashing",
+    ),
+    pytest.param(
+        "SELECT date_trunc('day', TIMESTAMP '2024-01-02 03:04:05') AS d, "
+        "strftime(DATE '2024-01-02', '%Y') AS y, EXTRACT(year FROM DATE '2024-01-02') AS e, "
+        "DATE '2024-01-02' + INTERVAL 1 DAY AS n, now() IS NOT NULL AS t, "
+        "current_date IS NOT NULL AS cd, "
+        "time_bucket(INTERVAL '10 seconds', TIMESTAMP '2024-01-01 00:00:07') AS b, "
+        "epoch_ms(TIMESTAMP '2024-01-01') AS ms FROM ev",
+        id="dates",
+    ),
+    pytest.param(
+        "SELECT [value, value * 2] AS l, list_transform([1, 2], lambda x: x + 1) AS t, "
+        "[x * 2 FOR x IN [1, 2]] AS c, {'d': device} AS s, unnest([1, 2]) AS u, "
+        "json_extract_string('{\"a\": 1}', '$.a') AS j, '{\"a\": 2}'::JSON ->> '$.a' AS k, "
+        "[1, 2, 3][2] AS e, list_sum([1, 2]) AS ls, {'d': device}.d AS sd FROM ev",
+        id="lists-structs-json",
+    ),
+    pytest.param(
+        "SELECT kind, quantile_cont(value, 0.5) AS m, arg_max(device, value) AS top, "
+        "string_agg(device, ',' ORDER BY device) AS ds, count(*) FILTER (WHERE value > 1) AS big, "
+        "list(value) AS vs, approx_count_distinct(device) AS ad, stddev(value) AS sd "
+        "FROM ev GROUP BY kind",
+        id="aggregates",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN value > 1 THEN 'hi' ELSE 'lo' END AS c, CAST(value AS INTEGER) AS i, "
+        "TRY_CAST(device AS INTEGER) AS t, COALESCE(NULL, device) AS co, "
+        "value BETWEEN 0 AND 2 AS b, value::VARCHAR AS v, NULLIF(device, 'd0') AS nd FROM ev "
+        "WHERE device IN (SELECT device FROM ev WHERE kind = 'x') "
+        "OR EXISTS (SELECT 1 FROM ev e2 WHERE e2.value > 100)",
+        id="expressions-and-subqueries",
+    ),
+    pytest.param(
+        "SELECT e.device, v.label FROM ev e JOIN (VALUES ('d0', 'zero')) AS v(device, label) "
+        "USING (device) UNION ALL SELECT device, kind FROM ev",
+        id="values-join-union",
+    ),
+    pytest.param(
+        "SELECT round(value, 1) AS r, abs(-value) AS a, sqrt(value) AS s, value // 1 AS d, "
+        "value % 2 AS m, greatest(value, 1) AS g, ln(value + 1) AS l, floor(value) AS f FROM ev",
+        id="math",
+    ),
+    pytest.param("SELECT * FROM ev PIVOT (sum(value) FOR kind IN ('x', 'y'))", id="pivot-in"),
+    pytest.param("FROM ev SELECT device", id="from-first"),
+    pytest.param(
+        "SELECT device.upper() AS u, main.lower(device) AS l FROM ev", id="method-and-schema"
+    ),
+    pytest.param(
+        'WITH t AS (SELECT device AS "user" FROM ev) SELECT t.user FROM t',
+        id="qualified-column-named-user",
+    ),
+    pytest.param("SELECT * EXCLUDE (kind) FROM ev ORDER BY ALL", id="star-exclude"),
+    pytest.param("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM ev)", id="describe"),
+    pytest.param(
+        "SELECT device_id, avg(value) AS avg_value FROM "
+        "(SELECT device AS device_id, value, kind AS status FROM ev) "
+        "WHERE status <> 'x' GROUP BY device_id",
+        id="docs-example",
+    ),
+]
+
+
+@pytest.mark.parametrize("code", BENIGN)
+def test_benign_sql_passes_the_checks_and_is_saved(
+    api: Api, project: str, datasource: str, code: str
+) -> None:
+    """The allow-list is generous enough for analytics: these are saved (and bound)."""
+    assert job_sql("duckdb", code, ["ev"])
+    response = api.post(f"/projects/{project}/jobs/fine", json=job_body(code))
+    assert response.status_code == 201, response.text
 
 
 def test_symlink_to_etc_passwd_is_refused_as_a_data_source(api: Api, project: str) -> None:
@@ -332,6 +592,8 @@ def test_hostile_param_is_refused_when_the_run_starts(
     for value, needle in [
         ("read_text('/proc/self/environ')", "read_text"),
         ("ev; DROP TABLE ev", "exactly one SQL statement"),
+        ("ev, LATERAL json_execute_serialized_sql('x')", "json_execute_serialized_sql"),
+        ("ev WHERE write_log('x') IS NULL", "write_log()"),
         ("'/etc/passwd'", "/etc/passwd"),
     ]:
         run_id = start(api, project, "p", [{"name": "tbl", "value": value}])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -169,6 +169,15 @@ class Engine(Protocol):
 
     def session(self, sandbox: Sandbox, *, profiling: bool = False) -> BatchSession:
         """A new session locked into ``sandbox``; ``profiling`` fills read statistics."""
+        ...
+
+    def check_query(self, code: str, tables: Collection[str], field: str) -> str:
+        """The query to run for a job's ``code``, once the engine's own parser shows it is
+        one read-only query over ``tables`` calling only allowed functions.
+
+        Raises :class:`~datamill.errors.DatamillError` naming ``field``: E18233 for SQL a
+        job may not run, E18209 for SQL that does not parse. Nothing is bound or run.
+        """
         ...
 
     def open_stream(

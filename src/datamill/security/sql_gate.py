@@ -2,12 +2,14 @@
 
 This is defence in depth; the boundary is the locked-down DuckDB connection, which can
 open only the files of the run's sources. The gate gives users a clear error early
-(with line and column) and refuses anything that is not a plain query.
+(with line and column) and refuses anything that is not a plain query. It reads the SQL
+with sqlglot; the engine then checks its own parse tree of the same text, including the
+allow-list of functions (``Engine.check_query``, called with the gate by
+``services.jobrefs.job_sql``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 
 import sqlglot
@@ -21,11 +23,6 @@ Tokenizer = DuckDB.Tokenizer
 QUERY_TYPES = (exp.Select, exp.Union, exp.Except, exp.Intersect)
 MAX_NESTING = 32
 """The deepest parentheses a job's SQL may nest."""
-_REFUSED_FUNCTION = re.compile(
-    r"^(read_|parquet_|sniff_|glob$|query$|query_table$|getenv$|current_setting$|"
-    r"duckdb_|pragma_|which_secret$|load_|install_|iceberg_|delta_|sqlite_|postgres_|mysql_)",
-    re.IGNORECASE,
-)
 
 
 def _at(line: int | None, col: int | None) -> str:
@@ -126,14 +123,6 @@ def _gate(code: str, tables: Collection[str], field: str) -> str:
             raise DatamillError(
                 E.SQL_REFUSED,
                 f"{field}: table '{table.name[:80]}' is not one of the job's sources ({known})",
-                field=field,
-            )
-    for func in query.find_all(exp.Func):
-        name = func.name if isinstance(func, exp.Anonymous) else func.sql_name()
-        if _REFUSED_FUNCTION.match(name or ""):
-            raise DatamillError(
-                E.SQL_REFUSED,
-                f"{field}: function {name.lower()}() is not allowed in jobs",
                 field=field,
             )
     return query_text(code)

@@ -24,9 +24,8 @@ from datamill.domain.jobs import Src, SrcType
 from datamill.domain.variables import Resolver, VariableIn
 from datamill.engines.base import FileStamp, Limits, Sandbox, TableInput
 from datamill.errors import DatamillError, E
-from datamill.security.sql_gate import gate
 from datamill.services.datasources import SourceReader
-from datamill.services.jobrefs import body_of, effective, get_job_row
+from datamill.services.jobrefs import body_of, effective, get_job_row, job_sql
 from datamill.services.runtime import Runtime
 from datamill.store.datasources import DataSourceRow
 from datamill.store.jobs import JobRow
@@ -74,8 +73,10 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
     settings = runtime.settings
     variables = {k: VariableIn.model_validate(v) for k, v in run.variables.items()}
     resolver = Resolver(variables, run.batch_time, run.params)
-    sql = gate(
-        resolver.expand(body.computation.code, "computation.code"), [s.tableName for s in body.srcs]
+    sql = job_sql(
+        body.engine,
+        resolver.expand(body.computation.code, "computation.code"),
+        [s.tableName for s in body.srcs],
     )
     run_dir = settings.projects_dir / project.name / "runs" / f"{run.id}-{run.attempt}"
     staging = run_dir / "out"

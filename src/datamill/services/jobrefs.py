@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datamill import engines
 from datamill.domain.jobs import Container, JobBody, Param, Scheduler, SchedulerType
 from datamill.errors import DatamillError, E
+from datamill.security.sql_gate import gate
 from datamill.store.jobs import JobRow
 
 
@@ -53,3 +56,14 @@ def effective(session: Session, row: JobRow) -> Effective:
         params=list(body.params or []),
         scheduler=scheduler,
     )
+
+
+def job_sql(engine: str, code: str, tables: Collection[str]) -> str:
+    """The query a job runs for its expanded ``code``: one read-only query over ``tables``.
+
+    Checked twice, before anything binds: by the SQL gate (sqlglot: nesting, statements,
+    tables) and by the engine on its own parse tree (statements, tables, the allow-list of
+    functions), whose text is the one that runs.
+    """
+    gate(code, tables)
+    return engines.get(engine).check_query(code, tables, "computation.code")

@@ -24,10 +24,9 @@ from datamill.domain.jobs import (
 from datamill.engines.base import QueryFailed, Sandbox, TableInput
 from datamill.errors import DatamillError, E
 from datamill.scheduler import triggers
-from datamill.security.sql_gate import gate
 from datamill.services import datasources as datasource_service
 from datamill.services.access import ProjectAccess
-from datamill.services.jobrefs import body_of, effective, get_job_row
+from datamill.services.jobrefs import body_of, effective, get_job_row, job_sql
 from datamill.services.runtime import Runtime
 from datamill.services.variables import load_resolver
 from datamill.store.base import fetch_page, utcnow
@@ -139,7 +138,7 @@ def validate(
         params = list(body.params or [])
     resolver = load_resolver(session, project_id, utcnow(), {p.name: p.default for p in params})
     code = resolver.expand(body.computation.code, "computation.code")
-    sql = gate(code, list(schemas))
+    sql = job_sql(body.engine, code, list(schemas))
     return bind_output_schema(runtime, body.engine, sql, schemas)
 
 

@@ -2,8 +2,9 @@
 
 Modules: :mod:`.sql` (quoting and rendering, the only one), :mod:`.session` (the
 lock-down), :mod:`.schema` (types and describing), :mod:`.formats` (reading files),
-:mod:`.values` (rows out), :mod:`.batch` (the batch session), :mod:`.engine` (the
-registered :class:`DuckDBEngine`).
+:mod:`.values` (rows out), :mod:`.batch` (the batch session), :mod:`.gate` (a job's SQL
+checked on DuckDB's own parse tree) with :mod:`.functions` (the allow-list of functions),
+:mod:`.engine` (the registered :class:`DuckDBEngine`).
 """
 
 from __future__ import annotations

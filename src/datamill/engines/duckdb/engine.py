@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from datamill.domain.datasources import FileType
 from datamill.engines.base import Capabilities, Sandbox
 from datamill.engines.duckdb.batch import DuckDBSession
+from datamill.engines.duckdb.gate import check_query
 from datamill.engines.duckdb.sql import DIALECT
 from datamill.engines.streaming import MicroBatchExecutor, StateStore
 
@@ -28,6 +29,9 @@ class DuckDBEngine:
 
     def session(self, sandbox: Sandbox, *, profiling: bool = False) -> DuckDBSession:
         return DuckDBSession(sandbox, profiling=profiling)
+
+    def check_query(self, code: str, tables: Collection[str], field: str) -> str:
+        return check_query(code, tables, field)
 
     def open_stream(
         self, job_dir: Path, *, memory_limit: str, threads: int, steps: Sequence[Any]
