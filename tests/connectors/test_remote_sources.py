@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
+from datamill.runtime.worker import WorkerPool
+from tests.builders import TERMINAL, job_body, start, wait_for
 from tests.conftest import Api, assert_error
+from tests.redirects import REDIRECT_STATUSES, REFUSED_REDIRECT_TARGETS, RedirectServer
 from tests.servers import RunningServer
 from tests.webhdfs_double import ConnectionProbe, WebHdfsDouble
 
@@ -175,6 +181,109 @@ def test_s3_spec_rules(
     assert_error(response, 400, code, needle)
 
 
+S3_REDIRECT_CASES = [(host, bind, 307) for host, bind in REFUSED_REDIRECT_TARGETS] + [
+    ("127.0.0.2", "127.0.0.2", status) for status in REDIRECT_STATUSES if status != 307
+]
+"""(host in the Location URL, address the probe listens on, redirect status)."""
+
+LOGS_SCHEMA = [{"key": "level", "valtype": "string"}, {"key": "n", "valtype": "long"}]
+
+
+def object_read(method: str, path: str) -> bool:
+    """A GET of one object (``/bucket/key``), not a listing (``/bucket?list-type=2…``)."""
+    return method == "GET" and "?" not in path and path.strip("/").count("/") >= 1
+
+
+@dataclass
+class HostileS3:
+    """A project with the keys of the real S3 server and a bucket of logs, to be reached
+    through an endpoint that redirects (:meth:`endpoint`)."""
+
+    api: Api
+    project: str
+    bucket: str
+    server: RunningServer
+
+    @contextmanager
+    def endpoint(
+        self, host: str, bind: str, status: int = 307, reads_only: bool = False
+    ) -> Iterator[tuple[ConnectionProbe, RedirectServer, dict[str, Any]]]:
+        """A probe on a refused address, a server redirecting to it (every request, or with
+        ``reads_only`` only object reads, the rest going to the real server) and the spec
+        of a data source through that server."""
+        with (
+            ConnectionProbe(host, bind) as probe,
+            RedirectServer(
+                probe.url(f"/{self.bucket}/logs"),
+                status,
+                upstream=self.server.url if reads_only else None,
+                redirect_when=object_read,
+            ) as endpoint,
+        ):
+            yield probe, endpoint, {**s3_spec(self.server, self.bucket), "endpoint": endpoint.url}
+
+    def create(self, spec: dict[str, Any], **extra: Any) -> httpx.Response:
+        return self.api.post(
+            f"/projects/{self.project}/datasources/logs",
+            json={"type": "s3", "spec": spec, **extra},
+        )
+
+
+@pytest.fixture
+def hostile_s3(
+    api: Api, project: str, bucket: str, s3_secret: str, s3_server: RunningServer
+) -> HostileS3:
+    return HostileS3(api, project, bucket, s3_server)
+
+
+@pytest.mark.parametrize(("host", "bind", "status"), S3_REDIRECT_CASES)
+def test_s3_endpoint_redirect_to_a_refused_address_is_not_followed(
+    hostile_s3: HostileS3, host: str, bind: str, status: int
+) -> None:
+    with hostile_s3.endpoint(host, bind, status) as (probe, endpoint, spec):
+        assert_error(hostile_s3.create(spec), 400, "E18118", "spec.endpoint", host.strip("[]"))
+    assert probe.connections == 0
+    assert endpoint.redirected
+
+
+@pytest.mark.parametrize(("host", "bind"), REFUSED_REDIRECT_TARGETS)
+def test_s3_object_read_redirected_to_a_refused_address_is_not_followed(
+    hostile_s3: HostileS3, host: str, bind: str
+) -> None:
+    """The endpoint lists honestly (the real server behind it) and redirects object reads,
+    which DuckDB makes through the registered filesystem: inference and preview fail with
+    the refusal, not with the engine's "cannot read"."""
+    api, project = hostile_s3.api, hostile_s3.project
+    with hostile_s3.endpoint(host, bind, reads_only=True) as (probe, endpoint, spec):
+        inferred = hostile_s3.create(spec)
+        assert_error(inferred, 400, "E18118", "spec.endpoint", host.strip("[]"))
+        created = hostile_s3.create(spec, noVerifySchema=True, schema=LOGS_SCHEMA)
+        assert created.status_code == 201, created.text
+        preview = api.get(f"/projects/{project}/datasources/logs/preview")
+        assert_error(preview, 400, "E18118", "spec.endpoint", host.strip("[]"))
+    assert probe.connections == 0
+    assert endpoint.redirected
+
+
+def test_a_batch_run_whose_s3_read_is_refused_fails_with_the_refusal(
+    hostile_s3: HostileS3, workers: WorkerPool
+) -> None:
+    api, project = hostile_s3.api, hostile_s3.project
+    with hostile_s3.endpoint("127.0.0.2", "127.0.0.2", reads_only=True) as (probe, endpoint, spec):
+        created = hostile_s3.create(spec, noVerifySchema=True, schema=LOGS_SCHEMA)
+        assert created.status_code == 201, created.text
+        body = job_body(
+            "SELECT level, count(*) AS n FROM lg GROUP BY level", source="logs", table="lg"
+        )
+        assert api.post(f"/projects/{project}/jobs/levels", json=body).status_code == 201
+        entry = wait_for(api, project, "levels", start(api, project, "levels"), TERMINAL)
+    assert entry["status"] == "Failed", entry
+    assert entry["message"].startswith("spec.endpoint: host '127.0.0.2'"), entry
+    assert "DATAMILL_OUTBOUND_ALLOW" in entry["message"]
+    assert probe.connections == 0
+    assert endpoint.redirected
+
+
 @pytest.fixture
 def webhdfs(tmp_path: Path) -> Iterator[WebHdfsDouble]:
     root = tmp_path / "hdfs"
@@ -223,15 +332,6 @@ def test_hdfs_path_rules(api: Api, project: str, webhdfs: WebHdfsDouble) -> None
         assert_error(response, 400, code, "paths")
 
 
-REFUSED_REDIRECT_TARGETS = [
-    ("127.0.0.2", "127.0.0.2"),  # loopback, but not the allow-listed 127.0.0.1
-    ("0.0.0.0", "127.0.0.1"),  # "this host": reaches loopback listeners
-    ("[::1]", "::1"),
-]
-"""Where a hostile NameNode redirects: (host in the Location URL, address the probe
-listens on). None is allow-listed for the test server (127.0.0.1 and localhost are)."""
-
-
 @pytest.mark.parametrize("op", ["OPEN", "LISTSTATUS"])
 @pytest.mark.parametrize(("host", "bind"), REFUSED_REDIRECT_TARGETS)
 def test_hdfs_redirect_to_a_refused_address_is_not_followed(
@@ -264,3 +364,22 @@ def test_hdfs_redirect_chain_longer_than_the_cap_is_refused(
         json={"type": "hdfs", "spec": clicks_spec(webhdfs)},
     )
     assert_error(created, 400, code, "more than 5 redirects")
+
+
+def test_a_batch_run_whose_hdfs_read_is_refused_fails_with_the_refusal(
+    api: Api, project: str, webhdfs: WebHdfsDouble, workers: WorkerPool
+) -> None:
+    created = api.post(
+        f"/projects/{project}/datasources/clicks",
+        json={"type": "hdfs", "spec": clicks_spec(webhdfs)},
+    )
+    assert created.status_code == 201, created.text
+    body = job_body("SELECT count(*) AS n FROM c", source="clicks", table="c")
+    assert api.post(f"/projects/{project}/jobs/counts", json=body).status_code == 201
+    with ConnectionProbe("127.0.0.2", "127.0.0.2") as probe:
+        webhdfs.redirect_ops["OPEN"] = probe.url()
+        entry = wait_for(api, project, "counts", start(api, project, "counts"), TERMINAL)
+    assert entry["status"] == "Failed", entry
+    assert entry["message"].startswith("spec.paths[0]: host '127.0.0.2'"), entry
+    assert probe.connections == 0
+    assert ("GET", "OPEN") in webhdfs.requests_seen

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from datamill.connectors.outbound.errors import first_line
-from datamill.connectors.outbound.s3 import store_filesystem
+from datamill.connectors.outbound.s3 import S3Guard, outbound_refusal, store_filesystem
 from datamill.connectors.outbound.webhdfs import WebHdfs, WebHdfsFileSystem
 from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
 from datamill.errors import DatamillError, E
@@ -38,6 +38,9 @@ class FileSet:
         for fs in self.filesystems:
             if isinstance(fs, WebHdfsFileSystem) and fs.read_error is not None:
                 return fs.read_error
+            refused = outbound_refusal(None, fs)
+            if refused is not None:
+                return refused
         return None
 
 
@@ -83,6 +86,9 @@ class S3Files:
     def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
         assert isinstance(spec, S3Spec)
         fs = self.filesystem(spec, ctx)
+        guard = getattr(fs, "outbound_guard", None)
+        if isinstance(guard, S3Guard):
+            guard.refused = None  # a refusal seen from now on is this batch's
         found: set[str] = set()
         for i, prefix in enumerate(spec.keyPrefixes):
             full = prefix + ctx.file_filter
@@ -93,6 +99,9 @@ class S3Files:
             except FileNotFoundError:
                 listed = []
             except Exception as exc:  # the store's own error, for the caller to read
+                refused = outbound_refusal(exc)
+                if refused is not None:
+                    raise refused from None
                 raise DatamillError(
                     E.DATA_UNREADABLE,
                     f"spec.keyPrefixes[{i}]: cannot list s3://{base}: {first_line(exc, 300)}",

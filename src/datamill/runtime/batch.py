@@ -77,6 +77,9 @@ def execute(prepared: PreparedRun, stop: threading.Event, deadline: float) -> Ru
                 f"({prepared.sandbox.limits.memory_limit}): {exc.message}",
             ) from None
         except QueryFailed as exc:
+            refused = prepared.read_refusal()  # a remote read the outbound guard stopped
+            if refused is not None:
+                raise refused from None
             raise DatamillError(E.INVALID_SQL, exc.message) from None
     bytes_written = sum(p.stat().st_size for p in prepared.staging.glob("*.parquet"))
     return RunStats(

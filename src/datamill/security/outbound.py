@@ -74,7 +74,14 @@ def check_url(url: str, allow: list[str], field: str) -> str:
 
 
 def check_host(host: str, port: int, allow: list[str], field: str) -> str:
-    """Resolve ``host`` once and refuse private, loopback, link-local and similar addresses."""
+    """Resolve ``host`` once and refuse private, loopback, link-local and similar addresses;
+    the first address to connect to."""
+    return resolve_host(host, port, allow, field)[0]
+
+
+def resolve_host(host: str, port: int, allow: list[str], field: str) -> list[str]:
+    """Every address ``host`` resolves to, once all of them passed the guard (a client that
+    resolves names itself is given these, so the address checked is the address used)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -90,4 +97,4 @@ def check_host(host: str, port: int, allow: list[str], field: str) -> str:
                 "an administrator can allow it with DATAMILL_OUTBOUND_ALLOW",
                 field=field,
             )
-    return str(addresses[0])
+    return list(dict.fromkeys(str(a) for a in addresses))

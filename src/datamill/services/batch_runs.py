@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datamill.connectors.files import FileSet
 from datamill.domain.datasources import FormatSpec, SchemaField, parse_spec
 from datamill.domain.jobs import Src, SrcType
 from datamill.domain.variables import Resolver, VariableIn
@@ -54,6 +55,16 @@ class PreparedRun:
     target: Path
     bytes_in: int
     notes: list[str] = field(default_factory=list)
+    inputs: list[FileSet] = field(default_factory=list)
+
+    def read_refusal(self) -> DatamillError | None:
+        """The outbound refusal (E18118) behind a failed read of the run's data sources, if
+        one is: the engine only reports that reading a remote file failed."""
+        for files in self.inputs:
+            error = files.read_error()
+            if isinstance(error, DatamillError):
+                return error
+        return None
 
 
 def _src_spec(ds: DataSourceRow, src: Src) -> FormatSpec:
@@ -86,6 +97,7 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
     tables: list[TableInput] = []
     allowed: list[str] = []
     filesystems: list[Any] = []
+    inputs: list[FileSet] = []
     bytes_in = 0
     notes = []
     for src in body.srcs:
@@ -103,6 +115,7 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
             files = reader.files(ds.type, spec, run.batch_time, resolver)
             allowed += files.urls
             filesystems += files.filesystems
+            inputs.append(files)
             stamp = None if files.filesystems else _stamp(files.urls)
             bytes_in += sum(size for _, _, size in stamp) if stamp else _sizes(files.urls)
             notes.append(f"{src.tableName}: data source '{src.name}', {len(files.urls)} files")
@@ -154,6 +167,7 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
         target=target,
         bytes_in=bytes_in,
         notes=notes,
+        inputs=inputs,
     )
 
 

@@ -17,9 +17,14 @@ again (at-least-once).
 Outbound safety: the bootstrap servers pass the outbound guard at connect time (the client
 connects to the resolved addresses unless TLS needs the names), and so does every broker
 the cluster's metadata advertises, before any record is read or written. librdkafka opens
-the broker connections itself and has no hook to veto one: it may already be connecting
-to a refused advertised broker when the check closes the client, and a broker advertised
-later (a cluster change while running) is only checked at the next start.
+the broker connections itself and the Python client has no hook to veto one (no resolve
+or connect callback), so three limits remain, documented in docs/operations.md: the
+metadata request itself may already go to an advertised broker (a hostile bootstrap
+broker that advertises a refused address gets one connection opened there per client
+start before the check refuses it; no record is read or written); librdkafka resolves an
+advertised broker's name again when it connects, so a DNS answer that changes after the
+check is not seen; and a broker advertised later (a cluster change while running) is only
+checked at the next start.
 """
 
 from __future__ import annotations

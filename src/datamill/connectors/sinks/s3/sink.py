@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from datamill.connectors.outbound.s3 import s3_error, store_filesystem
+from datamill.connectors.outbound.s3 import outbound_refusal, s3_error, store_filesystem
 from datamill.connectors.sinks.base import (
     ExportBatch,
     ExportContext,
@@ -57,6 +57,9 @@ class ObjectStore:
         except DatamillError:
             raise
         except Exception as exc:  # the store's or the transport's own error
+            refused = outbound_refusal(exc)
+            if refused is not None:
+                raise refused from None
             raise s3_error(exc, what) from exc
 
     def listing(self, prefix: str) -> dict[str, float]:
