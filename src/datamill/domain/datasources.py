@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from datamill.domain.common import FieldName, Model
-from datamill.domain.urls import check_http_url
+from datamill.domain.urls import check_http_url, url_target
 from datamill.errors import DatamillError, E, field_error
 
 
@@ -459,7 +459,7 @@ class NotificationSpec(StreamSpec):
     def outbound_targets(self) -> list[tuple[str, int, str]]:
         if self.channel == NotificationChannel.email:
             return [(self.smtpHost or "", self.smtpPort or 25, "spec.smtpHost")]
-        return [_url_target(self.url or "", "spec.url")]
+        return [url_target(self.url or "", "spec.url")]
 
 
 class FunctionSpec(StreamSpec):
@@ -484,14 +484,7 @@ class FunctionSpec(StreamSpec):
         return self.tokenSecret
 
     def outbound_targets(self) -> list[tuple[str, int, str]]:
-        return [_url_target(self.url, "spec.url")]
-
-
-def _url_target(url: str, field: str) -> tuple[str, int, str]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), field
+        return [url_target(self.url, "spec.url")]
 
 
 STREAM_SPEC_MODELS: dict[str, type[StreamSpec]] = {

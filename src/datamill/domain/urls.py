@@ -37,3 +37,9 @@ def check_http_url(value: str, *, query: bool = True) -> str:
     except ValueError:
         raise field_error(E.INVALID_PARAMETER, "the URL's port is not a number 0-65535") from None
     return value
+
+
+def url_target(url: str, field: str) -> tuple[str, int, str]:
+    """``(host, port, field)`` of an http(s) URL, the port defaulting by scheme."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), field

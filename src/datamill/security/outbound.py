@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError
 
 from datamill.domain.urls import check_http_url
 from datamill.errors import DatamillError, E
+
+OutboundTarget = tuple[str, int, str]
+"""``(host, port, field)``: an address a connector opens, and the spec field naming it."""
 
 _BLOCKED_NETWORKS = [
     ipaddress.ip_network(n)
@@ -91,3 +95,14 @@ def check_host(host: str, port: int, allow: list[str], field: str) -> str:
                 field=field,
             )
     return str(addresses[0])
+
+
+def check_targets(targets: Iterable[OutboundTarget], allow: list[str]) -> None:
+    """Refuse (E18118 naming the field) the first target :func:`check_host` refuses.
+
+    This is how a save checks every address of a spec before anything is stored; the
+    connectors check again when they connect, since names resolve anew and the allow list
+    may change in between.
+    """
+    for host, port, field in targets:
+        check_host(host, port, allow, field)

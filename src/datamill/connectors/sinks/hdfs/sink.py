@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from datamill.connectors.sinks.outputs.layout import TEMP_NAME, output_location
 from datamill.connectors.sinks.outputs.plan import Writer, bytes_of
 from datamill.domain.datasources import SchemaField
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import OutboundTarget
 
 
 class HdfsFolders(WebHdfs):
@@ -32,6 +34,12 @@ class HdfsFolders(WebHdfs):
         return len(data)
 
 
+def namenode(spec: HdfsExportSpec) -> tuple[str, int]:
+    """The NameNode's host and WebHDFS port in ``spec.path`` (default port 9870)."""
+    parts = urlsplit(spec.path)
+    return parts.hostname or "", parts.port or 9870
+
+
 class HdfsSink:
     type_name: ClassVar[str] = "hdfs"
     spec_model: ClassVar[type[BaseModel]] = HdfsExportSpec
@@ -43,12 +51,17 @@ class HdfsSink:
     def secret_name(self, spec: BaseModel) -> str | None:
         return None
 
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        assert isinstance(spec, HdfsExportSpec)
+        return [(*namenode(spec), "spec.path")]
+
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, HdfsExportSpec)
-        parts = urlsplit(spec.path)
-        host, port = parts.hostname or "", parts.port or 9870
+        host, port = namenode(spec)
         shown_host = f"[{host}]" if ":" in host else host
-        template = parts.path or "/"
+        template = urlsplit(spec.path).path or "/"
         location = output_location(template, batch, "spec.path")
         if not location.startswith("/") or ".." in location.split("/") or "\\" in location:
             raise DatamillError(
