@@ -286,3 +286,24 @@ def test_an_address_the_administrator_allows_is_saved(
     assert created.status_code == 201, created.text
     monkeypatch.setattr(owner.api.runtime.settings, "outbound_allow", [])
     assert_error(save(owner, kind, name, host, method="PUT"), 400, "E18118", kind.field)
+
+
+@pytest.mark.parametrize("host", HOSTILE_HOSTS)
+def test_a_secret_update_may_not_point_a_report_at_a_refused_address(
+    owner: Owner, host: str
+) -> None:
+    """The ``report`` URL lives in its secret: replacing the secret saves that URL."""
+    report = next(k for k in KINDS if k.name == "report")
+    name = fresh_name()
+    assert save(owner, report, name, PUBLIC).status_code == 201
+    secret = owner.api.get(f"{owner.base}/{report.path}/{name}").json()["spec"]["secret"]
+    url = f"{owner.base}/secrets/{secret}"
+    before = owner.api.get(url).json()
+    assert report.secret_url is not None
+    response = owner.api.put(url, json={"values": {"url": report.secret_url(host)}})
+    assert_error(response, 400, "E18118", name)
+    assert owner.api.get(url).json() == before
+    unused = owner.api.post(f"{url}_free", json={"values": {"url": report.secret_url(PUBLIC)}})
+    assert unused.status_code == 201, unused.text
+    again = owner.api.put(f"{url}_free", json={"values": {"url": report.secret_url(host)}})
+    assert again.status_code == 200, again.text  # no export names it: nothing to reach
