@@ -91,6 +91,7 @@ class Kind:
     spec: Callable[[str], dict[str, Any]]  # the spec with its address built from a host
     secret_url: Callable[[str], str] | None = None  # the address lives in a secret's 'url'
     credentials_refused: bool = True  # the spec refuses credentials in its URL (E18011)
+    create: tuple[tuple[str, Any], ...] = ()  # more fields of a create's body
 
 
 def _tsdb(host: str) -> dict[str, Any]:
@@ -164,6 +165,32 @@ KINDS: tuple[Kind, ...] = (
         lambda h: {"channel": "webhook", "url": f"https://{h}/hook"},
     ),
 )
+UNVERIFIED = (("noVerifySchema", True), ("schema", [{"key": "device", "valtype": "string"}]))
+"""A file data source saved without reading its files: only the address check stands."""
+FILE_SOURCE_KINDS: tuple[Kind, ...] = (
+    Kind(
+        "s3-source",
+        "datasources",
+        "s3",
+        "spec.endpoint",
+        lambda h: {
+            "bucket": "reports",
+            "keyPrefixes": ["totals/"],
+            "endpoint": f"http://{h}:9000",
+            "fileType": "json",
+        },
+        create=UNVERIFIED,
+    ),
+    Kind(
+        "hdfs-source",
+        "datasources",
+        "hdfs",
+        "spec.paths[1]",
+        lambda h: {"paths": [f"hdfs://{PUBLIC}/in", f"hdfs://{h}:9870/in"], "fileType": "json"},
+        create=UNVERIFIED,
+    ),
+)
+KINDS += FILE_SOURCE_KINDS
 KIND_IDS = [k.name for k in KINDS]
 
 
@@ -208,7 +235,7 @@ def save(owner: Owner, kind: Kind, name: str, host: str, method: str = "POST") -
     url = f"{base}/{kind.path}/{name}"
     if method == "PUT":
         return api.put(url, json={"spec": spec})
-    return api.post(url, json={"type": kind.type, "spec": spec})
+    return api.post(url, json={"type": kind.type, "spec": spec, **dict(kind.create)})
 
 
 def fresh_name() -> str:
@@ -307,3 +334,19 @@ def test_a_secret_update_may_not_point_a_report_at_a_refused_address(
     assert unused.status_code == 201, unused.text
     again = owner.api.put(f"{url}_free", json={"values": {"url": report.secret_url(host)}})
     assert again.status_code == 200, again.text  # no export names it: nothing to reach
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec"),
+    [
+        ("s3", {"bucket": "reports", "endpoint": f"http://{PUBLIC}:99999", "format": "json"}),
+        ("hdfs", {"path": f"hdfs://{PUBLIC}:99999/out", "format": "json"}),
+    ],
+)
+def test_a_port_out_of_range_is_a_clear_400_at_save(
+    owner: Owner, kind: str, spec: dict[str, Any]
+) -> None:
+    response = owner.api.post(
+        f"{owner.base}/jobs/{JOB}/exports/{fresh_name()}", json={"type": kind, "spec": spec}
+    )
+    assert_error(response, 400, "E18011", "port")

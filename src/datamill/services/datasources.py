@@ -298,6 +298,7 @@ def create_datasource(
     if is_stream_type(body.type):
         return _create_stream_connection(runtime, session, access, name, body)
     spec = _typed_spec(body.type, body.spec)
+    check_targets(spec.outbound_targets(), runtime.settings.outbound_allow)
     reader = SourceReader.of(runtime, session, access)
     if body.noVerifySchema:
         if spec.fileFilter:
@@ -344,6 +345,7 @@ def update_datasource(
         session.commit()
         return _out(row)
     spec = _typed_spec(row.type, body.spec)
+    check_targets(spec.outbound_targets(), runtime.settings.outbound_allow)
     old = [SchemaField.model_validate(f) for f in row.schema]
     if row.no_verify_schema:
         if _secret_name(spec):

@@ -16,6 +16,7 @@ from datamill.connectors.sinks.outputs.formats import check_partitions
 from datamill.connectors.sinks.outputs.layout import TEMP_NAME, output_location
 from datamill.connectors.sinks.outputs.plan import Writer, bytes_of
 from datamill.domain.datasources import SchemaField
+from datamill.domain.urls import url_target
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import OutboundTarget
 
@@ -36,8 +37,8 @@ class HdfsFolders(WebHdfs):
 
 def namenode(spec: HdfsExportSpec) -> tuple[str, int]:
     """The NameNode's host and WebHDFS port in ``spec.path`` (default port 9870)."""
-    parts = urlsplit(spec.path)
-    return parts.hostname or "", parts.port or 9870
+    host, port, _ = url_target(spec.path, "spec.path", 9870)
+    return host, port
 
 
 class HdfsSink:

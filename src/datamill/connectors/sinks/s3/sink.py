@@ -34,7 +34,6 @@ from datamill.connectors.sinks.outputs.layout import (
 from datamill.connectors.sinks.outputs.plan import ParquetCopy, Writer, bytes_of, output_files
 from datamill.connectors.sinks.s3.spec import S3ExportSpec
 from datamill.domain.datasources import SchemaField
-from datamill.domain.urls import url_target
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import OutboundTarget
 
@@ -167,8 +166,8 @@ class S3Sink:
     def outbound_targets(
         self, spec: BaseModel, secret_values: Mapping[str, str]
     ) -> list[OutboundTarget]:
-        assert isinstance(spec, S3ExportSpec)  # no endpoint: AWS, whose address is not chosen
-        return [url_target(spec.endpoint, "spec.endpoint")] if spec.endpoint else []
+        assert isinstance(spec, S3ExportSpec)
+        return spec.endpoint_targets()
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, S3ExportSpec)
