@@ -1,6 +1,7 @@
 """Addresses the outbound guard refuses are refused when a spec is saved, not only when it
-runs: every export kind that connects somewhere, and the stream connections, against one
-probe list kept as data (add a probe to :data:`HOSTILE_HOSTS` and every kind meets it).
+runs: every export kind that connects somewhere, the HTTP stream connections and the remote
+file data sources, against one probe list kept as data (add a probe to
+:data:`HOSTILE_HOSTS` and every kind in :data:`KINDS` meets it at create and at update).
 
 Each test sets the administrator's allow list itself (``DATAMILL_OUTBOUND_ALLOW``): the
 session's app allows ``127.0.0.1`` and ``localhost`` for the real test servers, which would
@@ -63,7 +64,8 @@ HOSTILE_HOSTS: tuple[str, ...] = (
     "[::ffff:10.0.0.1]",
     "[::ffff:169.254.169.254]",
 )
-"""Hosts as written in a URL's authority: each must be refused (E18118) at save."""
+"""Hosts as written in a URL's authority: each must be refused at save, with E18118 (or E18011
+where a kind's host rule refuses the spelling before any name is resolved)."""
 
 USERINFO_PROBES: tuple[str, ...] = (
     "allowed@127.0.0.1",
@@ -92,6 +94,11 @@ class Kind:
     secret_url: Callable[[str], str] | None = None  # the address lives in a secret's 'url'
     credentials_refused: bool = True  # the spec refuses credentials in its URL (E18011)
     create: tuple[tuple[str, Any], ...] = ()  # more fields of a create's body
+    text_refused: frozenset[str] = frozenset()  # probes its host rule refuses first (E18011)
+
+    def refusal(self, host: str) -> str:
+        """The error code a save of ``host`` answers with."""
+        return "E18011" if host in self.text_refused else "E18118"
 
 
 def _tsdb(host: str) -> dict[str, Any]:
@@ -190,7 +197,35 @@ FILE_SOURCE_KINDS: tuple[Kind, ...] = (
         create=UNVERIFIED,
     ),
 )
-KINDS += FILE_SOURCE_KINDS
+NO_TRAILING_DOT = frozenset({"localhost."})
+"""A bare host field (not a URL) takes names without a final dot."""
+HOST_KINDS: tuple[Kind, ...] = (
+    Kind(
+        "mqtt",
+        "datasources",
+        "mqtt",
+        "spec.host",
+        lambda h: {"host": h, "topic": "totals"},
+        text_refused=NO_TRAILING_DOT,
+    ),
+    Kind(
+        "kafka",
+        "datasources",
+        "kafka",
+        "spec.bootstrapServers",
+        lambda h: {"bootstrapServers": f"{PUBLIC}:9092,{h}:9092", "topic": "totals"},
+        text_refused=NO_TRAILING_DOT,
+    ),
+    Kind(
+        "smtp",
+        "datasources",
+        "notification",
+        "spec.smtpHost",
+        lambda h: {"channel": "email", "smtpHost": h, "from": "a@b.co", "to": ["c@d.co"]},
+        text_refused=NO_TRAILING_DOT,
+    ),
+)
+KINDS += FILE_SOURCE_KINDS + HOST_KINDS
 KIND_IDS = [k.name for k in KINDS]
 
 
@@ -246,7 +281,7 @@ def fresh_name() -> str:
 @pytest.mark.parametrize("host", HOSTILE_HOSTS)
 def test_a_refused_address_is_refused_at_create(owner: Owner, kind: Kind, host: str) -> None:
     name = fresh_name()
-    assert_error(save(owner, kind, name, host), 400, "E18118", kind.field)
+    assert_error(save(owner, kind, name, host), 400, kind.refusal(host), kind.field)
     assert owner.api.get(f"{owner.base}/{kind.path}/{name}").status_code == 404
 
 
@@ -274,7 +309,7 @@ def test_an_update_to_a_refused_address_is_refused_and_keeps_the_spec(
     for host in HOSTILE_HOSTS:
         response = save(owner, kind, name, host, method="PUT")
         assert response.status_code == 400, (host, response.text)
-        assert response.json()["error_code"] == "E18118", (host, response.text)
+        assert response.json()["error_code"] == kind.refusal(host), (host, response.text)
         assert kind.field in response.json()["error_msg"], (host, response.text)
     assert (
         owner.api.get(f"{owner.base}/{kind.path}/{name}").json()["spec"] == created.json()["spec"]
