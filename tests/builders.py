@@ -4,6 +4,8 @@ runs, streaming operators and jobs. The fixtures in conftest build on these."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -97,3 +99,18 @@ def create_ready(api: Api, project: str, body: dict[str, Any]) -> str:
     assert response.status_code == 201, response.text
     assert response.json()["job_state"] == "READY", response.json()
     return str(response.json()["job_id"])
+
+
+@contextmanager
+def outbound_allowed(api: Api, *entries: str) -> Iterator[None]:
+    """Inside the block the API also allows ``entries`` (as ``DATAMILL_OUTBOUND_ALLOW``
+    would), so saves may name those addresses. Worker processes keep the session's allow
+    list: what is saved here meets the guard again when it runs, as after an administrator
+    took an entry off the list."""
+    settings = api.runtime.settings
+    before = settings.outbound_allow
+    settings.outbound_allow = [*before, *entries]
+    try:
+        yield
+    finally:
+        settings.outbound_allow = before

@@ -39,7 +39,7 @@ from datamill.connectors.sinks.outputs.formats import CAPABILITIES, SPEC_COMPRES
 from datamill.domain.values import json_value
 from datamill.runtime.worker import WorkerPool
 from datamill.services.runtime import Runtime
-from tests.builders import TERMINAL, job_body, make_source, start, wait_for
+from tests.builders import TERMINAL, job_body, make_source, outbound_allowed, start, wait_for
 from tests.conftest import Api, assert_error
 from tests.servers import RunningServer, find_rclone, free_port, wait_for_port
 from tests.webhdfs_double import WebHdfsDouble
@@ -1047,14 +1047,15 @@ def test_s3_errors_are_recorded(
             "retries": 1,
         },
     )
-    add_export(
-        api,
-        project,
-        rich_job,
-        "private",
-        "s3",
-        {"bucket": "bkt1", "endpoint": "http://10.1.2.3:9000", "format": "json", "retries": 1},
+    private = {"bucket": "bkt1", "endpoint": "http://10.1.2.3:9000", "format": "json"}
+    refused = api.post(
+        f"/projects/{project}/jobs/{rich_job}/exports/private",
+        json={"type": "s3", "spec": private},
     )
+    assert_error(refused, 400, "E18118", "spec.endpoint", "10.1.2.3")
+    # saved while allowed; the workers' allow list no longer has it when they run
+    with outbound_allowed(api, "10.1.2.3"):
+        add_export(api, project, rich_job, "private", "s3", {**private, "retries": 1})
     run_id, _ = run_job(api, project, rich_job)
     entry = wait_export(api, project, rich_job, "down", run_id, timeout=180)
     assert entry["status"] == "Failed", entry

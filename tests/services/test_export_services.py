@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamill.runtime.worker import WorkerPool
-from tests.builders import TERMINAL, job_body, start, wait_for
+from tests.builders import TERMINAL, job_body, outbound_allowed, start, wait_for
 from tests.conftest import Api, assert_error
 from tests.servers import (
     RunningServer,
@@ -410,7 +410,19 @@ def test_http_retries_refusals_and_down_target(
     add_export(api, project, "moved", "http", {**spec, "uri": moved})
     down = f"127.0.0.1:{free_port()}"
     add_export(api, project, "down", "http", {**spec, "host": down, "uri": "/", "retries": 1})
-    add_export(api, project, "private", "http", {**spec, "host": "10.255.255.1:8080", "uri": "/"})
+    private_spec = {**spec, "host": "10.255.255.1:8080", "uri": "/"}
+    assert_error(
+        api.post(
+            f"/projects/{project}/jobs/out/exports/private",
+            json={"type": "http", "spec": private_spec},
+        ),
+        400,
+        "E18118",
+        "spec.host",
+        "10.255.255.1",
+    )
+    with outbound_allowed(api, "10.255.255.1"):  # the workers' list does not have it
+        add_export(api, project, "private", "http", private_spec)
     add_secret(api, project, "wrong_keys", {"other": "x"})
     add_export(
         api, project, "nokey", "http", {**spec, "uri": base + "/nokey", "secret": "wrong_keys"}
@@ -1073,6 +1085,15 @@ def test_report_refusals(
         spec: dict[str, Any] = {"secret": f"db_{name}", "tableName": "t", "columns": columns}
         if name == "down":
             spec["retries"] = 1
+        if name == "private":
+            refused = api.post(
+                f"/projects/{project}/jobs/out/exports/{name}",
+                json={"type": "report", "spec": spec},
+            )
+            assert_error(refused, 400, "E18118", "spec.secret", "10.1.2.3")
+            with outbound_allowed(api, "10.1.2.3"):  # the workers' list does not have it
+                add_export(api, project, name, "report", spec)
+            continue
         add_export(api, project, name, "report", spec)
     run_id = run_job(api, project)
     outcomes = {name: wait_export(api, project, name, run_id) for name in targets}
@@ -1123,26 +1144,23 @@ def test_down_targets_fail_after_retries(api: Api, project: str, workers: Worker
             "retries": 1,
         },
     )
-    add_export(
-        api,
-        project,
-        "logs_private",
-        "logdb",
-        {"endpoint": "http://192.168.77.1:9200", "destRepoName": "x", "doc": {"n": "n"}},
+    private = {"endpoint": "http://192.168.77.1:9200", "destRepoName": "x", "doc": {"n": "n"}}
+    metadata = {
+        "endpoint": "http://169.254.169.254",
+        "destRepoName": "x",
+        "series": "s",
+        "fields": {"v": "value"},
+        "timestamp": "ts",
+    }
+    refused = api.post(
+        f"/projects/{project}/jobs/out/exports/logs_private",
+        json={"type": "logdb", "spec": private},
     )
-    add_export(
-        api,
-        project,
-        "tsdb_metadata",
-        "tsdb",
-        {
-            "endpoint": "http://169.254.169.254",
-            "destRepoName": "x",
-            "series": "s",
-            "fields": {"v": "value"},
-            "timestamp": "ts",
-        },
-    )
+    assert_error(refused, 400, "E18118", "spec.endpoint", "192.168.77.1")
+    # saved while allowed; the workers' allow list no longer has them when they run
+    with outbound_allowed(api, "192.168.77.1", "169.254.169.254"):
+        add_export(api, project, "logs_private", "logdb", private)
+        add_export(api, project, "tsdb_metadata", "tsdb", metadata)
     run_id = run_job(api, project)
     for name in ("logs_down", "tsdb_down"):
         entry = wait_export(api, project, name, run_id)

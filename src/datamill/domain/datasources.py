@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from datamill.domain.common import FieldName, Model
-from datamill.domain.urls import check_http_url
+from datamill.domain.urls import check_http_url, url_target
 from datamill.errors import DatamillError, E, field_error
 
 
@@ -121,6 +121,10 @@ class FormatSpec(Model):
             )
         return self
 
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        """``(host, port, field)`` of every remote address the files are read from."""
+        return []
+
 
 class FileSpec(FormatSpec):
     """Files under one of the data roots the administrator allows (``DATAMILL_DATA_ROOTS``)."""
@@ -168,11 +172,19 @@ class S3Store(Model):
             )
         return value
 
+    def endpoint_targets(self) -> list[tuple[str, int, str]]:
+        """``(host, port, "spec.endpoint")`` of the endpoint; none for AWS, whose address
+        is not the user's choice."""
+        return [url_target(self.endpoint, "spec.endpoint")] if self.endpoint else []
+
 
 class S3Spec(FormatSpec, S3Store):
     """Objects in an S3-compatible store; credentials come from a stored secret."""
 
     keyPrefixes: list[KeyPrefix] = Field(min_length=1, max_length=100)
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        return self.endpoint_targets()
 
 
 HDFS_PATH_RULE = re.compile(r"^(hdfs|webhdfs)://[A-Za-z0-9.\-\[\]:]+(/[^\x00\\<>]*)?$")
@@ -198,6 +210,10 @@ class HdfsSpec(FormatSpec):
     )
     user: str | None = Field(None, pattern=r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,63}$")
     useHttps: bool = False
+
+    def outbound_targets(self) -> list[tuple[str, int, str]]:
+        """Each path's NameNode (WebHDFS port 9870 unless the path names one)."""
+        return [url_target(p, f"spec.paths[{i}]", 9870) for i, p in enumerate(self.paths)]
 
 
 SPEC_MODELS: dict[str, type[FormatSpec]] = {"file": FileSpec, "s3": S3Spec, "hdfs": HdfsSpec}
@@ -459,7 +475,7 @@ class NotificationSpec(StreamSpec):
     def outbound_targets(self) -> list[tuple[str, int, str]]:
         if self.channel == NotificationChannel.email:
             return [(self.smtpHost or "", self.smtpPort or 25, "spec.smtpHost")]
-        return [_url_target(self.url or "", "spec.url")]
+        return [url_target(self.url or "", "spec.url")]
 
 
 class FunctionSpec(StreamSpec):
@@ -484,14 +500,7 @@ class FunctionSpec(StreamSpec):
         return self.tokenSecret
 
     def outbound_targets(self) -> list[tuple[str, int, str]]:
-        return [_url_target(self.url, "spec.url")]
-
-
-def _url_target(url: str, field: str) -> tuple[str, int, str]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), field
+        return [url_target(self.url, "spec.url")]
 
 
 STREAM_SPEC_MODELS: dict[str, type[StreamSpec]] = {

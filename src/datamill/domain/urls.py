@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from datamill.errors import E, field_error
+from datamill.errors import DatamillError, E, field_error
 
 
 def check_http_url(value: str, *, query: bool = True) -> str:
@@ -37,3 +37,17 @@ def check_http_url(value: str, *, query: bool = True) -> str:
     except ValueError:
         raise field_error(E.INVALID_PARAMETER, "the URL's port is not a number 0-65535") from None
     return value
+
+
+def url_target(url: str, field: str, default_port: int | None = None) -> tuple[str, int, str]:
+    """``(host, port, field)`` of a URL, the port defaulting to ``default_port`` or else by
+    scheme (443 for https, 80 otherwise); a port that is not 0-65535 is refused (E18011)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise DatamillError(
+            E.INVALID_PARAMETER, f"{field}: the port is not a number 0-65535", field=field
+        ) from None
+    default = default_port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port or default, field

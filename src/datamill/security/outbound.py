@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError
 
 from datamill.domain.urls import check_http_url
 from datamill.errors import DatamillError, E
+
+OutboundTarget = tuple[str, int, str]
+"""``(host, port, field)``: an address a connector opens, and the spec field naming it."""
 
 _BLOCKED_NETWORKS = [
     ipaddress.ip_network(n)
@@ -54,9 +58,15 @@ def _allowed_by_admin(
     return False
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _blocked(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _blocked(address.ipv4_mapped)
+        if address in _NAT64:  # the IPv4 address a NAT64 gateway would reach
+            return _blocked(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return any(address in net for net in _BLOCKED_NETWORKS)
 
 
@@ -98,3 +108,14 @@ def resolve_host(host: str, port: int, allow: list[str], field: str) -> list[str
                 field=field,
             )
     return list(dict.fromkeys(str(a) for a in addresses))
+
+
+def check_targets(targets: Iterable[OutboundTarget], allow: list[str]) -> None:
+    """Refuse (E18118 naming the field) the first target :func:`check_host` refuses.
+
+    This is how a save checks every address of a spec before anything is stored; the
+    connectors check again when they connect, since names resolve anew and the allow list
+    may change in between.
+    """
+    for host, port, field in targets:
+        check_host(host, port, allow, field)

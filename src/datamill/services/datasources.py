@@ -43,7 +43,7 @@ from datamill.domain.streaming import OPERATORS
 from datamill.domain.variables import Resolver
 from datamill.engines.base import BatchSession, Limits, QueryFailed, Sandbox, TableInput
 from datamill.errors import DatamillError, E
-from datamill.security.outbound import check_host
+from datamill.security.outbound import check_targets
 from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
 from datamill.services.secrets import secret_values
@@ -126,8 +126,7 @@ def _checked_stream_spec(
     secret = typed.secret_name()
     if secret:
         secret_values(runtime, session, project_id, secret, _secret_field(typed))
-    for host, port, field in typed.outbound_targets():
-        check_host(host, port, runtime.settings.outbound_allow, field)
+    check_targets(typed.outbound_targets(), runtime.settings.outbound_allow)
     return typed
 
 
@@ -299,6 +298,7 @@ def create_datasource(
     if is_stream_type(body.type):
         return _create_stream_connection(runtime, session, access, name, body)
     spec = _typed_spec(body.type, body.spec)
+    check_targets(spec.outbound_targets(), runtime.settings.outbound_allow)
     reader = SourceReader.of(runtime, session, access)
     if body.noVerifySchema:
         if spec.fileFilter:
@@ -345,6 +345,7 @@ def update_datasource(
         session.commit()
         return _out(row)
     spec = _typed_spec(row.type, body.spec)
+    check_targets(spec.outbound_targets(), runtime.settings.outbound_allow)
     old = [SchemaField.model_validate(f) for f in row.schema]
     if row.no_verify_schema:
         if _secret_name(spec):

@@ -35,6 +35,7 @@ from datamill.domain.runs import (
 from datamill.domain.variables import Resolver, VariableIn
 from datamill.engines.duckdb.writers import copy_parquet
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import check_targets
 from datamill.services import runs
 from datamill.services.access import ProjectAccess
 from datamill.services.jobrefs import get_job_row
@@ -89,34 +90,31 @@ def _row(session: Session, job: JobRow, name: str) -> ExportRow:
 
 
 def _checked(
-    session: Session, job: JobRow, type_: str, spec: dict[str, Any]
+    runtime: Runtime, session: Session, job: JobRow, type_: str, spec: dict[str, Any]
 ) -> tuple[Sink, BaseModel]:
+    """The typed spec of a save: valid for the job's schema, its secret present and every
+    address it connects to allowed by the outbound guard (as for data sources)."""
     sink = sink_of(type_)
     model = typed_spec(sink, spec)
     sink.validate(model, [SchemaField.model_validate(f) for f in job.schema])
     secret = sink.secret_name(model)
-    if secret is not None:
-        from datamill.store.secrets import SecretRow
-
-        exists = session.scalar(
-            select(SecretRow.id).where(
-                SecretRow.project_id == job.project_id, SecretRow.name == secret
-            )
-        )
-        if exists is None:
-            raise DatamillError(
-                E.SECRET_NOT_FOUND,
-                f"spec.secret: secret '{secret}' does not exist",
-                field="spec.secret",
-            )
+    values = (
+        secret_values(runtime, session, job.project_id, secret, "spec.secret") if secret else {}
+    )
+    check_targets(sink.outbound_targets(model, values), runtime.settings.outbound_allow)
     return sink, model
 
 
 def create_export(
-    session: Session, access: ProjectAccess, job_name: str, name: str, body: ExportCreate
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job_name: str,
+    name: str,
+    body: ExportCreate,
 ) -> Export:
     job = get_job_row(session, access.project_id, job_name)
-    sink, model = _checked(session, job, body.type, body.spec)
+    sink, model = _checked(runtime, session, job, body.type, body.spec)
     row = ExportRow(
         project_id=access.project_id,
         job_id=job.id,
@@ -137,11 +135,16 @@ def create_export(
 
 
 def update_export(
-    session: Session, access: ProjectAccess, job_name: str, name: str, spec: dict[str, Any]
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job_name: str,
+    name: str,
+    spec: dict[str, Any],
 ) -> Export:
     job = get_job_row(session, access.project_id, job_name)
     row = _row(session, job, name)
-    sink, model = _checked(session, job, row.type, spec)
+    sink, model = _checked(runtime, session, job, row.type, spec)
     row.spec = model.model_dump(mode="json", exclude_none=True)
     row.secret_name = sink.secret_name(model)
     row.updated_at = utcnow()

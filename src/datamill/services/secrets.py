@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from datamill.connectors.sinks import SINKS
 from datamill.domain.common import Page, PageOf
 from datamill.domain.secrets import Secret, SecretPut
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import check_targets
 from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
 from datamill.store.base import fetch_page, utcnow
@@ -56,10 +59,37 @@ def create_secret(
     return _out(row)
 
 
+def _check_destinations(
+    runtime: Runtime, session: Session, project_id: int, name: str, values: dict[str, str]
+) -> None:
+    """Refuse (E18118) new values that would point an export naming the secret at an
+    address the outbound guard refuses: a ``report``'s database URL lives in its secret, so
+    changing the secret is saving that export's destination."""
+    exports = session.execute(
+        select(ExportRow.name, ExportRow.type, ExportRow.spec).where(
+            ExportRow.project_id == project_id, ExportRow.secret_name == name
+        )
+    )
+    for export, type_, spec in exports:
+        sink = SINKS.get(type_)
+        if sink is None:
+            continue
+        try:
+            model = sink.spec_model.model_validate(spec)
+        except ValidationError:
+            continue  # a spec saved under older rules: its run reports what is wrong
+        targets = sink.outbound_targets(model, values)
+        check_targets(
+            [(h, p, f"values (export '{export}' connects there)") for h, p, _ in targets],
+            runtime.settings.outbound_allow,
+        )
+
+
 def update_secret(
     runtime: Runtime, session: Session, access: ProjectAccess, name: str, body: SecretPut
 ) -> Secret:
     row = _row(session, access.project_id, name)
+    _check_destinations(runtime, session, access.project_id, name, body.values)
     row.description = body.description
     row.ciphertext = runtime.secret_box.seal(body.values)
     row.keys = ",".join(sorted(body.values))

@@ -39,10 +39,11 @@ def create_export(
     job: ResourceName,
     name: ResourceName,
     body: ExportCreate,
+    runtime: RuntimeDep,
     session: SessionDep,
     access: ProjectEditor,
 ) -> Export:
-    return service.create_export(session, access, job, name, body)
+    return service.create_export(runtime, session, access, job, name, body)
 
 
 @router.put(BASE + "/{name}", summary="Replace an export's spec")
@@ -50,10 +51,11 @@ def update_export(
     job: ResourceName,
     name: ResourceName,
     body: ExportUpdate,
+    runtime: RuntimeDep,
     session: SessionDep,
     access: ProjectEditor,
 ) -> Export:
-    return service.update_export(session, access, job, name, body.spec)
+    return service.update_export(runtime, session, access, job, name, body.spec)
 
 
 @router.get(BASE + "/{name}", summary="Get an export")

@@ -3,7 +3,8 @@
 A sink writes one batch of a job's result to a destination. Each sink declares its spec
 model and validates a spec against the job's output schema when the export is created, so
 an impossible export (an unknown field, a format and compression the libraries cannot
-write) is refused before it ever runs.
+write) is refused before it ever runs. It also names every address a write connects to
+(:meth:`Sink.outbound_targets`), so a save refuses what the outbound guard refuses.
 
 Failures are either :class:`TransientSinkError` (the destination is down, timed out or
 answered 5xx: the export run is retried with backoff) or :class:`SinkError` (anything a
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 from datamill.connectors.outbound.errors import OutboundError, TransientOutboundError
 from datamill.domain.datasources import SchemaField
 from datamill.domain.variables import Resolver
+from datamill.security.outbound import OutboundTarget
 
 SinkError = OutboundError
 """The export failed in a way a retry will not fix (bad data, refused request). A sink
@@ -103,6 +105,15 @@ class Sink(Protocol):
 
     def secret_name(self, spec: BaseModel) -> str | None:
         """The stored secret this spec reads its credentials from, if any."""
+        ...
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        """``(host, port, field)`` of every remote address a write of ``spec`` connects to
+        (none for local files). ``secret_values`` are those of :meth:`secret_name`'s secret,
+        for a destination named there. The export is refused at save when the outbound
+        guard refuses one; the write checks again when it connects."""
         ...
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,6 +27,7 @@ from datamill.connectors.sinks.outputs.layout import TEMP_NAME, output_location
 from datamill.connectors.sinks.outputs.plan import ParquetCopy, Writer
 from datamill.domain.datasources import SchemaField
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import OutboundTarget
 from datamill.security.paths import check_relative_path, data_root, resolve_inside
 
 
@@ -150,6 +152,11 @@ class FileSink:
 
     def secret_name(self, spec: BaseModel) -> str | None:
         return None
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        return []
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, FileExportSpec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -15,7 +16,9 @@ from datamill.connectors.sinks.outputs.formats import check_partitions
 from datamill.connectors.sinks.outputs.layout import TEMP_NAME, output_location
 from datamill.connectors.sinks.outputs.plan import Writer, bytes_of
 from datamill.domain.datasources import SchemaField
+from datamill.domain.urls import url_target
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import OutboundTarget
 
 
 class HdfsFolders(WebHdfs):
@@ -37,6 +40,12 @@ class HdfsFolders(WebHdfs):
         return len(data)
 
 
+def namenode(spec: HdfsExportSpec) -> tuple[str, int]:
+    """The NameNode's host and WebHDFS port in ``spec.path`` (default port 9870)."""
+    host, port, _ = url_target(spec.path, "spec.path", 9870)
+    return host, port
+
+
 class HdfsSink:
     type_name: ClassVar[str] = "hdfs"
     spec_model: ClassVar[type[BaseModel]] = HdfsExportSpec
@@ -48,12 +57,17 @@ class HdfsSink:
     def secret_name(self, spec: BaseModel) -> str | None:
         return None
 
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        assert isinstance(spec, HdfsExportSpec)
+        return [(*namenode(spec), "spec.path")]
+
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, HdfsExportSpec)
-        parts = urlsplit(spec.path)
-        host, port = parts.hostname or "", parts.port or 9870
+        host, port = namenode(spec)
         shown_host = f"[{host}]" if ":" in host else host
-        template = parts.path or "/"
+        template = urlsplit(spec.path).path or "/"
         location = output_location(template, batch, "spec.path")
         if not location.startswith("/") or ".." in location.split("/") or "\\" in location:
             raise DatamillError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -20,7 +21,9 @@ from datamill.connectors.sinks.base import (
 from datamill.connectors.sinks.common import batch_key, row_chunks
 from datamill.connectors.sinks.http.spec import HttpSpec
 from datamill.domain.datasources import SchemaField
+from datamill.domain.urls import url_target
 from datamill.domain.values import json_value
+from datamill.security.outbound import OutboundTarget
 
 
 def _text_value(value: Any) -> str:
@@ -57,6 +60,12 @@ class HttpSink:
     def secret_name(self, spec: BaseModel) -> str | None:
         assert isinstance(spec, HttpSpec)
         return spec.secret
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        assert isinstance(spec, HttpSpec)
+        return [url_target(spec.base_url, "spec.host")]
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, HttpSpec)

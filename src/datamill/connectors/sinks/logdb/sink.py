@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -21,7 +22,9 @@ from datamill.connectors.sinks.base import (
 from datamill.connectors.sinks.common import batch_key, check_fields, check_mapping, row_chunks
 from datamill.connectors.sinks.logdb.spec import LogdbSpec
 from datamill.domain.datasources import SchemaField
+from datamill.domain.urls import url_target
 from datamill.domain.values import json_value
+from datamill.security.outbound import OutboundTarget
 
 
 def document_ids(
@@ -63,6 +66,12 @@ class LogdbSink:
     def secret_name(self, spec: BaseModel) -> str | None:
         assert isinstance(spec, LogdbSpec)
         return spec.secret
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        assert isinstance(spec, LogdbSpec)
+        return [url_target(spec.endpoint, "spec.endpoint")]
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, LogdbSpec)

@@ -28,7 +28,7 @@ from datamill.connectors.sinks.common import check_mapping, row_chunks
 from datamill.connectors.sinks.report.spec import BATCH_COLUMN, ReportSpec
 from datamill.domain.datasources import SchemaField
 from datamill.errors import DatamillError, E
-from datamill.security.outbound import check_host
+from datamill.security.outbound import OutboundTarget, check_host
 
 _PG_OPTIONS = frozenset({"sslmode", "connect_timeout", "application_name"})
 _TYPES: dict[str, Any] = {
@@ -72,10 +72,7 @@ def _postgres_engine(
             f"secret '{spec.secret}': URL option '{unknown[0]}' is not allowed "
             f"(allowed: {', '.join(sorted(_PG_OPTIONS))})"
         )
-    host = url.host or ""
-    if not host or "," in host or host.startswith("/"):
-        raise SinkError(f"secret '{spec.secret}': the URL needs one network host")
-    port = url.port or 5432
+    host, port = _server(spec, url)
     address = check_host(host, port, ctx.outbound_allow, "spec.secret")
     if not url.database and spec.dbName:
         url = url.set(database=spec.dbName)
@@ -86,6 +83,14 @@ def _postgres_engine(
         connect_args={"hostaddr": address, "connect_timeout": max(1, math.ceil(timeout))},
     )
     return engine, f"postgresql {host}:{port}/{url.database or ''}"
+
+
+def _server(spec: ReportSpec, url: URL) -> tuple[str, int]:
+    """The host and port of a PostgreSQL URL, which must name one network host."""
+    host = url.host or ""
+    if not host or "," in host or host.startswith("/"):
+        raise SinkError(f"secret '{spec.secret}': the URL needs one network host")
+    return host, url.port or 5432
 
 
 def _sqlite_engine(
@@ -157,6 +162,20 @@ class ReportSink:
     def secret_name(self, spec: BaseModel) -> str | None:
         assert isinstance(spec, ReportSpec)
         return spec.secret
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        """The server of a PostgreSQL URL in the secret; a URL the write would refuse for
+        other reasons (not a URL, another database, no single host) names none here."""
+        assert isinstance(spec, ReportSpec)
+        try:
+            url = make_url(secret_values.get("url") or "")
+            if url.get_backend_name() != "postgresql":
+                return []
+            return [(*_server(spec, url), "spec.secret")]
+        except (ArgumentError, ValueError, SinkError):
+            return []
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, ReportSpec)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -35,6 +35,7 @@ from datamill.connectors.sinks.outputs.plan import ParquetCopy, Writer, bytes_of
 from datamill.connectors.sinks.s3.spec import S3ExportSpec
 from datamill.domain.datasources import SchemaField
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import OutboundTarget
 
 
 class ObjectStore:
@@ -164,6 +165,12 @@ class S3Sink:
     def secret_name(self, spec: BaseModel) -> str | None:
         assert isinstance(spec, S3ExportSpec)
         return spec.secret
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        assert isinstance(spec, S3ExportSpec)
+        return spec.endpoint_targets()
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, S3ExportSpec)

@@ -7,6 +7,7 @@ import decimal
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -22,7 +23,9 @@ from datamill.connectors.sinks.base import (
 from datamill.connectors.sinks.common import check_mapping, row_chunks
 from datamill.connectors.sinks.tsdb.spec import TsdbSpec
 from datamill.domain.datasources import SchemaField
+from datamill.domain.urls import url_target
 from datamill.errors import DatamillError, E
+from datamill.security.outbound import OutboundTarget
 
 _PER_SECOND = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000, "s": 1}
 _DROPPED = re.compile(r"dropped=(\d+)")
@@ -159,6 +162,12 @@ class TsdbSink:
     def secret_name(self, spec: BaseModel) -> str | None:
         assert isinstance(spec, TsdbSpec)
         return spec.secret
+
+    def outbound_targets(
+        self, spec: BaseModel, secret_values: Mapping[str, str]
+    ) -> list[OutboundTarget]:
+        assert isinstance(spec, TsdbSpec)
+        return [url_target(spec.endpoint, "spec.endpoint")]
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, TsdbSpec)
