@@ -12,9 +12,10 @@ What must hold, per round and over the whole history:
   here, so this does not depend on how fast a busy machine starts a server);
 * every fire time from the first to the stop has exactly one run, unless the documented
   policy drops it: misfire ``latest`` drops a fire time more than 5 s late when a later,
-  also missed, fire time of the same tick runs instead (the nearest run after the gap was
-  queued more than 5 s after its batch time); overlap ``skip`` drops it while a run queued
-  by an earlier tick was still active (queued before it came due, ended after it);
+  also missed, fire time of the same tick runs instead (the tick's time is when it queued
+  the next run that exists: a missed fire time follows, or the nearest run was queued more
+  than 5 s after its batch time); overlap ``skip`` drops it while a run queued by an
+  earlier tick was still active (queued before it came due, ended after it);
 * no fire time has two runs.
 """
 
@@ -114,10 +115,16 @@ def unexplained_gaps(runs: Sequence[Any], first: datetime, last: datetime) -> li
     moment = first
     while moment <= last:
         if moment not in have:
+            # the tick that saw this fire time queued the next run that exists
             following = next((r for r in ordered if r.batch_time > moment), None)
-            missed = (
-                following is not None
-                and following.queued_at - following.batch_time > MISFIRE_THRESHOLD
+            later = moment + SECOND
+            missed = following is not None and (
+                following.queued_at - following.batch_time > MISFIRE_THRESHOLD
+                or (
+                    later < following.batch_time
+                    and later not in have
+                    and following.queued_at - later > MISFIRE_THRESHOLD
+                )
             )
             busy = any(
                 r.batch_time < moment
