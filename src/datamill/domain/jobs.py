@@ -135,7 +135,7 @@ class SchedulerSpec(Model):
     misfire: MisfirePolicy = Field(
         MisfirePolicy.latest,
         description="fire times more than 5 s late: all (up to 100), latest (default) or "
-        "none run; fire times at most 5 s late always run",
+        "none run; fire times at most 5 s late run unless overlap skips them",
     )
     overlap: OverlapPolicy = Field(
         OverlapPolicy.skip,
