@@ -273,6 +273,7 @@ class Cluster:
     first_fire: dict[str, datetime] = field(default_factory=dict)
     failed_requests: int = 0
     defects: list[str] = field(default_factory=list)
+    jobs: tuple[str, ...] = JOBS
 
     def token(self, data_dir: Path) -> dict[str, str]:
         return {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
@@ -327,7 +328,8 @@ class Cluster:
         return {name: job_id for name, job_id in rows}
 
     def runs(self) -> list[Any]:
-        """(job_id, batch_time, status, trigger, queued_at) of every run of the project."""
+        """(job_id, batch_time, status, trigger, queued_at, end_time) of every run of the
+        project."""
         with self.engine.connect() as connection:
             return list(
                 connection.execute(
@@ -337,6 +339,7 @@ class Cluster:
                         RunRow.status,
                         RunRow.trigger,
                         RunRow.queued_at,
+                        RunRow.end_time,
                     )
                     .join(ProjectRow, ProjectRow.id == RunRow.project_id)
                     .where(ProjectRow.name == self.project)
@@ -375,7 +378,15 @@ class Cluster:
 
     # --- the scenario -----------------------------------------------------------------------
 
-    def create_jobs(self, headers: dict[str, str], files_root: Path) -> None:
+    def create_jobs(
+        self,
+        headers: dict[str, str],
+        files_root: Path,
+        spec: dict[str, str] | None = None,
+    ) -> None:
+        """The cron jobs ``self.jobs`` over a small CSV file; ``spec``: their scheduler's
+        spec (every second, misfire ``all`` and overlap ``allow`` by default)."""
+        spec = spec or {"crontab": "* * * * * ?", "misfire": "all", "overlap": "allow"}
         created = self.call(headers, "POST", "/projects", json={"name": self.project})
         assert created.status_code == 201, created.text
         folder = files_root / self.project
@@ -398,15 +409,12 @@ class Cluster:
             },
         )
         assert source.status_code == 201, source.text
-        for name in JOBS:
+        for name in self.jobs:
             body = {
                 "srcs": [{"name": "events", "type": "DataSource", "tableName": "ev"}],
                 "computation": {"type": "SQL", "code": "SELECT device, value FROM ev"},
                 "container": {"type": "1U2G", "count": 1},
-                "scheduler": {
-                    "type": "crontab",
-                    "spec": {"crontab": "* * * * * ?", "misfire": "all", "overlap": "allow"},
-                },
+                "scheduler": {"type": "crontab", "spec": spec},
             }
             response = self.call(
                 headers, "POST", f"/projects/{self.project}/jobs/{name}", json=body
@@ -423,7 +431,7 @@ class Cluster:
         while time.monotonic() < deadline:
             stale = {}
             now = utcnow()
-            for name in JOBS:
+            for name in self.jobs:
                 schedule = self.job(headers, name)["schedule"]
                 last = schedule["lastFireTime"]
                 if last is None or now - datetime.fromisoformat(last) > 2 * SECOND:
@@ -442,7 +450,7 @@ class Cluster:
         very end.
         """
         stopped = {}
-        for name in JOBS:
+        for name in self.jobs:
             before = utcnow()
             deadline = time.monotonic() + 60
             while True:
@@ -478,7 +486,7 @@ class Cluster:
         runs = self.runs()
         statuses: Counter[str] = Counter(run.status for run in runs)
         problems: list[str] = []
-        for name in JOBS:
+        for name in self.jobs:
             mine = [run for run in runs if run.job_id == ids[name]]
             times = sorted(run.batch_time for run in mine)
             before_stop, after_stop = stopped[name]

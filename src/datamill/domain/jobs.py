@@ -109,7 +109,7 @@ class SchedulerType(StrEnum):
 
 
 class MisfirePolicy(StrEnum):
-    """What to do with fire times missed while no scheduler ran (or the job was busy)."""
+    """Which of the fire times missed (more than 5 s late, e.g. while no scheduler ran) run."""
 
     all = "all"
     latest = "latest"
@@ -117,7 +117,7 @@ class MisfirePolicy(StrEnum):
 
 
 class OverlapPolicy(StrEnum):
-    """What a fire time does while an earlier run of the job is still active."""
+    """What fire times do while a run of the job queued by an earlier tick is active."""
 
     skip = "skip"
     queue = "queue"
@@ -134,12 +134,13 @@ class SchedulerSpec(Model):
     timezone: str | None = Field(None, max_length=64, description="IANA zone; default UTC")
     misfire: MisfirePolicy = Field(
         MisfirePolicy.latest,
-        description="missed fire times: all (up to 100), latest (default) or none",
+        description="fire times more than 5 s late: all (up to 100), latest (default) or "
+        "none run; fire times at most 5 s late run unless overlap skips them",
     )
     overlap: OverlapPolicy = Field(
         OverlapPolicy.skip,
-        description="while a run is active: skip the fire time (default), queue it, or allow "
-        "concurrent runs",
+        description="while a run of an earlier fire time is active: skip the fire times now "
+        "due (default), queue them, or allow concurrent runs",
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from datamill.runtime.process import ServiceProcess
 from datamill.scheduler import tick as scheduling
+from datamill.services.processes import Holder
 from datamill.services.runtime import Runtime
 
 log = structlog.get_logger("datamill.scheduler")
@@ -30,6 +31,9 @@ class SchedulerLoop(ServiceProcess):
         settings = self.runtime.settings
         self.ttl = timedelta(seconds=settings.scheduler_lease_seconds)
         self.idle = settings.scheduler_idle_seconds
+        self.holder = str(Holder.of_process(name))
+        """The lease holder's name: this process's name, machine and start time, so that
+        a server started again on this machine takes the lease of a dead one at once."""
         self.leader = False
         self._session: Session | None = None
 
@@ -42,7 +46,7 @@ class SchedulerLoop(ServiceProcess):
                 yield
             finally:
                 if self.leader:
-                    scheduling.release_lease(session, self.name)
+                    scheduling.release_lease(session, self.holder)
                 self._session = None
 
     def cycle(self) -> None:
@@ -51,14 +55,14 @@ class SchedulerLoop(ServiceProcess):
 
     def _step(self, session: Session, was_leader: bool) -> bool:
         try:
-            leader = scheduling.acquire_lease(session, self.name, self.ttl)
+            leader = scheduling.acquire_lease(session, self.holder, self.ttl)
         except Exception:
             session.rollback()
             log.exception("lease check failed")
             self.shutdown.wait(self.idle)
             return False
         if leader != was_leader:
-            log.info("scheduler lease", holder=self.name, leader=leader)
+            log.info("scheduler lease", holder=self.holder, leader=leader)
         if not leader:
             self.shutdown.wait(min(self.idle, self.ttl.total_seconds() / 3))
             return False

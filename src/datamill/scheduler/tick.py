@@ -4,7 +4,13 @@ A job's next fire time is stored on the job (``next_fire_at``). A scheduler tick
 runs of every due job and advances ``next_fire_at`` in the same transaction, so a crash
 loses no fire time and repeats none; the database's unique (job, batchTime) key refuses a
 second run for a fire time even if two schedulers ever overlap. Only the holder of the
-``scheduler`` lease ticks; another server takes over when the lease expires.
+``scheduler`` lease ticks; another server takes over when the lease expires, and a server
+of the same machine at once when the holder's process has ended (a restart after a crash).
+
+A tick runs every fire time due since the last one that is at most
+:data:`MISFIRE_THRESHOLD` late, each as its own batch; of the older ones, the misfire
+policy keeps all, the latest or none. The overlap policy weighs the runs of earlier ticks
+only: fire times due together do not overlap each other.
 
 Depend jobs have no fire times: :func:`trigger_dependants` queues them after each
 successful run of their upstream job, for the same batch.
@@ -31,7 +37,7 @@ from datamill.domain.jobs import (
 from datamill.domain.runs import TERMINAL, RunStatus
 from datamill.scheduler import lease
 from datamill.scheduler.triggers import TRIGGERS
-from datamill.services import runs
+from datamill.services import processes, runs
 from datamill.services.jobrefs import body_of, effective
 from datamill.store import jobs as job_store
 from datamill.store import runs as run_store
@@ -45,14 +51,24 @@ from datamill.store.runs import RunRow
 def acquire_lease(
     session: Session, holder: str, ttl: timedelta, name: str = lease.SCHEDULER
 ) -> bool:
-    """Take or renew the lease; True while ``holder`` has it."""
+    """Take or renew the lease; True while ``holder`` has it.
+
+    The lease is taken over once it expires, or at once when its holder is a process of
+    this machine that has ended (a server killed and started again): see
+    :mod:`datamill.services.processes` for how holders are named and judged.
+    """
     now = utcnow()
     if lease.take(session, name, holder, now, ttl):
         session.commit()
         return True
     session.rollback()
-    if lease.exists(session, name):
-        session.rollback()  # hold no snapshot until the next check
+    current = lease.holder_of(session, name)
+    session.rollback()  # hold no snapshot until the next check
+    if current is not None:
+        if processes.is_gone(current) and lease.take(session, name, holder, now, ttl, current):
+            session.commit()
+            return True
+        session.rollback()
         return False
     lease.add(session, name, holder, now + ttl)
     try:
@@ -86,7 +102,12 @@ MAX_SCAN = 100_000
 def _due_times(
     scheduler: Scheduler, first: datetime, now: datetime
 ) -> tuple[list[datetime], datetime | None]:
-    """The fire times to run now (misfire policy applied) and the next one after ``now``."""
+    """The fire times to run now and the next one after ``now``.
+
+    Every fire time at most :data:`MISFIRE_THRESHOLD` late runs. Those later than that
+    were missed: the misfire policy keeps all of them (at most ``MAX_CATCH_UP``), the
+    latest of them, or none. The times come oldest first.
+    """
     trigger = TRIGGERS[scheduler.type]
     due: list[datetime] = []
     moment: datetime | None = first
@@ -103,7 +124,7 @@ def _due_times(
     if policy == MisfirePolicy.all:
         kept = missed[-MAX_CATCH_UP:]
     elif policy == MisfirePolicy.latest:
-        kept = missed[-1:] if not on_time else []
+        kept = missed[-1:]
     else:
         kept = []
     return kept + on_time, moment
@@ -168,7 +189,6 @@ class _Batch:
         self.existing: set[tuple[int, datetime]] = set()
         self.variables: dict[int, dict[str, Any]] = {}
         self.queued: list[tuple[RunRow, str]] = []
-        self.queued_jobs: set[int] = set()
         self._no_autoflush = session.no_autoflush
 
     def __enter__(self) -> _Batch:
@@ -201,28 +221,35 @@ class _Batch:
             self.session, job, batch_time, params, "schedule", variables=variables, flush=False
         )
         self.existing.add((job.id, batch_time))
-        self.queued_jobs.add(job.id)
         self.queued.append((run, f"queued by schedule for batch {batch_time.isoformat()}"))
 
 
 def _fire(session: Session, job: JobRow, now: datetime, result: TickResult, batch: _Batch) -> None:
+    """Queue a run for each of the job's fire times due now (see :func:`_due_times`).
+
+    The overlap policy ``skip`` weighs the runs queued before this tick: while one of them
+    is queued or running, every fire time due now is skipped. Fire times due together in
+    one tick (after a restart, or a tick that came late) do not overlap each other: each
+    gets its run, and ``queue`` has the workers run them one after the other.
+    """
     body = body_of(job)
     scheduler = body.scheduler
     seen = job.next_fire_at
     if scheduler is None or seen is None:
         return
     times, following = _due_times(scheduler, seen, now)
-    overlap = scheduler.effective_spec.overlap
+    busy = (
+        bool(times)
+        and scheduler.effective_spec.overlap == OverlapPolicy.skip
+        and run_store.has_active_run(session, job.id)
+    )
     params = {p.name: p.default for p in effective(session, job).params}
     outcome = job.last_outcome
     for batch_time in times:
-        if overlap == OverlapPolicy.skip and (
-            job.id in batch.queued_jobs or run_store.has_active_run(session, job.id)
-        ):
+        if busy:
             result.skipped += 1
             outcome = f"skipped {batch_time.isoformat()}: the previous run is still active"
-            continue
-        if not batch.exists(job, batch_time):
+        elif not batch.exists(job, batch_time):
             batch.add(job, batch_time, params)
             result.queued += 1
             outcome = f"queued run for {batch_time.isoformat()}"
