@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Api, assert_error
@@ -210,6 +211,11 @@ GOOD_VALUES: list[tuple[str, str, Any, Any]] = [
 strings, integers given to number fields."""
 
 
+def _cases(rows: list[tuple[str, str, Any, Any]]) -> list[Any]:
+    """The rows as test cases named ``where.field=value``."""
+    return [pytest.param(*row, id=f"{row[0]}.{row[1]}={row[2]!r}") for row in rows]
+
+
 def _fill(value: Any, names: dict[str, str]) -> Any:
     if isinstance(value, str):
         return value.format(**names) if "{" in value and "}" in value else value
@@ -243,65 +249,57 @@ def _contains(actual: Any, expected: Any) -> bool:
     return bool(actual == expected and type(actual) is type(expected))
 
 
-def _names(api: Api, resource: Resource, names: dict[str, str]) -> list[str]:
-    response = api.get(resource.listing.format(**names), params={"size": 1000})
-    assert response.status_code == 200, response.text
-    return [resource.name_of(item) for item in response.json()[resource.key]]
+@dataclass(frozen=True)
+class Created:
+    """The answer to a create, and the names stored afterwards."""
+
+    response: httpx.Response
+    body: Any
+    stored: bool
 
 
-def _prepare(
-    api: Api, project: str, kind: str, request: pytest.FixtureRequest
-) -> tuple[Resource, dict[str, str], Body]:
-    resource = RESOURCES[kind]
-    names = {"project": project, "name": f"t_{uuid.uuid4().hex[:10]}"}
-    for fixture in resource.fixtures:
-        names[fixture] = request.getfixturevalue(fixture)
-    return resource, names, _fill(copy.deepcopy(resource.body), names)
+Create = Callable[[str, str, Any], Created]
 
 
-@pytest.mark.parametrize(
-    ("kind", "field", "value", "expected"),
-    BAD_VALUES,
-    ids=[f"{kind}.{field}={value!r}" for kind, field, value, _ in BAD_VALUES],
-)
+@pytest.fixture
+def create(api: Api, project: str, request: pytest.FixtureRequest) -> Create:
+    """Creates a fresh resource of a kind with one field set to a value."""
+
+    def create(kind: str, field: str, value: Any) -> Created:
+        resource = RESOURCES[kind]
+        names = {"project": project, "name": f"t_{uuid.uuid4().hex[:10]}"}
+        for fixture in resource.fixtures:
+            names[fixture] = request.getfixturevalue(fixture)
+        body = _fill(copy.deepcopy(resource.body), names)
+        _set(body, field, value)
+        response = api.post(resource.create.format(**names), json=body)
+        listed = api.get(resource.listing.format(**names), params={"size": 1000})
+        assert listed.status_code == 200, listed.text
+        stored = [resource.name_of(item) for item in listed.json()[resource.key]]
+        return Created(response, response.json(), names["name"] in stored)
+
+    return create
+
+
+@pytest.mark.parametrize(("kind", "field", "value", "expected"), _cases(BAD_VALUES))
 def test_a_wrong_json_type_is_refused_and_nothing_is_stored(
-    api: Api,
-    project: str,
-    request: pytest.FixtureRequest,
-    kind: str,
-    field: str,
-    value: Any,
-    expected: str,
+    create: Create, kind: str, field: str, value: Any, expected: str
 ) -> None:
-    resource, names, body = _prepare(api, project, kind, request)
-    _set(body, field, value)
-    response = api.post(resource.create.format(**names), json=body)
+    created = create(kind, field, value)
     shown = field if kind != "job" or field != "params" else "params[0].default"
-    assert_error(response, 400, "E18011", f"{shown}: must be {expected}")
-    assert names["name"] not in _names(api, resource, names)
+    assert_error(created.response, 400, "E18011", f"{shown}: must be {expected}")
+    assert not created.stored
 
 
-@pytest.mark.parametrize(
-    ("kind", "field", "value", "stored"),
-    GOOD_VALUES,
-    ids=[f"{kind}.{field}={value!r}" for kind, field, value, _ in GOOD_VALUES],
-)
+@pytest.mark.parametrize(("kind", "field", "value", "read_back"), _cases(GOOD_VALUES))
 def test_values_of_the_right_json_type_are_accepted(
-    api: Api,
-    project: str,
-    request: pytest.FixtureRequest,
-    kind: str,
-    field: str,
-    value: Any,
-    stored: Any,
+    create: Create, kind: str, field: str, value: Any, read_back: Any
 ) -> None:
-    resource, names, body = _prepare(api, project, kind, request)
-    _set(body, field, value)
-    response = api.post(resource.create.format(**names), json=body)
-    assert response.status_code == 201, response.text
-    if stored is not None:
-        assert _contains(_get(response.json(), field), stored), response.json()
-    assert names["name"] in _names(api, resource, names)
+    created = create(kind, field, value)
+    assert created.response.status_code == 201, created.body
+    assert created.stored
+    if read_back is not None:
+        assert _contains(_get(created.body, field), read_back), created.body
 
 
 OPERATOR_BAD_VALUES: list[tuple[str, str, Any, str]] = [
@@ -315,11 +313,7 @@ OPERATOR_BAD_VALUES: list[tuple[str, str, Any, str]] = [
 check reports them as problems of the operator, as it does every config problem."""
 
 
-@pytest.mark.parametrize(
-    ("op_id", "field", "value", "expected"),
-    OPERATOR_BAD_VALUES,
-    ids=[f"{op_id}.{field}={value!r}" for op_id, field, value, _ in OPERATOR_BAD_VALUES],
-)
+@pytest.mark.parametrize(("op_id", "field", "value", "expected"), _cases(OPERATOR_BAD_VALUES))
 def test_operator_settings_of_a_wrong_json_type_fail_the_check(
     api: Api, project: str, op_id: str, field: str, value: Any, expected: str
 ) -> None:
