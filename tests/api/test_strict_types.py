@@ -179,6 +179,8 @@ BAD_VALUES: list[tuple[str, str, Any, str]] = [
     ("streaming_job", "runtime.parallelism", "2", INTEGER),
     ("streaming_job", "runtime.parallelism", True, INTEGER),
     ("streaming_job", "runtime.resumeMaxNum", "3", INTEGER),
+    ("streaming_job", "runtime.checkpointIntervalSeconds", "10", NUMBER),
+    ("streaming_job", "runtime.checkpointIntervalSeconds", True, NUMBER),
     ("streaming_job", "runtime.outOfOrdernessSeconds", True, INTEGER),
     ("streaming_job", "runtime.restartWhenException", 1, BOOLEAN),
     ("streaming_job", "runtime.restartWhenException", "true", BOOLEAN),
@@ -206,6 +208,8 @@ GOOD_VALUES: list[tuple[str, str, Any, Any]] = [
     ("http_export", "spec.timeoutSeconds", 7, 7.0),
     ("http_export", "spec.format", "json", "json"),
     ("variable", "format", "yyyy-MM-dd", "yyyy-MM-dd"),
+    ("streaming_job", "runtime.checkpointIntervalSeconds", 2, None),
+    ("streaming_job", "runtime.checkpointIntervalSeconds", 0.5, None),
 ]
 """(resource, field, value, the value read back; None: not read back). Enum values given as
 strings, integers given to number fields."""

@@ -157,6 +157,8 @@ _MESSAGES = {
     "extra_forbidden": "unknown field",
     "missing": "field required",
 }
+_SCALAR_TAGS = frozenset({"int", "float", "bool", "str", "constrained-str"})
+"""How pydantic names the scalar members of a union in an error's location."""
 _EXPECTED_TYPES = {
     "int_type": "an integer",
     "float_type": "a number",
@@ -201,19 +203,40 @@ def location_text(loc: tuple[int | str, ...] | list[int | str], prefix: str = ""
     return (text or "body") + where
 
 
+def merge_union_members(errors: Sequence[Any]) -> list[Any]:
+    """pydantic reports a value that fits no member of ``int | float`` once per member, at
+    ``field.int`` and ``field.float``: one error at ``field`` listing the types instead."""
+    merged: list[Any] = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        kind = error.get("type")
+        if kind in _EXPECTED_TYPES and loc and loc[-1] in _SCALAR_TAGS:
+            error = {**error, "loc": loc[:-1], "expected": [kind]}
+            last = merged[-1] if merged else {}
+            if "expected" in last and last["loc"] == error["loc"]:
+                last["expected"].append(kind)
+                continue
+        merged.append(error)
+    return merged
+
+
 def error_text(error: Mapping[str, Any]) -> str:
     """The message of one pydantic error, without its location; a wrong JSON type names
     the type expected and the value given."""
     kind = str(error.get("type", ""))
     if kind in _EXPECTED_TYPES and "input" in error:
-        return f"must be {_EXPECTED_TYPES[kind]}, not {json_type(error['input'])}"
+        kinds = list(error.get("expected", [kind]))
+        if "float_type" in kinds and "int_type" in kinds:
+            kinds.remove("int_type")  # a number may be an integer
+        expected = " or ".join(_EXPECTED_TYPES[k] for k in kinds)
+        return f"must be {expected}, not {json_type(error['input'])}"
     message = _MESSAGES.get(kind, str(error.get("msg", "invalid value")))
     return message.removeprefix("Value error, ")
 
 
 def validation_failure(exc: ValidationError | Sequence[Any], prefix: str = "") -> DatamillError:
     """Turn pydantic's first validation error into a catalog error naming the field."""
-    errors = exc.errors() if isinstance(exc, ValidationError) else list(exc)
+    errors = merge_union_members(exc.errors() if isinstance(exc, ValidationError) else exc)
     first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid"}
     kind = str(first.get("type", ""))
     loc = location_text(tuple(first.get("loc", ())), prefix)
