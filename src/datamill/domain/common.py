@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from datamill.errors import E_BY_CODE, DatamillError, E, field_error
 
@@ -58,11 +67,61 @@ def _refuse_nul(value: Any, where: str = "") -> None:
             _refuse_nul(item, f"{where}[{index}]")
 
 
+_STRICT_SCALARS = frozenset({"int", "float", "bool"})
+_NOT_SCHEMAS = frozenset({"default", "expected", "metadata", "serialization"})
+"""Keys of a core schema whose values are data (defaults, literal values), not schemas."""
+
+
+def _integer_literal(value: Any) -> Any:
+    if type(value) is not int:
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+def strict_scalars(schema: Any) -> Any:
+    """A copy of a pydantic core schema in which integers, numbers and booleans are strict.
+
+    A JSON body's types must match the field's: ``true`` is not an integer, ``"5"`` is not
+    a number, ``1`` and ``"true"`` are not booleans (a number field still takes an integer,
+    JSON having one number type). Everything else keeps pydantic's usual parsing, which
+    pydantic's own strict mode would refuse for a parsed body: enums given as their
+    string values, datetimes given as ISO text or epoch numbers, nested models as objects.
+    A ``Literal`` of integers (``qos: 0 | 1 | 2``) takes integers only, not ``true``."""
+    if isinstance(schema, list):
+        return [strict_scalars(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copy = {
+        key: value if key in _NOT_SCHEMAS else strict_scalars(value)
+        for key, value in schema.items()
+    }
+    kind = copy.get("type")
+    if not isinstance(kind, str):  # a mapping of field names, one of them "type"
+        return copy
+    if kind in _STRICT_SCALARS:
+        copy["strict"] = True
+    elif kind == "literal" and all(type(v) is int for v in copy.get("expected", [None])):
+        return {
+            "type": "function-before",
+            "function": {"type": "no-info", "function": _integer_literal},
+            "schema": copy,
+        }
+    return copy
+
+
 class Model(BaseModel):
     """Base of every request and response model: unknown fields are refused, not ignored,
-    and no text may contain a NUL character (PostgreSQL cannot store one)."""
+    no text may contain a NUL character (PostgreSQL cannot store one), and integers,
+    numbers and booleans must be given as such (:func:`strict_scalars`)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_max_length=65536)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler, /
+    ) -> CoreSchema:
+        schema: CoreSchema = strict_scalars(handler(source))
+        return schema
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +157,30 @@ _MESSAGES = {
     "extra_forbidden": "unknown field",
     "missing": "field required",
 }
+_SCALAR_TAGS = frozenset({"int", "float", "bool", "str", "constrained-str"})
+"""How pydantic names the scalar members of a union in an error's location."""
+_EXPECTED_TYPES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean (true or false)",
+    "string_type": "a string",
+}
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed JSON value, as a message names it."""
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f'a string ("{shown}")'
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 _LOCATIONS = {"query": "query parameter", "path": "path parameter", "header": "header"}
 
 
@@ -120,14 +203,44 @@ def location_text(loc: tuple[int | str, ...] | list[int | str], prefix: str = ""
     return (text or "body") + where
 
 
+def merge_union_members(errors: Sequence[Any]) -> list[Any]:
+    """pydantic reports a value that fits no member of ``int | float`` once per member, at
+    ``field.int`` and ``field.float``: one error at ``field`` listing the types instead."""
+    merged: list[Any] = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        kind = error.get("type")
+        if kind in _EXPECTED_TYPES and loc and loc[-1] in _SCALAR_TAGS:
+            error = {**error, "loc": loc[:-1], "expected": [kind]}
+            last = merged[-1] if merged else {}
+            if "expected" in last and last["loc"] == error["loc"]:
+                last["expected"].append(kind)
+                continue
+        merged.append(error)
+    return merged
+
+
+def error_text(error: Mapping[str, Any]) -> str:
+    """The message of one pydantic error, without its location; a wrong JSON type names
+    the type expected and the value given."""
+    kind = str(error.get("type", ""))
+    if kind in _EXPECTED_TYPES and "input" in error:
+        kinds = list(error.get("expected", [kind]))
+        if "float_type" in kinds and "int_type" in kinds:
+            kinds.remove("int_type")  # a number may be an integer
+        expected = " or ".join(_EXPECTED_TYPES[k] for k in kinds)
+        return f"must be {expected}, not {json_type(error['input'])}"
+    message = _MESSAGES.get(kind, str(error.get("msg", "invalid value")))
+    return message.removeprefix("Value error, ")
+
+
 def validation_failure(exc: ValidationError | Sequence[Any], prefix: str = "") -> DatamillError:
     """Turn pydantic's first validation error into a catalog error naming the field."""
-    errors = exc.errors() if isinstance(exc, ValidationError) else list(exc)
+    errors = merge_union_members(exc.errors() if isinstance(exc, ValidationError) else exc)
     first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid"}
     kind = str(first.get("type", ""))
     loc = location_text(tuple(first.get("loc", ())), prefix)
-    msg = _MESSAGES.get(kind, str(first.get("msg", "invalid value")))
-    msg = msg.removeprefix("Value error, ")
+    msg = error_text(first)
     error = E.INVALID_PARAMETER
     if kind in E_BY_CODE:
         error = E_BY_CODE[kind]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError
 
-from datamill.domain.common import Model, location_text
+from datamill.domain.common import Model, error_text, location_text, merge_union_members
 from datamill.domain.expressions import FieldType
 from datamill.domain.streaming.jobs import Configs
 from datamill.domain.streaming.schema import Problems, Schema
@@ -100,10 +100,8 @@ class Operator(ABC, Generic[C]):
             return self.config_model.model_validate(data), Problems()
         except ValidationError as exc:
             problems = Problems()
-            for error in exc.errors():
-                kind = str(error.get("type", ""))
-                message = "unknown field" if kind == "extra_forbidden" else str(error["msg"])
-                problems.add(location_text(tuple(error["loc"]), "configs"), message)
+            for error in merge_union_members(exc.errors()):
+                problems.add(location_text(tuple(error["loc"]), "configs"), error_text(error))
             return None, problems
 
     @abstractmethod
