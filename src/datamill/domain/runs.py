@@ -18,11 +18,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
 from datamill.domain.common import Model
 from datamill.errors import DatamillError, E
+
+HistorySort = Literal[
+    "endTime", "-endTime", "startTime", "-startTime", "batchTime", "-batchTime", "runId", "-runId"
+]
+"""The orders of a job's run history: a field, with ``-`` for descending."""
 
 
 class RunStatus(StrEnum):

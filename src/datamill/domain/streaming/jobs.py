@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from datamill.domain.common import DEFAULT_ENGINE, Model
+from datamill.domain.common import DEFAULT_ENGINE, Model, number_bounds
 from datamill.errors import E, field_error
 
 MAX_OPERATORS = 200
@@ -102,6 +102,7 @@ class StreamingRuntime(Model):
         10,
         ge=0.1,
         le=86400,
+        json_schema_extra=number_bounds(0.1, 86400),
         description="seconds between checkpoints (fractions allowed); a file sink's output "
         "becomes visible at each checkpoint",
     )
