@@ -537,7 +537,12 @@ def _canonical_type(value: Any) -> Any:
 
 class DataSourceBase(Model):
     spec: dict[str, Any] = Field(description="type-specific spec (see the API guide)")
-    schema_: list[SchemaField] | None = Field(None, alias="schema", max_length=1000)
+    schema_: list[SchemaField] | None = Field(
+        None,
+        alias="schema",
+        max_length=1000,
+        description="the fields; each key at most once (a repeated key: 400 E18106)",
+    )
 
     @field_validator("schema_")
     @classmethod
