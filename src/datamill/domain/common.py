@@ -26,7 +26,6 @@ from datamill.errors import E_BY_CODE, DatamillError, E, field_error
 
 NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
 NAME_RULE_TEXT = "1-128 letters, digits or underscores, starting with a letter or underscore"
-NUL_TEXT = "no text may contain a NUL character (\\u0000): such a request is refused (E18011)"
 
 
 @dataclass(frozen=True)
@@ -195,8 +194,6 @@ def validation_failure(exc: ValidationError | Sequence[Any], prefix: str = "") -
     return DatamillError(error, f"{loc}: {msg}{more}", field=loc)
 
 
-EPOCH_MS_ABOVE = 2e10
-"""An epoch number whose absolute value exceeds this is read as milliseconds, else seconds."""
 _EPOCH_RANGE = (-62135596800000, 253402300799999)  # 0001-01-01 .. 9999-12-31, in milliseconds
 
 
