@@ -174,6 +174,7 @@ NAME_FIELDS = (
     ("UserCreate", "name", NAME_PATTERN, 128),
     ("TokenCreate", "name", NAME_PATTERN, 128),
     ("Src", "name", NAME_PATTERN, 128),
+    ("RunAction", "jobName", NAME_PATTERN, 128),
     ("Src", "tableName", r"^[a-zA-Z][a-zA-Z0-9_]{0,127}$", 128),
     ("Param", "name", r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$", 64),
     ("ParamValue", "name", r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$", 64),

@@ -39,7 +39,12 @@ class JobInputType(StrEnum):
 
 
 class Definition(Model):
-    jobName: str = Field(min_length=1, max_length=128, description="the job's display name")
+    jobName: str = Field(
+        min_length=1,
+        max_length=128,
+        json_schema_extra={"pattern": r"\S"},
+        description="the job's display name: any text but blank (400 E18703)",
+    )
     jobDescription: str = Field("", max_length=1024)
     jobType: JobType = JobType.API
     jobInputType: JobInputType = JobInputType.PIPELINE_DATA
