@@ -259,6 +259,13 @@ DOCUMENTED_RULES: tuple[tuple[str, str, str], ...] = (
         "a rule across two fields of a variable, stated in the description of `format`",
     ),
     (
+        "E18011",
+        r": Input should be a valid integer( \(and \d+ more problems\))?$",
+        "JSON Schema counts 8.0 as an integer; fields read strictly take only JSON integers "
+        "(8), as the API description says. Only this exact message, which pydantic gives "
+        "for an integral float: a fraction or a string gives a longer one",
+    ),
+    (
         "E18106",
         r"^schema: field '.*' appears twice in the schema",
         "keys unique within the array of fields, stated in the description of `schema`",

@@ -40,7 +40,8 @@ exports the results. Every operation except `GET /api/v1/health` needs a token, 
 `Authorization: Bearer <token>` or `X-Auth-Token: <token>`. Errors are
 `{"error_code", "error_msg", "request_id"}`; the codes are listed in docs/errors.md.
 Text in a body, a path or a query may not contain a NUL character (`\\u0000`, `%00`):
-such a request is refused with 400 E18011, whatever the field.
+such a request is refused with 400 E18011, whatever the field. Fields read strictly take
+an integer as a JSON integer only (`8`, not `8.0`), a boolean as `true`/`false` only.
 """
 NUL_NOTE = "No text in it may contain a NUL character (\\u0000): refused with 400 E18011."
 
