@@ -164,3 +164,141 @@ def test_docs_page_is_html_and_points_at_the_served_document() -> None:
     served = client.get("/openapi.json")
     assert served.status_code == 200
     assert served.json() == SPEC
+
+
+NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$"
+NAME_PARAMETERS = {"project", "name", "job", "user", "srcDatasource", "srcJob"}
+"""Parameters that are names under the name rule, wherever they appear."""
+NAME_FIELDS = (
+    ("ProjectCreate", "name", NAME_PATTERN, 128),
+    ("UserCreate", "name", NAME_PATTERN, 128),
+    ("TokenCreate", "name", NAME_PATTERN, 128),
+    ("Src", "name", NAME_PATTERN, 128),
+    ("RunAction", "jobName", NAME_PATTERN, 128),
+    ("Src", "tableName", r"^[a-zA-Z][a-zA-Z0-9_]{0,127}$", 128),
+    ("Param", "name", r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$", 64),
+    ("ParamValue", "name", r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$", 64),
+)
+"""Request fields whose rule the server checks: (model, field, pattern, maxLength)."""
+SORT_PARAMETERS = {
+    ("/api/v1/projects/{project}/datasources", "get"): {"name", "createdAt", "updatedAt"},
+    ("/api/v1/projects/{project}/jobs/{name}/history", "get"): {
+        "endTime",
+        "startTime",
+        "batchTime",
+        "runId",
+    },
+    ("/api/v1/projects/{project}/streaming/jobs", "get"): {"createdAt", "updatedAt", "jobName"},
+}
+AT_PARAMETERS = (
+    ("/api/v1/projects/{project}/datasources/{name}/preview", "get"),
+    ("/api/v1/projects/{project}/variables/{name}", "get"),
+)
+PARAMETERS = [
+    (method.upper(), path, parameter)
+    for method, path, operation in ((m.lower(), p, o) for m, p, o in OPERATIONS)
+    for parameter in operation.get("parameters", [])
+]
+
+
+def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without its ``null`` alternative (an optional parameter)."""
+    options = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+    return resolve(options[0]) if len(options) == 1 else resolve(schema)
+
+
+def test_name_parameters_carry_the_name_rule() -> None:
+    names = [p for p in PARAMETERS if p[2]["name"] in NAME_PARAMETERS]
+    assert len(names) > 60
+    wrong = [
+        f"{method} {path} {parameter['name']}: {schema}"
+        for method, path, parameter in names
+        if (schema := _non_null(parameter["schema"])).get("pattern") != NAME_PATTERN
+        or schema.get("maxLength") != 128
+        or schema.get("minLength") != 1
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(("model", "field", "pattern", "max_length"), NAME_FIELDS)
+def test_name_fields_carry_their_rule(
+    model: str, field: str, pattern: str, max_length: int
+) -> None:
+    schema = _non_null(SPEC["components"]["schemas"][model]["properties"][field])
+    assert schema.get("pattern") == pattern, schema
+    assert schema.get("maxLength") == max_length, schema
+
+
+def _request_strings(node: Any, where: str, seen: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Every string schema reachable from a request body or parameter schema."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                found += _request_strings(resolve(node), name, seen)
+            return found
+        if node.get("type") == "string":
+            found.append((where, node))
+        for key, value in node.items():
+            found += _request_strings(value, f"{where}.{key}", seen)
+    elif isinstance(node, list):
+        for item in node:
+            found += _request_strings(item, where, seen)
+    return found
+
+
+def test_request_text_has_its_real_length_limit() -> None:
+    """No request text is capped only by the generic 65536 every string got by default.
+
+    The SQL of a job (``Computation.code``) is the one field whose real limit is 65536.
+    """
+    seen: set[str] = set()
+    strings: list[tuple[str, dict[str, Any]]] = []
+    for method, path, operation in OPERATIONS:
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        strings += _request_strings(body.get("schema", {}), f"{method} {path}", seen)
+        for parameter in operation.get("parameters", []):
+            strings += _request_strings(parameter["schema"], f"{method} {path}", seen)
+    generic = [
+        where
+        for where, schema in strings
+        if schema.get("maxLength") == 65536 and not where.startswith("Computation.properties.code")
+    ]
+    assert not generic, generic
+
+
+@pytest.mark.parametrize(("path", "method"), list(SORT_PARAMETERS))
+def test_sort_parameters_are_enums(path: str, method: str) -> None:
+    (parameter,) = [p for p in SPEC["paths"][path][method]["parameters"] if p["name"] == "sortBy"]
+    values = set(_non_null(parameter["schema"]).get("enum", []))
+    fields = SORT_PARAMETERS[(path, method)]
+    assert values == fields | {f"-{field}" for field in fields}, parameter
+
+
+@pytest.mark.parametrize(("path", "method"), AT_PARAMETERS)
+def test_at_is_typed_as_what_the_server_accepts(path: str, method: str) -> None:
+    (parameter,) = [p for p in SPEC["paths"][path][method]["parameters"] if p["name"] == "at"]
+    options = [s for s in parameter["schema"]["anyOf"] if s.get("type") != "null"]
+    kinds = {(s["type"], s.get("format")) for s in options}
+    assert kinds == {("string", "date-time"), ("string", "date"), ("number", None)}, options
+
+
+@pytest.mark.parametrize(("method", "path", "operation"), OPERATIONS, ids=IDS)
+def test_nul_refusal_is_documented(method: str, path: str, operation: dict[str, Any]) -> None:
+    """A body, and every free-text parameter, say that NUL is refused."""
+    if "requestBody" in operation:
+        assert "NUL" in operation["requestBody"].get("description", ""), operation["requestBody"]
+    for parameter in operation.get("parameters", []):
+        schema = _non_null(parameter["schema"])
+        if schema.get("type") == "string" and "enum" not in schema:
+            assert "NUL" in parameter.get("description", ""), (method, path, parameter)
+
+
+def test_the_src_filters_document_their_exclusion() -> None:
+    parameters = {
+        p["name"]: p for p in SPEC["paths"]["/api/v1/projects/{project}/jobs"]["get"]["parameters"]
+    }
+    assert "srcJob" in parameters["srcDatasource"]["description"]
+    assert "srcDatasource" in parameters["srcJob"]["description"]

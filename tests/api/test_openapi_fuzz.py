@@ -19,7 +19,9 @@ How it works
   ``token_id`` parsed as FastAPI parses it, so ``"01"`` and ``"1.0"`` count as token 1):
 
   - ``{project}`` becomes the fuzzer's project, except that an unknown name is kept for one
-    case in four (chosen by a hash of the generated value), which exercises the 404 path.
+    case in four (chosen by a hash of the generated value and of a draw counter: a value
+    generated again and again, such as a pattern's shortest match, still goes both ways),
+    which exercises the 404 path.
     The name of *another* existing project is always replaced.
   - ``{name}`` under a project names the fuzzer's pre-created resource (secret, variable,
     data source ``fz_thing``, recreated first if a previous case deleted it), and ``{user}``
@@ -42,13 +44,25 @@ How it works
 
 Checks
 ------
-Every built-in check of schemathesis runs (``not_a_server_error``,
-``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``,
-``response_headers_conformance``, ``negative_data_rejection``, ``ignored_auth``,
-``unsupported_method``, ...), except ``positive_data_acceptance``, disabled in :data:`CONFIG`
-with its reason, plus :func:`error_body_shape`: every error response body is exactly
-``{"error_code", "error_msg", "request_id"}``, with the request id of the ``X-Request-ID``
-header.
+Cases are generated in both modes: positive (valid by the schema) and negative (invalid by
+it). Conformance is checked both ways:
+
+* a request valid by the schema is not refused for its form:
+  :func:`schema_valid_data_is_not_refused` fails a positive case answered 422, or 400/415
+  with a request-validation code (:data:`SCHEMA_LEVEL_CODES`), unless a rule the schema
+  cannot express explains it (:data:`DOCUMENTED_RULES`, kept as data). Refusals for what
+  a request means (404, 409, 403, 413, and 400 with a semantic code such as E18109 or
+  E18118) are legitimate;
+* a request invalid by the schema is refused with 4xx, never accepted (schemathesis's
+  ``negative_data_rejection``) and never answered 500 (``not_a_server_error``).
+
+Every other built-in check of schemathesis runs as well (``status_code_conformance``,
+``content_type_conformance``, ``response_schema_conformance``,
+``response_headers_conformance``, ``ignored_auth``, ``unsupported_method``, ...): answers
+have documented status codes and bodies. Schemathesis's own ``positive_data_acceptance``
+is replaced by the first check above (see :data:`CHECKS`), and :func:`error_body_shape`
+checks that every error response body is exactly ``{"error_code", "error_msg",
+"request_id"}``, with the request id of the ``X-Request-ID`` header.
 
 Budget: ``MAX_EXAMPLES`` generated cases per operation after schemathesis's explicit
 coverage cases, no deadline, no shrinking (``DATAMILL_FUZZ_SHRINK=1`` turns it on), a fixed
@@ -61,6 +75,7 @@ Nothing is skipped or excluded: a failing case is an app bug to report, not to h
 from __future__ import annotations
 
 import os
+import re
 import uuid
 import zlib
 from collections import Counter
@@ -106,11 +121,11 @@ GENERATION: dict[str, Any] = {
     "no-shrink": os.environ.get("DATAMILL_FUZZ_SHRINK", "") != "1",
 }
 CHECKS: dict[str, Any] = {
-    # Disabled: it expects every schema-valid request to succeed, but the schema cannot say
-    # everything the API requires: resource names in paths follow a rule the path
-    # parameters do not carry (`^[a-zA-Z_][a-zA-Z0-9_]{0,127}$`, 400 E18103), a data
-    # source's `spec` is a free-form object validated by its `type`, CSV needs a
-    # `delimiter`; such requests are rightly refused with 400.
+    # Replaced by `schema_valid_data_is_not_refused`: schemathesis's own check expects every
+    # schema-valid request to succeed, but a request can be well formed and still refused
+    # for what it means (no such job, a name in use, a spec that does not fit its type, an
+    # address the outbound guard refuses...). The replacement fails only a refusal of the
+    # request's form.
     "positive_data_acceptance": {"enabled": False},
     # 413 is a rejection too: the server refuses a body over its size limit (64 KiB in the
     # tests) before reading it, and such bodies are generated to break a maxLength of 65536.
@@ -206,6 +221,96 @@ SCHEMA.auth(refresh_interval=None, retry_on=[])(AdminToken)
 METHODS_SCHEMA.auth(refresh_interval=None, retry_on=[])(AdminToken)
 
 
+SCHEMA_LEVEL_CODES = {
+    "E18004": "invalid content length",
+    "E18006": "request body is empty",
+    "E18007": "request body is not valid JSON",
+    "E18008": "a field is longer than its limit",
+    "E18011": "a field or parameter breaks its rule",
+    "E18012": "request body must be application/json",
+    "E18103": "invalid name",
+    "E18106": "invalid field name",
+}
+"""The codes of refusals of a request's form (api/errors.py turns request validation into
+them): a request valid by the schema must not get one, except for a documented rule below."""
+
+DOCUMENTED_RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "E18011",
+        r"NUL character",
+        "NUL is refused in every text; the rule is stated in the description of every "
+        "body and text parameter, since a JSON schema pattern on every string would hide "
+        "the real pattern of the field",
+    ),
+    (
+        ".*",
+        r"^spec[.\[:]",
+        "a data source's or an export's `spec` is an object validated by its `type`; the "
+        "schema documents it as a free-form object",
+    ),
+    (
+        "E18011",
+        r"^srcDatasource and srcJob cannot be given together",
+        "the exclusion is stated in both parameters' descriptions",
+    ),
+    (
+        "E18011",
+        r"^format: format is only allowed for variables of type time",
+        "a rule across two fields of a variable, stated in the description of `format`",
+    ),
+    (
+        "E18011",
+        r": Input should be a valid integer( \(and \d+ more problems\))?$",
+        "JSON Schema counts 8.0 as an integer; fields read strictly take only JSON integers "
+        "(8), as the API description says. Only this exact message, which pydantic gives "
+        "for an integral float: a fraction or a string gives a longer one",
+    ),
+    (
+        "E18106",
+        r"^schema: field '.*' appears twice in the schema",
+        "keys unique within the array of fields, stated in the description of `schema`",
+    ),
+)
+"""Refusals of schema-valid requests for a rule the JSON schema cannot express: (code
+pattern, message pattern, why). Kept as data so that each exception is visible and
+justified; anything else is a disagreement between the schema and the server."""
+
+
+def _documented(code: str, message: str) -> bool:
+    return any(
+        re.fullmatch(codes, code) and re.search(text, message)
+        for codes, text, _ in DOCUMENTED_RULES
+    )
+
+
+@schemathesis.check
+def schema_valid_data_is_not_refused(
+    ctx: schemathesis.CheckContext, response: Any, case: Any
+) -> bool | None:
+    """A request valid by the schema is not refused for its form (400/415/422 with a code of
+    :data:`SCHEMA_LEVEL_CODES`), unless by one of the :data:`DOCUMENTED_RULES`.
+
+    Refusals for what a request means are legitimate and pass: 404 (no such resource), 409
+    (a name in use), 403, 413 (the server's body limit), and 400 codes of semantic rules
+    (E18109 invalid spec, E18118 outbound address refused, E18209 invalid SQL ...).
+    """
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    if response.status_code not in (400, 415, 422):
+        return None
+    body = response.json()
+    code, message = str(body.get("error_code")), str(body.get("error_msg"))
+    if response.status_code == 422 or (
+        code in SCHEMA_LEVEL_CODES and not _documented(code, message)
+    ):
+        raise AssertionError(
+            f"a request valid by the schema was refused: {response.status_code} {code} "
+            f"{message!r} ({SCHEMA_LEVEL_CODES.get(code, 'unexpected status')})"
+        )
+    return True
+
+
 @schemathesis.check
 def error_body_shape(ctx: schemathesis.CheckContext, response: Any, case: Any) -> bool | None:
     """An error response is exactly the error model, with the request id of the header."""
@@ -218,11 +323,6 @@ def error_body_shape(ctx: schemathesis.CheckContext, response: Any, case: Any) -
     request_ids = response.headers.get("x-request-id") or []
     assert body["request_id"] in request_ids, (body, request_ids)
     return True
-
-
-def _bucket(value: Any, buckets: int) -> int:
-    """A stable pseudo-random bucket for a generated value (Hypothesis stays in charge)."""
-    return zlib.crc32(repr(value).encode()) % buckets
 
 
 def _sent(value: Any) -> str:
@@ -324,6 +424,12 @@ class Fuzzer:
 
     # -- steering
 
+    def bucket(self, value: Any, buckets: int) -> int:
+        """A repeatable pseudo-random bucket for a generated value (Hypothesis stays in
+        charge): the same run of cases gives the same buckets."""
+        self.stats["draws"] += 1
+        return zlib.crc32(f"{value!r}/{self.stats['draws']}".encode()) % buckets
+
     def steer(self, case: Any) -> None:
         """Point the case's path parameters at the fuzzer's resources (see the docstring)."""
         params = case.path_parameters
@@ -335,13 +441,13 @@ class Fuzzer:
             foreign = name not in self.users and name != ADMIN and self.user_exists(name)
             if foreign or name == self.member:
                 params["name"] = self.throwaway_user()
-            elif _bucket(value, 2) == 0:
+            elif self.bucket(value, 2) == 0:
                 params["name"] = self.throwaway_user() if case.method == "DELETE" else ADMIN
         if "token_id" in params:
             value = params["token_id"]
             token_id = _as_token_id(value)
             foreign = token_id is not None and token_id not in self.tokens
-            if (foreign and self.token_exists(token_id or 0)) or _bucket(value, 2) == 0:
+            if (foreign and self.token_exists(token_id or 0)) or self.bucket(value, 2) == 0:
                 params["token_id"] = self.throwaway_token()
 
     def steer_project(self, case: Any) -> None:
@@ -349,7 +455,7 @@ class Fuzzer:
         self.ensure_project()
         value = params["project"]
         name = _sent(value)
-        if name != self.project and (self.project_exists(name) or _bucket(value, 4) != 0):
+        if name != self.project and (self.project_exists(name) or self.bucket(value, 4) != 0):
             params["project"] = self.project
         # a name kept is the fuzzer's (just ensured to exist) or one that does not exist
         self.stats["project_cases"] += 1
@@ -358,7 +464,7 @@ class Fuzzer:
         segments = case.path.split("/")
         for key in ("name", "user"):
             placeholder = "{" + key + "}"
-            if placeholder in segments and _bucket(params[key], 2) == 0:
+            if placeholder in segments and self.bucket(params[key], 2) == 0:
                 if key == "user":
                     params[key] = self.member
                 else:
@@ -410,7 +516,9 @@ def run(case: Any, fuzzer: Fuzzer) -> None:
         case.headers["Authorization"] = f"Bearer {fuzzer.api.token}"
         fuzzer.steer(case)
         fuzzer.stats["cases"] += 1
-        response = case.call_and_validate(additional_checks=[error_body_shape])
+        response = case.call_and_validate(
+            additional_checks=[error_body_shape, schema_valid_data_is_not_refused]
+        )
         assert response.status_code != 401, (
             "the administrator's token was refused; did a case revoke it?",
             case.method,

@@ -116,3 +116,35 @@ def test_variable_errors(api: Api, project: str) -> None:
     assert api.delete(base + "/b").status_code == 204
     assert api.delete(base + "/a").status_code == 204
     assert_error(api.get(base + "/a"), 404, "E18602")
+
+
+AT_FORMS = (
+    ("2023-11-14T22:13:20Z", "2023-11-14 22:13:20"),
+    ("2023-11-14T22:13:20", "2023-11-14 22:13:20"),
+    ("2023-11-14", "2023-11-14 00:00:00"),
+    ("1700000000", "2023-11-14 22:13:20"),
+    ("1700000000.5", "2023-11-14 22:13:20"),
+    ("1.7e9", "2023-11-14 22:13:20"),
+    ("17e8", "2023-11-14 22:13:20"),
+    ("1.7E+12", "2023-11-14 22:13:20"),
+    ("1700000000000", "2023-11-14 22:13:20"),
+)
+"""Every form of `at` the OpenAPI document allows: a date-time, a date, a number of
+seconds (milliseconds above 2e10) in any JSON notation; and what it resolves to."""
+AT_REFUSED = ("soon", "1_700_000_000", "nan", "inf", "2023-13-01", "1e300")
+
+
+def test_at_accepts_every_form_the_document_allows(api: Api, project: str) -> None:
+    created = api.post(
+        f"/projects/{project}/variables/stamp",
+        json={"type": "time", "value": "$(now)", "format": "yyyy-MM-dd HH:mm:ss"},
+    )
+    assert created.status_code == 201, created.text
+    for sent, resolved in AT_FORMS:
+        got = api.get(f"/projects/{project}/variables/stamp", params={"at": sent})
+        assert got.status_code == 200, (sent, got.text)
+        assert got.json()["resolved"] == resolved, sent
+    for sent in AT_REFUSED:
+        assert_error(
+            api.get(f"/projects/{project}/variables/stamp", params={"at": sent}), 400, "E18011"
+        )

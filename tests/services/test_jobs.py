@@ -115,6 +115,12 @@ def test_downstream_jobs_and_depend_inheritance(
         400,
         "E18011",
     )
+    for bad in ("", "no such", "1up", "x" * 129):  # the name rule of the document
+        assert_error(api.get(f"/projects/{project}/jobs", params={"srcJob": bad}), 400, "E18103")
+        for action in ("stop", "rerun"):
+            body = {"jobName": bad, "runId": -1}
+            url = f"/projects/{project}/batch/actions/{action}"
+            assert_error(api.post(url, json=body), 400, "E18103")
     up_run = start(api, project, "up")
     assert wait_for(api, project, "up", up_run, TERMINAL)["status"] == "Successful"
     down_run = start(api, project, "down", [{"name": "minimum", "value": "0"}])

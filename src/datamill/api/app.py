@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from datamill.api.routes import (
     variables,
 )
 from datamill.config import Settings
+from datamill.services.exports import export_types
 from datamill.services.runtime import Runtime
 from datamill.services.users import bootstrap_admin
 
@@ -37,7 +39,11 @@ datamill registers data sources, runs batch SQL jobs and streaming pipelines ove
 exports the results. Every operation except `GET /api/v1/health` needs a token, sent as
 `Authorization: Bearer <token>` or `X-Auth-Token: <token>`. Errors are
 `{"error_code", "error_msg", "request_id"}`; the codes are listed in docs/errors.md.
+Text in a body, a path or a query may not contain a NUL character (`\\u0000`, `%00`):
+such a request is refused with 400 E18011, whatever the field. Fields read strictly take
+an integer as a JSON integer only (`8`, not `8.0`), a boolean as `true`/`false` only.
 """
+NUL_NOTE = "No text in it may contain a NUL character (\\u0000): refused with 400 E18011."
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -101,8 +107,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             operation.get("responses", {}).pop("422", None)
+            _note_nul(operation)
     components = schema.get("components", {}).get("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
+    # export kinds are plug-ins: the domain model cannot list them, the registry can
+    components["ExportCreate"]["properties"]["type"]["enum"] = export_types()
     app.openapi_schema = schema
     return schema
+
+
+def _note_nul(operation: dict[str, Any]) -> None:
+    """Say in the description of each text parameter and of the body that NUL is refused."""
+    body = operation.get("requestBody")
+    if body is not None:
+        body["description"] = " ".join(filter(None, [body.get("description"), NUL_NOTE]))
+    for parameter in operation.get("parameters", []):
+        schema = json.dumps(parameter.get("schema", {}))
+        if '"string"' in schema and '"enum"' not in schema:
+            text = parameter.get("description") or parameter.get("schema", {}).get("description")
+            text = (text or "").rstrip(".")
+            parameter["description"] = f"{text}. {NUL_NOTE}" if text else NUL_NOTE

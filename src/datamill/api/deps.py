@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
-from datamill.domain.common import Page, check_name
+from datamill.domain.common import NAME_RULE_TEXT, NAME_SCHEMA, Page, check_name
 from datamill.domain.projects import Role
 from datamill.domain.users import Principal
 from datamill.services.access import ProjectAccess, open_project
@@ -54,7 +54,11 @@ def current_principal(
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 
-ProjectName = Annotated[str, Path(description="project name", max_length=128)]
+ProjectName = Annotated[
+    str,
+    NAME_SCHEMA,
+    Path(description=f"project name: {NAME_RULE_TEXT}; any other text answers 404"),
+]
 
 
 def _access(needed: Role) -> object:
@@ -79,6 +83,17 @@ def page_params(
 
 
 PageDep = Annotated[Page, Depends(page_params)]
-ResourceName = Annotated[str, AfterValidator(check_name), Path(description="resource name")]
+ResourceName = Annotated[
+    str,
+    AfterValidator(check_name),
+    NAME_SCHEMA,
+    Path(description=f"resource name: {NAME_RULE_TEXT} (else 400 E18103)"),
+]
+UserName = Annotated[
+    str,
+    AfterValidator(check_name),
+    NAME_SCHEMA,
+    Path(description=f"user name: {NAME_RULE_TEXT} (else 400 E18103)"),
+]
 MAX_RUN_ID = 2**31 - 1
 RunIdPath = Annotated[int, Path(ge=-1, le=MAX_RUN_ID, description="run id; -1 = the latest")]

@@ -3,25 +3,70 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from datamill.errors import E_BY_CODE, DatamillError, E, field_error
 
 NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
 NAME_RULE_TEXT = "1-128 letters, digits or underscores, starting with a letter or underscore"
+
+
+@dataclass(frozen=True)
+class Documented:
+    """Annotation that states in the JSON schema (OpenAPI) a rule a validator enforces.
+
+    A rule checked by an ``AfterValidator`` (to answer with the catalog's own error code)
+    is invisible to the schema; this puts its ``pattern`` and real length limits there,
+    replacing the generic ``maxLength`` every string gets from :class:`Model`'s config.
+    """
+
+    pattern: str
+    max_length: int
+    description: str = ""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.update(pattern=self.pattern, minLength=1, maxLength=self.max_length)
+        if self.description and "description" not in schema:
+            schema["description"] = self.description
+        return schema
+
+
+NAME_SCHEMA = Documented(NAME_RULE.pattern, 128, NAME_RULE_TEXT)
+
+
+def number_bounds(minimum: float, maximum: float) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` for a number field typed ``int | float``: pydantic puts its
+    ``ge``/``le`` beside the ``anyOf`` under their own names, which JSON Schema ignores."""
+
+    def update(schema: dict[str, Any]) -> None:
+        schema.pop("ge", None)
+        schema.pop("le", None)
+        schema.update(minimum=minimum, maximum=maximum)
+
+    return update
+
+
 DEFAULT_ENGINE = "duckdb"
 """The engine a job runs on when it names none."""
 
@@ -45,8 +90,8 @@ def check_field_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(check_name)]
-FieldName = Annotated[str, AfterValidator(check_field_name)]
+Name = Annotated[str, AfterValidator(check_name), NAME_SCHEMA]
+FieldName = Annotated[str, AfterValidator(check_field_name), NAME_SCHEMA]
 Description = Annotated[str, Field(max_length=1024)]
 
 
@@ -252,6 +297,48 @@ def validation_failure(exc: ValidationError | Sequence[Any], prefix: str = "") -
         error = E.FIELD_TOO_LONG
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return DatamillError(error, f"{loc}: {msg}{more}", field=loc)
+
+
+_EPOCH_RANGE = (-62135596800000, 253402300799999)  # 0001-01-01 .. 9999-12-31, in milliseconds
+
+
+def _epoch_number(value: Any) -> Any:
+    """A query value that is a number in any JSON notation (``1.7e9``) becomes that number.
+
+    Pydantic reads a plain numeric string as epoch time but not one with an exponent, so a
+    number the schema allows would be refused for its notation.
+    """
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if number == number and abs(number) != float("inf") and "_" not in value:
+            return number
+    return value
+
+
+BatchTime = Annotated[
+    datetime,
+    BeforeValidator(_epoch_number),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "format": "date"},
+                {
+                    "type": "number",
+                    "minimum": _EPOCH_RANGE[0],
+                    "maximum": _EPOCH_RANGE[1],
+                    "description": "Unix time: seconds, or milliseconds when the absolute "
+                    "value exceeds 2e10",
+                },
+            ]
+        }
+    ),
+]
+"""A batch time given by a caller: an RFC 3339 date-time (no offset = UTC), a date
+(midnight UTC), or Unix time as a number (seconds; milliseconds above 2e10)."""
 
 
 def aware(moment: datetime) -> datetime:

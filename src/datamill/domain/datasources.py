@@ -14,11 +14,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from datamill.domain.common import FieldName, Model
 from datamill.domain.urls import check_http_url, url_target
 from datamill.errors import DatamillError, E, field_error
+
+DataSourceSort = Literal["name", "-name", "createdAt", "-createdAt", "updatedAt", "-updatedAt"]
+"""The orders of a data source list: a field, with ``-`` for descending."""
 
 
 class FileType(StrEnum):
@@ -49,7 +59,12 @@ def _check_valtype(value: str) -> ValType:
         ) from None
 
 
-ValTypeField = Annotated[str, AfterValidator(_check_valtype)]
+ValTypeField = Annotated[
+    str,
+    AfterValidator(_check_valtype),
+    WithJsonSchema({"type": "string", "enum": [t.value for t in ValType]}),
+]
+"""A field type; another value is refused with E18107 (not the generic E18011)."""
 
 
 class SchemaField(Model):
@@ -531,7 +546,12 @@ def _canonical_type(value: Any) -> Any:
 
 class DataSourceBase(Model):
     spec: dict[str, Any] = Field(description="type-specific spec (see the API guide)")
-    schema_: list[SchemaField] | None = Field(None, alias="schema", max_length=1000)
+    schema_: list[SchemaField] | None = Field(
+        None,
+        alias="schema",
+        max_length=1000,
+        description="the fields; each key at most once (a repeated key: 400 E18106)",
+    )
 
     @field_validator("schema_")
     @classmethod

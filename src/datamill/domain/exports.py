@@ -25,6 +25,7 @@ def canonical_type(name: str) -> str:
 
 class ExportCreate(Model):
     type: str = Field(
+        max_length=32,
         description="the export kind: one of the registered sinks (an unknown kind is "
         "refused with their list); kodo is accepted for s3 and stored as s3",
     )

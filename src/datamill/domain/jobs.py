@@ -7,9 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from datamill.domain.common import DEFAULT_ENGINE, Model, check_name
+from datamill.domain.common import DEFAULT_ENGINE, Documented, Model, Name
 from datamill.domain.datasources import SchemaField
 from datamill.errors import E, field_error
 
@@ -43,8 +43,14 @@ def _check_param_name(value: str) -> str:
     return value
 
 
-TableName = Annotated[str, AfterValidator(_check_table_name)]
-ParamName = Annotated[str, AfterValidator(_check_param_name)]
+TableName = Annotated[
+    str,
+    AfterValidator(_check_table_name),
+    Documented(TABLE_NAME_RULE.pattern, 128, "the table's name in the SQL"),
+]
+ParamName = Annotated[
+    str, AfterValidator(_check_param_name), Documented(PARAM_NAME_RULE.pattern, 64)
+]
 
 
 class SrcType(StrEnum):
@@ -53,7 +59,7 @@ class SrcType(StrEnum):
 
 
 class Src(Model):
-    name: Annotated[str, AfterValidator(check_name)]
+    name: Name
     type: SrcType
     tableName: TableName
     fileFilter: str | None = Field(
@@ -71,7 +77,10 @@ class Computation(Model):
 
 
 class Container(Model):
-    type: str = Field(description="one of " + ", ".join(CONTAINER_TYPES))
+    type: Annotated[str, WithJsonSchema({"type": "string", "enum": list(CONTAINER_TYPES)})] = Field(
+        description="one of " + ", ".join(CONTAINER_TYPES) + " (else E18213); type x count "
+        "may not exceed 100U (E18214)"
+    )
     count: int = Field(1, ge=1, le=100)
 
     @model_validator(mode="after")

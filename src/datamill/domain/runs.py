@@ -18,11 +18,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
-from datamill.domain.common import Model
+from datamill.domain.common import Model, Name
 from datamill.errors import DatamillError, E
+
+HistorySort = Literal[
+    "endTime", "-endTime", "startTime", "-startTime", "batchTime", "-batchTime", "runId", "-runId"
+]
+"""The orders of a job's run history: a field, with ``-`` for descending."""
 
 
 class RunStatus(StrEnum):
@@ -121,7 +127,7 @@ class History(Model):
 
 
 class RunAction(Model):
-    jobName: str = Field(max_length=128)
+    jobName: Name
     runId: int = Field(ge=-1, le=2**31 - 1, description="the run; -1 = the job's latest")
 
 

@@ -92,7 +92,7 @@ class VariableIn(Model):
         max_length=64,
         description=(
             "time only: a Java SimpleDateFormat pattern such as yyyy-MM-dd'T'HH:mm:ss; "
-            f"default {DEFAULT_TIME_FORMAT}"
+            f"default {DEFAULT_TIME_FORMAT}; given with another type: 400 E18011"
         ),
     )
 

@@ -23,7 +23,7 @@ from datamill.connectors.sinks import SINKS
 from datamill.connectors.sinks.base import ExportBatch, ExportContext, ExportOutcome, Sink
 from datamill.domain.common import Page, validation_failure
 from datamill.domain.datasources import SchemaField
-from datamill.domain.exports import Export, ExportCreate, ExportHistory
+from datamill.domain.exports import EXPORT_TYPE_ALIASES, Export, ExportCreate, ExportHistory
 from datamill.domain.runs import (
     TERMINAL,
     ExportRunEntry,
@@ -47,6 +47,11 @@ from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.projects import ProjectRow
 from datamill.store.runs import JOB_TARGET, RunRow
+
+
+def export_types() -> list[str]:
+    """Every name an export's ``type`` may take: the registered kinds and their aliases."""
+    return sorted({*SINKS, *EXPORT_TYPE_ALIASES})
 
 
 def sink_of(type_: str) -> Sink:

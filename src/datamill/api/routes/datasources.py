@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -15,10 +14,11 @@ from datamill.api.deps import (
     RuntimeDep,
     SessionDep,
 )
-from datamill.domain.common import Model
+from datamill.domain.common import BatchTime, Model
 from datamill.domain.datasources import (
     DataSource,
     DataSourceCreate,
+    DataSourceSort,
     DataSourceUpdate,
     Preview,
     SchemaRequest,
@@ -77,8 +77,8 @@ def list_datasources(
     access: ProjectReader,
     page: PageDep,
     sortBy: Annotated[
-        str,
-        Query(max_length=32, description="name, createdAt or updatedAt; prefix '-' for descending"),
+        DataSourceSort,
+        Query(description="name, createdAt or updatedAt; prefix '-' for descending"),
     ] = "name",
 ) -> DataSourceList:
     result = service.list_datasources(session, access, page, sortBy)
@@ -103,7 +103,13 @@ def preview_datasource(
     session: SessionDep,
     access: ProjectReader,
     limit: Annotated[int, Query(ge=1, le=10_000, description="rows to return")] = 20,
-    at: Annotated[datetime | None, Query(description="batch time for fileFilter variables")] = None,
+    at: Annotated[
+        BatchTime | None,
+        Query(
+            description="batch time for fileFilter variables: a date-time, a date or Unix "
+            "time (seconds; milliseconds above 2e10); default now"
+        ),
+    ] = None,
 ) -> Preview:
     return service.preview_datasource(runtime, session, access, name, limit, at)
 

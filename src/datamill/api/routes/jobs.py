@@ -18,9 +18,17 @@ from datamill.api.deps import (
     SessionDep,
 )
 from datamill.api.waits import WaitSeconds, read_released, wait_until
-from datamill.domain.common import Model
+from datamill.domain.common import Model, Name
 from datamill.domain.jobs import Job, JobBody, StartBody
-from datamill.domain.runs import TERMINAL, History, HistoryEntry, RunLog, RunResult, RunStatus
+from datamill.domain.runs import (
+    TERMINAL,
+    History,
+    HistoryEntry,
+    HistorySort,
+    RunLog,
+    RunResult,
+    RunStatus,
+)
 from datamill.services import jobs as service
 from datamill.services import runs
 
@@ -77,8 +85,20 @@ def list_jobs(
     session: SessionDep,
     access: ProjectReader,
     page: PageDep,
-    srcDatasource: Annotated[str | None, Query(max_length=128)] = None,
-    srcJob: Annotated[str | None, Query(max_length=128)] = None,
+    srcDatasource: Annotated[
+        Name | None,
+        Query(
+            description="only the jobs reading this data source; giving srcJob too is "
+            "refused (400 E18011)"
+        ),
+    ] = None,
+    srcJob: Annotated[
+        Name | None,
+        Query(
+            description="only the jobs reading this job's results; giving srcDatasource "
+            "too is refused (400 E18011)"
+        ),
+    ] = None,
 ) -> JobList:
     result = service.list_jobs(session, access, page, srcDatasource, srcJob)
     return JobList(total=result.total, page=result.page, size=result.size, jobs=result.items)
@@ -122,7 +142,10 @@ def history(
     access: ProjectReader,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     size: Annotated[int, Query(ge=1, le=1000)] = 20,
-    sortBy: Annotated[str, Query(max_length=32)] = "-endTime",
+    sortBy: Annotated[
+        HistorySort,
+        Query(description="endTime, startTime, batchTime or runId; prefix '-' for descending"),
+    ] = "-endTime",
     status: Annotated[RunStatus | None, Query()] = None,
     runId: Annotated[
         int | None, Query(ge=-1, le=MAX_RUN_ID, description="one run; -1 = the latest")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, status
-from pydantic import AfterValidator
+from fastapi import APIRouter, status
 
 from datamill.api.deps import (
     CurrentUser,
@@ -15,14 +12,13 @@ from datamill.api.deps import (
     ProjectReader,
     RuntimeDep,
     SessionDep,
+    UserName,
 )
-from datamill.domain.common import Model, check_name
+from datamill.domain.common import Model
 from datamill.domain.projects import Member, MemberPut, Project, ProjectCreate, ProjectUpdate
 from datamill.services import projects as service
 
 router = APIRouter(tags=["projects"])
-
-UserName = Annotated[str, AfterValidator(check_name), Path(description="user name")]
 
 
 class ProjectList(Model):

@@ -5,16 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
-from pydantic import AfterValidator
 
-from datamill.api.deps import CurrentUser, PageDep, SessionDep
-from datamill.domain.common import Model, check_name
+from datamill.api.deps import CurrentUser, PageDep, SessionDep, UserName
+from datamill.domain.common import Model
 from datamill.domain.users import IssuedToken, Principal, Token, TokenCreate, User, UserCreate
 from datamill.services import users as service
 
 router = APIRouter(tags=["users and tokens"])
-
-UserName = Annotated[str, AfterValidator(check_name), Path(description="user name")]
 
 
 class UserList(Model):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
 from datamill.api.deps import PageDep, ProjectEditor, ProjectReader, ResourceName, SessionDep
-from datamill.domain.common import Model
+from datamill.domain.common import BatchTime, Model
 from datamill.domain.variables import ResolvedVariable, Variable, VariableIn
 from datamill.services import variables as service
 
@@ -46,7 +45,13 @@ def get_variable(
     name: ResourceName,
     session: SessionDep,
     access: ProjectReader,
-    at: Annotated[datetime | None, Query(description="batch time (ISO 8601); default now")] = None,
+    at: Annotated[
+        BatchTime | None,
+        Query(
+            description="batch time: a date-time, a date or Unix time (seconds; "
+            "milliseconds above 2e10); default now"
+        ),
+    ] = None,
 ) -> ResolvedVariable:
     return service.get_variable(session, access, name, at)
 

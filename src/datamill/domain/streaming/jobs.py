@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from datamill.domain.common import DEFAULT_ENGINE, Model
+from datamill.domain.common import DEFAULT_ENGINE, Model, number_bounds
 from datamill.errors import E, field_error
 
 MAX_OPERATORS = 200
@@ -39,7 +39,12 @@ class JobInputType(StrEnum):
 
 
 class Definition(Model):
-    jobName: str = Field(min_length=1, max_length=128, description="the job's display name")
+    jobName: str = Field(
+        min_length=1,
+        max_length=128,
+        json_schema_extra={"pattern": r"\S"},
+        description="the job's display name: any text but blank (400 E18703)",
+    )
     jobDescription: str = Field("", max_length=1024)
     jobType: JobType = JobType.API
     jobInputType: JobInputType = JobInputType.PIPELINE_DATA
@@ -102,6 +107,7 @@ class StreamingRuntime(Model):
         10,
         ge=0.1,
         le=86400,
+        json_schema_extra=number_bounds(0.1, 86400),
         description="seconds between checkpoints (fractions allowed); a file sink's output "
         "becomes visible at each checkpoint",
     )
