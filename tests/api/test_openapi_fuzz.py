@@ -260,10 +260,10 @@ DOCUMENTED_RULES: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "E18011",
-        r": Input should be a valid integer( \(and \d+ more problems\))?$",
-        "JSON Schema counts 8.0 as an integer; fields read strictly take only JSON integers "
-        "(8), as the API description says. Only this exact message, which pydantic gives "
-        "for an integral float: a fraction or a string gives a longer one",
+        r": must be an integer, not a number \(-?\d+\.0\)( \(and \d+ more problems\))?$",
+        "JSON Schema counts 8.0 as an integer; integer fields take only JSON integers (8), "
+        "as the API description says. Only an integral float matches: a fraction or a "
+        "string is refused by the schema too",
     ),
     (
         "E18106",
