@@ -31,7 +31,7 @@ def _name(prefix: str) -> str:
 def file_spec(project: str, path: str = "x.csv") -> dict[str, Any]:
     return {
         "root": "default",
-        "paths": [f"{project}/{path}"],
+        "paths": [path],
         "fileType": "csv",
         "delimiter": ",",
         "containsHeader": True,

@@ -42,7 +42,7 @@ def _name(prefix: str) -> str:
 def file_spec(project: str, path: str = "x.csv") -> dict[str, object]:
     return {
         "root": "default",
-        "paths": [f"{project}/{path}"],
+        "paths": [path],
         "fileType": "csv",
         "delimiter": ",",
         "containsHeader": True,
@@ -224,7 +224,7 @@ def test_datasource_lifecycle(dm: DatamillClient, project: str, csv_file: Path) 
         ("name", "string"),
         ("amount", "float"),
     ]
-    assert created.spec["paths"] == [f"{project}/x.csv"]
+    assert created.spec["paths"] == ["x.csv"]
     got = dm.datasources.get(project, "sales")
     assert got.schema_ == created.schema_
     assert got.createdAt == created.createdAt

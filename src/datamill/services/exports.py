@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from datamill.connectors.sinks import SINKS
 from datamill.connectors.sinks.base import ExportBatch, ExportContext, ExportOutcome, Sink
+from datamill.connectors.sinks.file.spec import FileExportSpec
 from datamill.domain.common import Page, validation_failure
 from datamill.domain.datasources import SchemaField
 from datamill.domain.exports import Export, ExportCreate, ExportHistory
@@ -37,6 +38,7 @@ from datamill.engines.duckdb.writers import copy_parquet
 from datamill.errors import DatamillError, E
 from datamill.services import runs
 from datamill.services.access import ProjectAccess
+from datamill.services.data_roots import check_paths, project_roots
 from datamill.services.jobrefs import get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.secrets import secret_values
@@ -89,11 +91,19 @@ def _row(session: Session, job: JobRow, name: str) -> ExportRow:
 
 
 def _checked(
-    session: Session, job: JobRow, type_: str, spec: dict[str, Any]
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job: JobRow,
+    type_: str,
+    spec: dict[str, Any],
 ) -> tuple[Sink, BaseModel]:
     sink = sink_of(type_)
     model = typed_spec(sink, spec)
     sink.validate(model, [SchemaField.model_validate(f) for f in job.schema])
+    if isinstance(model, FileExportSpec):
+        views = project_roots(runtime, session, access.project_id, access.project.name)
+        check_paths(views, model.root, [("spec.path", model.path)])
     secret = sink.secret_name(model)
     if secret is not None:
         from datamill.store.secrets import SecretRow
@@ -113,10 +123,15 @@ def _checked(
 
 
 def create_export(
-    session: Session, access: ProjectAccess, job_name: str, name: str, body: ExportCreate
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job_name: str,
+    name: str,
+    body: ExportCreate,
 ) -> Export:
     job = get_job_row(session, access.project_id, job_name)
-    sink, model = _checked(session, job, body.type, body.spec)
+    sink, model = _checked(runtime, session, access, job, body.type, body.spec)
     row = ExportRow(
         project_id=access.project_id,
         job_id=job.id,
@@ -137,11 +152,16 @@ def create_export(
 
 
 def update_export(
-    session: Session, access: ProjectAccess, job_name: str, name: str, spec: dict[str, Any]
+    runtime: Runtime,
+    session: Session,
+    access: ProjectAccess,
+    job_name: str,
+    name: str,
+    spec: dict[str, Any],
 ) -> Export:
     job = get_job_row(session, access.project_id, job_name)
     row = _row(session, job, name)
-    sink, model = _checked(session, job, row.type, spec)
+    sink, model = _checked(runtime, session, access, job, row.type, spec)
     row.spec = model.model_dump(mode="json", exclude_none=True)
     row.secret_name = sink.secret_name(model)
     row.updated_at = utcnow()
@@ -401,7 +421,7 @@ def execute_export(
         resolver=Resolver(variables, run.batch_time, run.params),
     )
     ctx = ExportContext(
-        data_roots=runtime.settings.resolved_data_roots,
+        data_roots=project_roots(runtime, session, project.id, project.name),
         outbound_allow=runtime.settings.outbound_allow,
         secret_values=values,
         temp_dir=temp_dir,

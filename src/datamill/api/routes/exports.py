@@ -41,8 +41,9 @@ def create_export(
     body: ExportCreate,
     session: SessionDep,
     access: ProjectEditor,
+    runtime: RuntimeDep,
 ) -> Export:
-    return service.create_export(session, access, job, name, body)
+    return service.create_export(runtime, session, access, job, name, body)
 
 
 @router.put(BASE + "/{name}", summary="Replace an export's spec")
@@ -52,8 +53,9 @@ def update_export(
     body: ExportUpdate,
     session: SessionDep,
     access: ProjectEditor,
+    runtime: RuntimeDep,
 ) -> Export:
-    return service.update_export(session, access, job, name, body.spec)
+    return service.update_export(runtime, session, access, job, name, body.spec)
 
 
 @router.get(BASE + "/{name}", summary="Get an export")
