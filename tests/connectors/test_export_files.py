@@ -744,13 +744,18 @@ def test_a_symlink_out_of_the_root_is_refused(
     (api.data_root / project / "escape").symlink_to(outside)
     url = f"/projects/{project}/jobs/{rich_job}/exports"
     assert_error(
-        api.post(f"{url}/e", json={"type": "file", "spec": {"path": "escape/x-"}}),
+        api.post(
+            f"{url}/e", json={"type": "file", "spec": {"path": "escape/x-", "format": "json"}}
+        ),
         400,
         "E18116",
         "outside its folder of data root 'default'",
     )
     assert_error(
-        api.post(f"{url}/noroot", json={"type": "file", "spec": {"root": "nope", "path": "x"}}),
+        api.post(
+            f"{url}/noroot",
+            json={"type": "file", "spec": {"root": "nope", "path": "x", "format": "json"}},
+        ),
         400,
         "E18116",
         "unknown data root 'nope'",
