@@ -91,18 +91,15 @@ def _row(session: Session, job: JobRow, name: str) -> ExportRow:
 
 
 def _checked(
-    runtime: Runtime,
-    session: Session,
-    access: ProjectAccess,
-    job: JobRow,
-    type_: str,
-    spec: dict[str, Any],
+    runtime: Runtime, session: Session, job: JobRow, type_: str, spec: dict[str, Any]
 ) -> tuple[Sink, BaseModel]:
     sink = sink_of(type_)
     model = typed_spec(sink, spec)
     sink.validate(model, [SchemaField.model_validate(f) for f in job.schema])
     if isinstance(model, FileExportSpec):
-        views = project_roots(runtime, session, access.project_id, access.project.name)
+        project = session.get(ProjectRow, job.project_id)
+        assert project is not None  # the job was just read in the project
+        views = project_roots(runtime, session, project.id, project.name)
         check_paths(views, model.root, [("spec.path", model.path)])
     secret = sink.secret_name(model)
     if secret is not None:
@@ -131,7 +128,7 @@ def create_export(
     body: ExportCreate,
 ) -> Export:
     job = get_job_row(session, access.project_id, job_name)
-    sink, model = _checked(runtime, session, access, job, body.type, body.spec)
+    sink, model = _checked(runtime, session, job, body.type, body.spec)
     row = ExportRow(
         project_id=access.project_id,
         job_id=job.id,
@@ -161,7 +158,7 @@ def update_export(
 ) -> Export:
     job = get_job_row(session, access.project_id, job_name)
     row = _row(session, job, name)
-    sink, model = _checked(runtime, session, access, job, row.type, spec)
+    sink, model = _checked(runtime, session, job, row.type, spec)
     row.spec = model.model_dump(mode="json", exclude_none=True)
     row.secret_name = sink.secret_name(model)
     row.updated_at = utcnow()

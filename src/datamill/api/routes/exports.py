@@ -39,9 +39,9 @@ def create_export(
     job: ResourceName,
     name: ResourceName,
     body: ExportCreate,
+    runtime: RuntimeDep,
     session: SessionDep,
     access: ProjectEditor,
-    runtime: RuntimeDep,
 ) -> Export:
     return service.create_export(runtime, session, access, job, name, body)
 
@@ -51,9 +51,9 @@ def update_export(
     job: ResourceName,
     name: ResourceName,
     body: ExportUpdate,
+    runtime: RuntimeDep,
     session: SessionDep,
     access: ProjectEditor,
-    runtime: RuntimeDep,
 ) -> Export:
     return service.update_export(runtime, session, access, job, name, body.spec)
 
