@@ -661,8 +661,12 @@ def api_latency_busy(
 # --- setup through the API -----------------------------------------------------------------
 
 
-def create_project(client: httpx.Client, name: str) -> None:
+def create_project(client: httpx.Client, name: str, roots: list[str]) -> None:
+    """A project that sees the whole of ``roots`` (the shared benchmark data), granted by
+    the administrator the benchmark runs as."""
     expect(client.post("/projects", json={"name": name, "description": "benchmarks"}), 201)
+    for root in roots:
+        expect(client.put(f"/data-roots/{root}/grants/{name}"), 200)
 
 
 def create_job(
@@ -855,7 +859,7 @@ def run(options: Options) -> dict[str, Any]:
     try:
         server.start()
         with server.client() as client:
-            create_project(client, project)
+            create_project(client, project, sorted(roots))
             w1 = create_sources_and_jobs(client, project, ["events-*.parquet"], "trivial/tiny.csv")
             schema = w1["schema"]
             figures["datasource_schema"] = schema

@@ -432,7 +432,7 @@ def run(options: Options) -> dict[str, Any]:
     try:
         server.start()
         with server.client() as client:
-            create_project(client, project)
+            create_project(client, project, sorted(roots))
             create_w1(client, project, ["events-*.parquet"])
             expect(
                 client.post(

@@ -392,7 +392,7 @@ class Bench:
                     "type": "file",
                     "spec": {
                         "root": "default",
-                        "paths": [f"{self.project}/tiny.csv"],
+                        "paths": ["tiny.csv"],
                         "fileType": "csv",
                         "delimiter": ",",
                         "containsHeader": True,

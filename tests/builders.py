@@ -18,10 +18,10 @@ TOTALS_SQL = "SELECT device, sum(value) AS total FROM ev GROUP BY device ORDER B
 def make_source(api: Api, project: str, name: str = "events", rows: int = 3) -> str:
     """A CSV data source: ``device`` d0..d2, ``value`` i + 0.5, ``kind`` y/x alternating."""
     lines = ["device,value,kind"] + [f"d{i % 3},{i}.5,{'x' if i % 2 else 'y'}" for i in range(rows)]
-    (api.data_root / project / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    (api.project_files(project) / f"{name}.csv").write_text("\n".join(lines) + "\n")
     spec = {
         "root": "default",
-        "paths": [f"{project}/{name}.csv"],
+        "paths": [f"{name}.csv"],
         "fileType": "csv",
         "delimiter": ",",
         "containsHeader": True,

@@ -143,6 +143,13 @@ class Api:
     def data_root(self) -> Path:
         return self.runtime.settings.resolved_data_roots["default"]
 
+    def project_files(self, project: str, root: str = "default") -> Path:
+        """The project's own folder of a data root: where its relative paths start (unless
+        the root is granted to it), and so where a test puts the files it reads."""
+        folder = self.runtime.settings.resolved_data_roots[root] / project
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
@@ -252,7 +259,7 @@ def project(api: Api) -> str:
     name = f"p_{uuid.uuid4().hex[:10]}"
     response = api.post("/projects", json={"name": name, "description": "test"})
     assert response.status_code == 201, response.text
-    (api.data_root / name).mkdir(parents=True, exist_ok=True)
+    api.project_files(name)
     return name
 
 

@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     data_roots: dict[str, Path] = Field(
         default_factory=dict,
         description=(
-            "Named folders that `file` data sources may read, as JSON "
-            '(`{"default": "/srv/data"}`); default: {"default": data_dir/files}.'
+            "Named folders that `file` data sources and exports use, as JSON "
+            '(`{"default": "/srv/data"}`); default: {"default": data_dir/files}. Each '
+            "project sees only its own folder of a root unless the root is granted to it."
         ),
     )
     secret_key: str | None = Field(

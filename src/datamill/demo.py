@@ -61,7 +61,7 @@ def install_demo(runtime: Runtime) -> bool:
         principal = users.admin_principal(session)
         if principal is None:
             raise RuntimeError("the admin user must exist before the demo is installed")
-        folder = runtime.settings.resolved_data_roots["default"] / "demo"
+        folder = streaming.project_root(runtime.settings, DEMO_PROJECT)
         write_sample_data(folder)
         projects.create_project(
             runtime,
@@ -88,7 +88,7 @@ def install_demo(runtime: Runtime) -> bool:
                     "type": "file",
                     "spec": {
                         "root": "default",
-                        "paths": ["demo/events-*.csv"],
+                        "paths": ["events-*.csv"],
                         "fileType": "csv",
                         "delimiter": ",",
                         "containsHeader": True,
@@ -104,7 +104,7 @@ def install_demo(runtime: Runtime) -> bool:
             DataSourceCreate.model_validate(
                 {
                     "type": "file",
-                    "spec": {"root": "default", "paths": ["demo/devices.json"], "fileType": "json"},
+                    "spec": {"root": "default", "paths": ["devices.json"], "fileType": "json"},
                 }
             ),
         )

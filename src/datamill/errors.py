@@ -92,6 +92,7 @@ class E(Enum):
     MEMBER_NOT_FOUND = ErrorSpec("E18421", 404, "user is not a member of the project")
     LAST_OWNER = ErrorSpec("E18422", 409, "a project keeps at least one owner")
     TOKEN_NOT_FOUND = ErrorSpec("E18431", 404, "token does not exist")
+    GRANT_NOT_FOUND = ErrorSpec("E18441", 404, "the data root is not granted to the project")
     # --- secrets ---
     SECRET_EXISTS = ErrorSpec("E18501", 409, "secret already exists")
     SECRET_NOT_FOUND = ErrorSpec("E18502", 404, "secret does not exist")

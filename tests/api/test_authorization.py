@@ -245,7 +245,7 @@ def world(client: TestClient, admin_token: str, runtime: Runtime) -> Iterator[Wo
             "fileType": "csv",
             "delimiter": ",",
             "containsHeader": True,
-            "paths": [f"{project}/data.csv"],
+            "paths": ["data.csv"],
         },
     }
     _ok(api.post(f"{base}/datasources/{THING}", json=datasource), 201)

@@ -384,7 +384,7 @@ class Fuzzer:
                     "fileType": "csv",
                     "delimiter": ",",
                     "containsHeader": True,
-                    "paths": [f"{self.project}/data.csv"],
+                    "paths": ["data.csv"],
                 },
             },
         }

@@ -31,7 +31,7 @@ def _name(prefix: str) -> str:
 def file_spec(project: str, path: str = "x.csv") -> dict[str, Any]:
     return {
         "root": "default",
-        "paths": [f"{project}/{path}"],
+        "paths": [path],
         "fileType": "csv",
         "delimiter": ",",
         "containsHeader": True,
@@ -106,6 +106,22 @@ def test_members_and_users(run: Run, api: Api, project: str) -> None:
 
     assert f"deleted user '{user}'" in ok(run("users", "delete", user)).stdout
     assert api.post(f"/users/{user}/tokens", json={}).status_code == 404
+
+
+def test_data_roots(run: Run, api: Api, project: str) -> None:
+    granted = as_json(run("-o", "json", "data-roots", "grant", "other", project))
+    assert (granted["root"], granted["project"]) == ("other", project)
+    table = ok(run("data-roots", "list", "--size", "1000")).stdout
+    assert "granted to" in table
+    assert "default" in table
+    listed = as_json(run("-o", "json", "data-roots", "list", "--size", "1000"))
+    roots = {r["name"]: r for r in listed["dataRoots"]}
+    assert project in [g["project"] for g in roots["other"]["grants"]]
+    revoked = ok(run("data-roots", "revoke", "other", project)).stdout
+    assert f"revoked data root 'other' from project '{project}'" in revoked
+    again = run("data-roots", "revoke", "other", project)
+    assert again.exit_code != 0
+    assert "E18441" in again.stderr
 
 
 # --------------------------------------------------------------------------- tokens

@@ -103,7 +103,7 @@ def test_a_file_export_end_to_end(
             "--type",
             "file",
             "--path",
-            f"{project}/out/",
+            "out/",
             "--format",
             "csv",
             "--delimiter",
@@ -118,13 +118,13 @@ def test_a_file_export_end_to_end(
             "1",
         )
     ).stdout
-    for needle in ("daily", f"default:{project}/out/", "spec", "partitionBy", "fileCount"):
+    for needle in ("daily", "default:out/", "spec", "partitionBy", "fileCount"):
         assert needle in created, (needle, created)
     stored = api.get(f"/projects/{project}/jobs/{job}/exports/daily").json()
     assert stored["type"] == "file"
     assert stored["spec"] == {
         "root": "default",
-        "path": f"{project}/out/",
+        "path": "out/",
         "format": "csv",
         "delimiter": ";",
         "compression": "gzip",
@@ -138,7 +138,7 @@ def test_a_file_export_end_to_end(
     listed = as_json(run("-o", "json", "exports", "list", project, job))
     assert (listed["total"], [e["name"] for e in listed["exports"]]) == (1, ["daily"])
     table = ok(run("exports", "list", project, job)).stdout
-    for needle in ("destination", f"default:{project}/out/", "csv", "gzip", "1-1 of 1 exports"):
+    for needle in ("destination", "default:out/", "csv", "gzip", "1-1 of 1 exports"):
         assert needle in table, (needle, table)
     assert "no runs" in ok(run("exports", "history", project, job, "daily")).stdout
 

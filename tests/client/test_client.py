@@ -42,7 +42,7 @@ def _name(prefix: str) -> str:
 def file_spec(project: str, path: str = "x.csv") -> dict[str, object]:
     return {
         "root": "default",
-        "paths": [f"{project}/{path}"],
+        "paths": [path],
         "fileType": "csv",
         "delimiter": ",",
         "containsHeader": True,
@@ -224,7 +224,7 @@ def test_datasource_lifecycle(dm: DatamillClient, project: str, csv_file: Path) 
         ("name", "string"),
         ("amount", "float"),
     ]
-    assert created.spec["paths"] == [f"{project}/x.csv"]
+    assert created.spec["paths"] == ["x.csv"]
     got = dm.datasources.get(project, "sales")
     assert got.schema_ == created.schema_
     assert got.createdAt == created.createdAt
@@ -577,3 +577,29 @@ def test_passed_http_client_is_not_closed(client: TestClient, admin_token: str) 
     own = DatamillClient("http://127.0.0.1:9")
     own.close()
     assert own._http.is_closed
+
+
+# --------------------------------------------------------------------------- data roots
+
+
+def test_data_root_grants(dm: DatamillClient, client: TestClient, project: str) -> None:
+    roots = {r.name: r for r in dm.data_roots.list_all()}
+    assert {"default", "other"} <= set(roots)
+    assert roots["other"].path is not None
+    grant = dm.data_roots.grant("other", project)
+    assert (grant.root, grant.project) == ("other", project)
+    listed = {r.name: r for r in dm.data_roots.iter_all()}
+    assert project in [g.project for g in listed["other"].grants]
+    dm.data_roots.revoke("other", project)
+    with pytest.raises(NotFound) as gone:
+        dm.data_roots.revoke("other", project)
+    assert gone.value.error_code == "E18441"
+    with pytest.raises(BadRequest) as unknown:
+        dm.data_roots.grant("nowhere", project)
+    assert unknown.value.error_code == "E18116"
+    name = _name("u")
+    dm.users.create(name)
+    as_user = DatamillClient(token=dm.users.issue_token(name).token, http=client)
+    with pytest.raises(Forbidden):
+        as_user.data_roots.list()
+    dm.users.delete(name)

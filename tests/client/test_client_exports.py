@@ -111,7 +111,7 @@ def test_run_history_wait_and_rerun(
         job,
         "files",
         type="file",
-        spec={"format": "csv", "delimiter": ",", "path": f"{project}/files/", "retries": 1},
+        spec={"format": "csv", "delimiter": ",", "path": "files/", "retries": 1},
     )
     history = dm.exports.history(project, job, "files")
     assert isinstance(history, ExportHistory)

@@ -251,7 +251,7 @@ def matrix(client: TestClient, admin_token: str, runtime: Runtime, workers: Work
     make_job(api, project)
     for fmt, compression in WRITABLE:
         spec: dict[str, Any] = {
-            "path": f"{project}/matrix/{_name(fmt, compression)}/",
+            "path": f"matrix/{_name(fmt, compression)}/",
             "format": fmt,
             "compression": compression,
             "retries": 1,
@@ -444,7 +444,7 @@ def test_partition_by_and_file_count(
         rich_job,
         "parts",
         "file",
-        {"path": f"{project}/parts/", "format": "parquet", "partitionBy": ["device", "big"]},
+        {"path": "parts/", "format": "parquet", "partitionBy": ["device", "big"]},
     )
     add_export(
         api,
@@ -452,7 +452,7 @@ def test_partition_by_and_file_count(
         rich_job,
         "split",
         "file",
-        {"path": f"{project}/split/", "format": "json", "fileCount": 4},
+        {"path": "split/", "format": "json", "fileCount": 4},
     )
     add_export(
         api,
@@ -461,7 +461,7 @@ def test_partition_by_and_file_count(
         "both",
         "file",
         {
-            "path": f"{project}/both/",
+            "path": "both/",
             "format": "csv",
             "delimiter": "\t",
             "partitionBy": ["kind"],
@@ -537,7 +537,7 @@ def test_partition_values_are_encoded(
         "odd",
         "e",
         "file",
-        {"path": f"{project}/odd/", "format": "json", "partitionBy": ["label"]},
+        {"path": "odd/", "format": "json", "partitionBy": ["label"]},
     )
     run_id, _ = run_job(api, project, "odd")
     assert wait_export(api, project, "odd", "e", run_id)["status"] == "Successful"
@@ -568,7 +568,7 @@ def test_an_empty_result(api: Api, project: str, datasource: str, workers: Worke
         "none",
         "flat",
         "file",
-        {"path": f"{project}/flat/", "format": "csv", "delimiter": ","},
+        {"path": "flat/", "format": "csv", "delimiter": ","},
     )
     add_export(
         api,
@@ -576,7 +576,7 @@ def test_an_empty_result(api: Api, project: str, datasource: str, workers: Worke
         "none",
         "parted",
         "file",
-        {"path": f"{project}/parted/", "format": "parquet", "partitionBy": ["device"]},
+        {"path": "parted/", "format": "parquet", "partitionBy": ["device"]},
     )
     run_id, _ = run_job(api, project, "none")
     for name in ("flat", "parted"):
@@ -600,7 +600,7 @@ def test_save_modes_on_rerun(api: Api, project: str, rich_job: str, workers: Wor
             rich_job,
             mode,
             "file",
-            {"path": f"{project}/{mode}/out-", "format": "json", "saveMode": mode, "retries": 1},
+            {"path": f"{mode}/out-", "format": "json", "saveMode": mode, "retries": 1},
         )
     run_id, batch_time = run_job(api, project, rich_job)
     rows = result_rows(api, project, rich_job, run_id)
@@ -677,7 +677,7 @@ def test_magic_variables_and_the_default_timestamp_name(
         rich_job,
         "dated",
         "file",
-        {"path": f"{project}/dated/$(year)/$(mon)/$(day)/h$(hour)$(min)$(sec)", "format": "json"},
+        {"path": "dated/$(year)/$(mon)/$(day)/h$(hour)$(min)$(sec)", "format": "json"},
     )
     add_export(
         api,
@@ -685,7 +685,7 @@ def test_magic_variables_and_the_default_timestamp_name(
         rich_job,
         "plain",
         "file",
-        {"path": f"{project}/plain/sales-", "format": "json"},
+        {"path": "plain/sales-", "format": "json"},
     )
     run_id, batch_time = run_job(api, project, rich_job)
     for name in ("dated", "plain"):
@@ -721,7 +721,7 @@ def test_retention_deletes_old_local_outputs(
         rich_job,
         "e",
         "file",
-        {"path": f"{project}/kept/day-", "format": "json", "retention": 3},
+        {"path": "kept/day-", "format": "json", "retention": 3},
     )
     run_id, batch_time = run_job(api, project, rich_job)
     entry = wait_export(api, project, rich_job, "e", run_id)
@@ -737,24 +737,37 @@ def test_retention_deletes_old_local_outputs(
 def test_a_symlink_out_of_the_root_is_refused(
     api: Api, project: str, rich_job: str, workers: WorkerPool, tmp_path: Path
 ) -> None:
+    """A link that leaves the project's folder is refused when the export is saved, and a
+    link that appears after the export was saved is caught when it runs, not followed."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (api.data_root / project / "escape").symlink_to(outside)
-    add_export(
-        api, project, rich_job, "e", "file", {"path": f"{project}/escape/x-", "format": "json"}
+    url = f"/projects/{project}/jobs/{rich_job}/exports"
+    assert_error(
+        api.post(
+            f"{url}/e", json={"type": "file", "spec": {"path": "escape/x-", "format": "json"}}
+        ),
+        400,
+        "E18116",
+        "outside its folder of data root 'default'",
     )
-    add_export(
-        api, project, rich_job, "noroot", "file", {"root": "nope", "path": "x", "format": "json"}
+    assert_error(
+        api.post(
+            f"{url}/noroot",
+            json={"type": "file", "spec": {"root": "nope", "path": "x", "format": "json"}},
+        ),
+        400,
+        "E18116",
+        "unknown data root 'nope'",
     )
+    add_export(api, project, rich_job, "e", "file", {"path": "later/x-", "format": "json"})
+    (api.data_root / project / "later").symlink_to(outside)
     run_id, _ = run_job(api, project, rich_job)
     entry = wait_export(api, project, rich_job, "e", run_id)
     assert entry["status"] == "Failed", entry
-    assert "outside its data root" in entry["message"]
+    assert "outside its folder of data root 'default'" in entry["message"]
     assert entry["attempt"] == 1
     assert list(outside.iterdir()) == []
-    entry = wait_export(api, project, rich_job, "noroot", run_id)
-    assert entry["status"] == "Failed", entry
-    assert "unknown data root 'nope'" in entry["message"]
 
 
 # --------------------------------------------------------------------------- S3

@@ -19,13 +19,14 @@ from datamill.connectors.sinks.file.sink import LocalStore
 from datamill.connectors.sinks.outputs.folders import write_folder
 from datamill.connectors.sinks.outputs.layout import SUCCESS
 from datamill.connectors.sinks.outputs.plan import Writer
+from datamill.security.paths import RootView
 
 
 class WatchedStore(LocalStore):
     """The local store, noting after every change whether ``location`` is whole."""
 
     def __init__(self, root: Path, location: Path) -> None:
-        super().__init__(root, "default")
+        super().__init__(_view(root))
         self.location = location
         self.seen: list[tuple[str, bool]] = []
 
@@ -46,6 +47,10 @@ class WatchedStore(LocalStore):
         self._note(f"delete {Path(path).name}")
 
 
+def _view(root: Path) -> RootView:
+    return RootView.of("default", root, "p", shared=True)
+
+
 def _text(content: str) -> Writer:
     def write(stream: object) -> None:
         stream.write(content.encode())  # type: ignore[attr-defined]
@@ -63,7 +68,7 @@ def _publish(store: LocalStore, location: Path, content: str) -> None:
 
 def test_an_overwrite_never_leaves_the_location_missing(tmp_path: Path) -> None:
     location = tmp_path / "out" / "batch"
-    _publish(LocalStore(tmp_path, "default"), location, "old\n")
+    _publish(LocalStore(_view(tmp_path)), location, "old\n")
     store = WatchedStore(tmp_path, location)
 
     _publish(store, location, "new\n")

@@ -352,15 +352,27 @@ def test_a_connection_type_without_connector_fails_clearly(tmp_path: Path) -> No
         run(tmp_path, operators, {})
 
 
-def test_sink_targets_stay_inside_the_project(tmp_path: Path) -> None:
+SINK_ESCAPES = [
+    pytest.param("link/escape", ".", id="link-out-of-the-root"),
+    pytest.param("link/escape", "files/q", id="link-to-another-project"),
+    pytest.param("link/q/escape", "files", id="link-to-the-root"),
+]
+
+
+@pytest.mark.parametrize(("target", "link_to"), SINK_ESCAPES)
+def test_sink_targets_stay_inside_the_project(tmp_path: Path, target: str, link_to: str) -> None:
+    """The sink writes into the project's own folder of the root (files/p), never into
+    another project's (files/q) nor out of the root."""
     (tmp_path / "files" / "p").mkdir(parents=True)
-    (tmp_path / "files" / "p" / "link").symlink_to(tmp_path)
+    (tmp_path / "files" / "q").mkdir(parents=True)
+    (tmp_path / "files" / "p" / "link").symlink_to(tmp_path / link_to)
     operators = [
         op("src", "PipelineSource", [], {"dataSourceId": "in"}),
-        op("out", "DISSink", ["src"], {"target": "link/escape"}),
+        op("out", "DISSink", ["src"], {"target": target}),
     ]
     with pytest.raises(PlanError, match="leads outside"):
         run(tmp_path, operators, {"in": conn("in", "memory", {"records": []})})
+    assert list((tmp_path / "files" / "q").iterdir()) == []
 
 
 class LinesSource(MemorySource):

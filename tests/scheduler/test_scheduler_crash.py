@@ -401,7 +401,7 @@ class Cluster:
                 "type": "file",
                 "spec": {
                     "root": "default",
-                    "paths": [f"{self.project}/events.csv"],
+                    "paths": ["events.csv"],
                     "fileType": "csv",
                     "delimiter": ",",
                     "containsHeader": True,

@@ -532,7 +532,7 @@ def test_symlink_to_etc_passwd_is_refused_as_a_data_source(api: Api, project: st
     folder = api.data_root / project
     os.symlink("/etc/passwd", folder / "passwd.csv")
     (folder / "fine.csv").write_text("a\n1\n")
-    for paths in ([f"{project}/passwd.csv"], [f"{project}/*.csv"], [project]):
+    for paths in (["passwd.csv"], ["*.csv"], ["."]):
         response = api.post(
             f"/projects/{project}/datasources/pw",
             json={
@@ -563,7 +563,7 @@ def test_symlink_added_after_the_source_was_saved_is_refused_at_run_time(
             "type": "file",
             "spec": {
                 "root": "default",
-                "paths": [f"{project}/events*.csv"],
+                "paths": ["events*.csv"],
                 "fileType": "csv",
                 "delimiter": ",",
                 "containsHeader": True,

@@ -17,7 +17,7 @@ from tests.conftest import Api, assert_error
 def csv_spec(project: str, pattern: str = "events*.csv", **extra: Any) -> dict[str, Any]:
     return {
         "root": "default",
-        "paths": [f"{project}/{pattern}"],
+        "paths": [f"{pattern}"],
         "fileType": "csv",
         "delimiter": ",",
         "containsHeader": True,
@@ -52,7 +52,7 @@ def test_create_infers_schema_from_csv(api: Api, project: str, events: Path) -> 
     assert body["noVerifySchema"] is False
     got = api.get(f"/projects/{project}/datasources/ev").json()
     assert got["schema"] == body["schema"]
-    assert got["spec"]["paths"] == [f"{project}/events*.csv"]
+    assert got["spec"]["paths"] == ["events*.csv"]
     assert_error(
         api.post(
             f"/projects/{project}/datasources/ev", json={"type": "file", "spec": csv_spec(project)}
@@ -74,14 +74,14 @@ def test_json_parquet_and_text_formats(api: Api, project: str) -> None:
     base = {"root": "default"}
     cases = {
         "js": (
-            {**base, "paths": [f"{project}/a.json"], "fileType": "json"},
+            {**base, "paths": ["a.json"], "fileType": "json"},
             [("n", "long"), ("s", "string"), ("nested", "string")],
         ),
         "pq": (
-            {**base, "paths": [f"{project}/p.parquet"], "fileType": "parquet"},
+            {**base, "paths": ["p.parquet"], "fileType": "parquet"},
             [("id", "long"), ("half", "float")],
         ),
-        "tx": ({**base, "paths": [f"{project}/log.txt"], "fileType": "text"}, [("text", "string")]),
+        "tx": ({**base, "paths": ["log.txt"], "fileType": "text"}, [("text", "string")]),
     }
     for name, (spec, expected) in cases.items():
         response = api.post(
@@ -120,7 +120,7 @@ def test_file_filter_uses_magic_variables_at_batch_time(
     api: Api, project: str, events: Path
 ) -> None:
     spec = csv_spec(project, pattern="events-", fileFilter="$(date).csv")
-    spec["paths"] = [f"{project}/events-"]
+    spec["paths"] = ["events-"]
     created = api.post(
         f"/projects/{project}/datasources/daily",
         json={
@@ -162,7 +162,7 @@ def test_no_verify_schema_keeps_given_schema(api: Api, project: str) -> None:
             "type": "file",
             "noVerifySchema": True,
             "schema": schema,
-            "spec": {"root": "default", "paths": [f"{project}/none/*.json"], "fileType": "json"},
+            "spec": {"root": "default", "paths": ["none/*.json"], "fileType": "json"},
         },
     )
     assert created.status_code == 201, created.text
@@ -210,7 +210,7 @@ def test_given_schema_is_verified_against_data(api: Api, project: str, events: P
 
 
 def test_update_may_add_but_never_remove_or_retype(api: Api, project: str) -> None:
-    spec = {"root": "default", "paths": [f"{project}/*.json"], "fileType": "json"}
+    spec = {"root": "default", "paths": ["*.json"], "fileType": "json"}
     schema = [{"key": "a", "valtype": "long"}, {"key": "b", "valtype": "string"}]
     assert (
         api.post(
@@ -356,7 +356,7 @@ def test_no_matching_files_and_unreadable_data(api: Api, project: str) -> None:
         f"/projects/{project}/datasources/empty",
         json={
             "type": "file",
-            "spec": {"root": "default", "paths": [f"{project}/nothing*.json"], "fileType": "json"},
+            "spec": {"root": "default", "paths": ["nothing*.json"], "fileType": "json"},
         },
     )
     assert_error(none, 400, "E18115", "no files match")
@@ -367,7 +367,7 @@ def test_no_matching_files_and_unreadable_data(api: Api, project: str) -> None:
             "type": "file",
             "spec": {
                 "root": "default",
-                "paths": [f"{project}/broken.parquet"],
+                "paths": ["broken.parquet"],
                 "fileType": "parquet",
             },
         },

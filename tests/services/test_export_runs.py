@@ -23,7 +23,7 @@ def test_waiting_for_an_export_run_and_reading_its_log(
     api: Api, project: str, workers: WorkerPool
 ) -> None:
     make_job(api, project, "rich", rows=6)
-    spec = {"path": f"{project}/files/", "format": "json", "retries": 1}
+    spec = {"path": "files/", "format": "json", "retries": 1}
     add_export(api, project, "rich", "files", "file", spec)
     run_id = start(api, project, "rich")
     path = export_run_path(project, "rich", "files", run_id)
@@ -61,7 +61,7 @@ def test_waiting_for_an_export_run_and_reading_its_log(
     assert sum("writing 6 rows" in line for line in lines) == 2, lines
 
     # an export newer than the batch has no run for it: 404 at once, even with a wait
-    add_export(api, project, "rich", "late", "file", {"path": f"{project}/late/", "format": "json"})
+    add_export(api, project, "rich", "late", "file", {"path": "late/", "format": "json"})
     began = time.monotonic()
     late = api.get(export_run_path(project, "rich", "late", run_id), params={"waitSeconds": 30})
     assert_error(late, 404, "E18230", "export 'late' has no run", "created after")
@@ -78,9 +78,7 @@ def test_waiting_for_an_export_run_and_reading_its_log(
 @pytest.mark.slow
 def test_a_wait_on_a_batch_still_running(api: Api, project: str, workers: WorkerPool) -> None:
     heavy_job(api, project, "heavy")
-    add_export(
-        api, project, "heavy", "files", "file", {"path": f"{project}/heavy/", "format": "json"}
-    )
+    add_export(api, project, "heavy", "files", "file", {"path": "heavy/", "format": "json"})
     run_id = start(api, project, "heavy")
     path = export_run_path(project, "heavy", "files", run_id)
 

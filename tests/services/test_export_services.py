@@ -224,7 +224,7 @@ def make_events(api: Api, project: str) -> None:
             "type": "file",
             "spec": {
                 "root": "default",
-                "paths": [f"{project}/events.parquet"],
+                "paths": ["events.parquet"],
                 "fileType": "parquet",
             },
         },

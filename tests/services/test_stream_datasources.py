@@ -182,7 +182,7 @@ def test_secrets_by_name_decrypted_for_the_engine_and_kept_while_used(
 
 def test_file_source_is_not_a_stream_connection(api: Api, project: str) -> None:
     (api.data_root / project / "a.json").write_text('{"n": 1}\n')
-    spec = {"root": "default", "paths": [f"{project}/a.json"], "fileType": "json"}
+    spec = {"root": "default", "paths": ["a.json"], "fileType": "json"}
     assert create(api, project, "files", "file", spec).status_code == 201
     from datamill.errors import DatamillError
 
@@ -281,7 +281,7 @@ def test_connection_problems_for_the_streaming_check(api: Api, project: str) -> 
     assert create(api, project, "broker", "kafka", KAFKA).status_code == 201
     assert create(api, project, "fn", "function", FUNCTION).status_code == 201
     (api.data_root / project / "a.json").write_text('{"n": 1}\n')
-    spec = {"root": "default", "paths": [f"{project}/a.json"], "fileType": "json"}
+    spec = {"root": "default", "paths": ["a.json"], "fileType": "json"}
     assert create(api, project, "files", "file", spec).status_code == 201
     with api.runtime.sessions() as session:
         project_id = _project_id(api, project)

@@ -433,7 +433,7 @@ def test_a_connection_of_the_wrong_type_is_named(api: Api, project: str) -> None
     connection(api, project, "fn", "function")
     connection(api, project, "topic", "kafka")
     (api.data_root / project / "a.json").write_text('{"n": 1}\n')
-    spec = {"root": "default", "paths": [f"{project}/a.json"], "fileType": "json"}
+    spec = {"root": "default", "paths": ["a.json"], "fileType": "json"}
     made = api.post(f"/projects/{project}/datasources/files", json={"type": "file", "spec": spec})
     assert made.status_code == 201, made.text
     body = valid_pipeline()

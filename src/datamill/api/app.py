@@ -16,6 +16,7 @@ from datamill.api.errors import ERROR_RESPONSES, install_error_handlers
 from datamill.api.middleware import RequestContextMiddleware
 from datamill.api.routes import (
     batch,
+    data_roots,
     datasources,
     exports,
     health,
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for module in (
         projects,
         users,
+        data_roots,
         secrets,
         datasources,
         variables,

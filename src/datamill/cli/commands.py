@@ -1,4 +1,5 @@
-"""The client command groups: token, projects, users, datasources, schemas, variables, secrets."""
+"""The client command groups: token, projects, users, data roots, datasources, schemas,
+variables, secrets."""
 
 from __future__ import annotations
 
@@ -89,6 +90,11 @@ VARIABLE_COLUMNS: list[Column] = [
     ("system", lambda v: v.system),
     ("value", lambda v: v.value),
     ("format", lambda v: v.format),
+]
+DATA_ROOT_COLUMNS: list[Column] = [
+    ("name", lambda r: r.name),
+    ("path", lambda r: r.path if r.path is not None else "(not configured)"),
+    ("granted to", lambda r: ", ".join(g.project for g in r.grants)),
 ]
 SECRET_COLUMNS: list[Column] = [
     ("name", lambda s: s.name),
@@ -290,6 +296,42 @@ def users_issue_token(
         lambda dm: dm.users.issue_token(user, name, expires_in_days=expires_in_days),
         _show_issued,
     )
+
+
+# --------------------------------------------------------------------------- data roots
+
+data_roots_app = typer.Typer(
+    help="Data roots (administrators only): a project sees only its own folder of a root "
+    "unless the root is granted to it."
+)
+RootArg = Annotated[str, typer.Argument(help="data root name", show_default=False)]
+GranteeArg = Annotated[str, typer.Argument(help="project name", show_default=False)]
+
+
+@data_roots_app.command("list")
+def data_roots_list(ctx: typer.Context, page: PageOpt = 1, size: SizeOpt = 50) -> None:
+    """List the data roots and the projects each is granted to."""
+    list_command(
+        ctx,
+        lambda dm: dm.data_roots.list(page=page, size=size),
+        "dataRoots",
+        DATA_ROOT_COLUMNS,
+        "data roots",
+    )
+
+
+@data_roots_app.command("grant")
+def data_roots_grant(ctx: typer.Context, root: RootArg, project: GranteeArg) -> None:
+    """Grant a whole root to a project: its paths there become relative to the root."""
+    get_command(ctx, lambda dm: dm.data_roots.grant(root, project))
+
+
+@data_roots_app.command("revoke")
+def data_roots_revoke(ctx: typer.Context, root: RootArg, project: GranteeArg) -> None:
+    """Revoke a grant: the project sees only its own folder of the root again."""
+    dm = get_client(ctx)
+    dm.data_roots.revoke(root, project)
+    done(get_state(ctx), f"revoked data root '{root}' from project '{project}'")
 
 
 # --------------------------------------------------------------------------- datasources
@@ -617,6 +659,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("token", token_app),
     ("projects", projects_app),
     ("users", users_app),
+    ("data-roots", data_roots_app),
     ("datasources", datasources_app),
     ("schemas", schemas_app),
     ("variables", variables_app),

@@ -30,6 +30,7 @@ from datamill.client.errors import (
 from datamill.client.models import Health, Page, Version
 from datamill.client.resources import (
     BatchAPI,
+    DataRootsAPI,
     DataSourcesAPI,
     ExportsAPI,
     JobsAPI,
@@ -46,6 +47,7 @@ from datamill.client.resources import (
 __all__ = [
     "DEFAULT_URL",
     "BatchAPI",
+    "DataRootsAPI",
     "DataSourcesAPI",
     "DatamillClient",
     "ExportsAPI",
@@ -76,11 +78,12 @@ class DatamillClient:
     (seconds) applies to the client's own ``httpx.Client`` only.
 
     Resources hang off the client: :attr:`projects` (with :attr:`ProjectsAPI.members`),
-    :attr:`users`, :attr:`tokens`, :attr:`datasources`, :attr:`schemas`, :attr:`variables`,
-    :attr:`secrets`, :attr:`jobs` (batch SQL jobs and their runs), :attr:`exports` (where a
-    job's results go after each run), :attr:`batch` (stop or rerun one run) and
-    :attr:`streaming` (streaming pipelines: check, start, stop, records in, metrics). Use the
-    client as a context manager, or call :meth:`close`.
+    :attr:`users`, :attr:`tokens`, :attr:`data_roots` (administrators: who sees which data
+    root whole), :attr:`datasources`, :attr:`schemas`, :attr:`variables`, :attr:`secrets`,
+    :attr:`jobs` (batch SQL jobs and their runs), :attr:`exports` (where a job's results go
+    after each run), :attr:`batch` (stop or rerun one run) and :attr:`streaming` (streaming
+    pipelines: check, start, stop, records in, metrics). Use the client as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class DatamillClient:
         self.projects = ProjectsAPI(self)
         self.users = UsersAPI(self)
         self.tokens = TokensAPI(self)
+        self.data_roots = DataRootsAPI(self)
         self.datasources = DataSourcesAPI(self)
         self.schemas = SchemasAPI(self)
         self.variables = VariablesAPI(self)

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from datamill.domain.data_roots import DataRoot, DataRootGrant
 from datamill.domain.datasources import DataSource, Preview, SchemaField
 from datamill.domain.exports import Export, ExportHistory
 from datamill.domain.exports import canonical_type as canonical_export_type
@@ -61,6 +62,8 @@ __all__ = [
     "TERMINAL",
     "Computation",
     "Container",
+    "DataRoot",
+    "DataRootGrant",
     "DataSource",
     "Export",
     "ExportHistory",

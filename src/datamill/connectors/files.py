@@ -20,7 +20,7 @@ from datamill.connectors.outbound.webhdfs import WebHdfs, WebHdfsFileSystem
 from datamill.domain.datasources import FileSpec, FormatSpec, HdfsSpec, S3Spec
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_host
-from datamill.security.paths import data_root, expand_glob
+from datamill.security.paths import RootView, data_root
 
 
 @dataclass
@@ -46,9 +46,10 @@ class FileSet:
 
 @dataclass
 class SourceContext:
-    """What a source may need beyond its spec: the administrator's settings and secrets."""
+    """What a source may need beyond its spec: the administrator's settings and secrets;
+    ``data_roots`` are what the data source's project sees of each data root."""
 
-    data_roots: Mapping[str, Path]
+    data_roots: Mapping[str, RootView]
     outbound_allow: list[str]
     secret_values: Mapping[str, str] = field(default_factory=dict)
     file_filter: str = ""
@@ -69,12 +70,13 @@ class LocalFiles:
 
     def list_files(self, spec: FormatSpec, ctx: SourceContext) -> FileSet:
         assert isinstance(spec, FileSpec)
-        root = data_root(ctx.data_roots, spec.root)
+        view = data_root(ctx.data_roots, spec.root)
+        view.make_base()
         found: set[Path] = set()
         for i, path in enumerate(spec.paths):
             pattern = path + ctx.file_filter
-            found.update(expand_glob(root, pattern, f"spec.paths[{i}]"))
-        return FileSet(urls=[str(p) for p in sorted(found)], local_dirs=[root])
+            found.update(view.expand(pattern, f"spec.paths[{i}]"))
+        return FileSet(urls=[str(p) for p in sorted(found)], local_dirs=[view.base])
 
 
 class S3Files:

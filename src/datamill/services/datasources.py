@@ -28,6 +28,7 @@ from datamill.domain.datasources import (
     DataSource,
     DataSourceCreate,
     DataSourceUpdate,
+    FileSpec,
     FormatSpec,
     Preview,
     S3Spec,
@@ -45,6 +46,7 @@ from datamill.engines.base import BatchSession, Limits, QueryFailed, Sandbox, Ta
 from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_targets
 from datamill.services.access import ProjectAccess
+from datamill.services.data_roots import check_paths, project_roots
 from datamill.services.runtime import Runtime
 from datamill.services.secrets import secret_values
 from datamill.services.variables import load_resolver
@@ -165,12 +167,22 @@ class SourceReader:
             resolver = resolver or load_resolver(self.session, self.project_id, at)
             file_filter = resolver.expand(spec.fileFilter, "spec.fileFilter")
         ctx = SourceContext(
-            data_roots=settings.resolved_data_roots,
+            data_roots=project_roots(
+                self.runtime, self.session, self.project_id, self.project_name
+            ),
             outbound_allow=settings.outbound_allow,
             secret_values=values,
             file_filter=file_filter,
         )
         return FILE_SOURCES[type_].list_files(spec, ctx)
+
+    def check_paths(self, spec: FormatSpec) -> None:
+        """Refuse local paths that leave what the project sees of its data root, at save."""
+        if isinstance(spec, FileSpec):
+            views = project_roots(self.runtime, self.session, self.project_id, self.project_name)
+            check_paths(
+                views, spec.root, [(f"spec.paths[{i}]", p) for i, p in enumerate(spec.paths)]
+            )
 
     @contextmanager
     def engine_session(self, files: FileSet) -> Iterator[BatchSession]:
@@ -300,6 +312,7 @@ def create_datasource(
     spec = _typed_spec(body.type, body.spec)
     check_targets(spec.outbound_targets(), runtime.settings.outbound_allow)
     reader = SourceReader.of(runtime, session, access)
+    reader.check_paths(spec)
     if body.noVerifySchema:
         if spec.fileFilter:
             load_resolver(session, access.project_id, utcnow()).check(
@@ -346,6 +359,8 @@ def update_datasource(
         return _out(row)
     spec = _typed_spec(row.type, body.spec)
     check_targets(spec.outbound_targets(), runtime.settings.outbound_allow)
+    reader = SourceReader.of(runtime, session, access)
+    reader.check_paths(spec)
     old = [SchemaField.model_validate(f) for f in row.schema]
     if row.no_verify_schema:
         if _secret_name(spec):
@@ -354,7 +369,6 @@ def update_datasource(
             )
         new = list(body.schema_) if body.schema_ is not None else old
     else:
-        reader = SourceReader.of(runtime, session, access)
         new = _verified_schema(reader.infer(row.type, spec, utcnow()), body.schema_)
     problems = schema_changes(old, new)
     if problems:

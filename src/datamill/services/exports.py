@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from datamill.connectors.sinks import SINKS
 from datamill.connectors.sinks.base import ExportBatch, ExportContext, ExportOutcome, Sink
+from datamill.connectors.sinks.file.spec import FileExportSpec
 from datamill.domain.common import Page, validation_failure
 from datamill.domain.datasources import SchemaField
 from datamill.domain.exports import EXPORT_TYPE_ALIASES, Export, ExportCreate, ExportHistory
@@ -38,6 +39,7 @@ from datamill.errors import DatamillError, E
 from datamill.security.outbound import check_targets
 from datamill.services import runs
 from datamill.services.access import ProjectAccess
+from datamill.services.data_roots import check_paths, project_roots
 from datamill.services.jobrefs import get_job_row
 from datamill.services.runtime import Runtime
 from datamill.services.secrets import secret_values
@@ -102,6 +104,11 @@ def _checked(
     sink = sink_of(type_)
     model = typed_spec(sink, spec)
     sink.validate(model, [SchemaField.model_validate(f) for f in job.schema])
+    if isinstance(model, FileExportSpec):
+        project = session.get(ProjectRow, job.project_id)
+        assert project is not None  # the job was just read in the project
+        views = project_roots(runtime, session, project.id, project.name)
+        check_paths(views, model.root, [("spec.path", model.path)])
     secret = sink.secret_name(model)
     values = (
         secret_values(runtime, session, job.project_id, secret, "spec.secret") if secret else {}
@@ -409,7 +416,7 @@ def execute_export(
         resolver=Resolver(variables, run.batch_time, run.params),
     )
     ctx = ExportContext(
-        data_roots=runtime.settings.resolved_data_roots,
+        data_roots=project_roots(runtime, session, project.id, project.name),
         outbound_allow=runtime.settings.outbound_allow,
         secret_values=values,
         temp_dir=temp_dir,

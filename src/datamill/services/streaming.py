@@ -46,6 +46,7 @@ from datamill.domain.streaming import (
 )
 from datamill.domain.streaming import check_delete as check_deletable
 from datamill.errors import DatamillError, E
+from datamill.security.paths import project_folder
 from datamill.services.access import ProjectAccess
 from datamill.services.datasources import stream_connection_problems
 from datamill.services.runtime import Runtime
@@ -341,7 +342,7 @@ def project_root(settings: Settings, project: str) -> Path:
     """The project's folder in the default data root (DISSink targets live under it)."""
     roots = settings.resolved_data_roots
     root = roots.get("default") or next(iter(roots.values()))
-    return root / project
+    return project_folder(root, project)
 
 
 def _has_ingest_source(body: dict[str, Any]) -> bool:

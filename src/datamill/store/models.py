@@ -1,6 +1,7 @@
 """Imports every table module so that ``Base.metadata`` knows the whole schema."""
 
 from datamill.store import (
+    data_roots,
     datasources,
     exports,
     jobs,
@@ -15,6 +16,7 @@ from datamill.store.base import Base
 
 __all__ = [
     "Base",
+    "data_roots",
     "datasources",
     "exports",
     "jobs",

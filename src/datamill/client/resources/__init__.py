@@ -1,6 +1,7 @@
 """The client's resources, one module per router of the API (``datamill.api.routes``)."""
 
 from datamill.client.resources.batch import BatchAPI
+from datamill.client.resources.data_roots import DataRootsAPI
 from datamill.client.resources.datasources import DataSourcesAPI, SchemasAPI
 from datamill.client.resources.exports import ExportsAPI
 from datamill.client.resources.jobs import JobsAPI
@@ -12,6 +13,7 @@ from datamill.client.resources.variables import VariablesAPI
 
 __all__ = [
     "BatchAPI",
+    "DataRootsAPI",
     "DataSourcesAPI",
     "ExportsAPI",
     "JobsAPI",

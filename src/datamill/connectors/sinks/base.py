@@ -27,6 +27,7 @@ from datamill.connectors.outbound.errors import OutboundError, TransientOutbound
 from datamill.domain.datasources import SchemaField
 from datamill.domain.variables import Resolver
 from datamill.security.outbound import OutboundTarget
+from datamill.security.paths import RootView
 
 SinkError = OutboundError
 """The export failed in a way a retry will not fix (bad data, refused request). A sink
@@ -75,9 +76,10 @@ class ExportBatch:
 
 @dataclass
 class ExportContext:
-    """What a sink may use besides its spec."""
+    """What a sink may use besides its spec; ``data_roots`` are what the export's project
+    sees of each data root."""
 
-    data_roots: Mapping[str, Path]
+    data_roots: Mapping[str, RootView]
     outbound_allow: list[str]
     secret_values: Mapping[str, str]
     temp_dir: Path

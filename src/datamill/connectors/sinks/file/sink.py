@@ -26,34 +26,29 @@ from datamill.connectors.sinks.outputs.formats import check_partitions
 from datamill.connectors.sinks.outputs.layout import TEMP_NAME, output_location
 from datamill.connectors.sinks.outputs.plan import ParquetCopy, Writer
 from datamill.domain.datasources import SchemaField
-from datamill.errors import DatamillError, E
 from datamill.security.outbound import OutboundTarget
-from datamill.security.paths import check_relative_path, data_root, resolve_inside
+from datamill.security.paths import RootView, check_relative_path, data_root
 
 
 class LocalStore:
-    """A folder under a data root; paths are absolute, already checked to stay inside."""
+    """What a project sees of a data root; paths are absolute, already checked to stay in."""
 
-    def __init__(self, real_root: Path, root_name: str) -> None:
-        self.root = real_root
-        self.root_name = root_name
+    def __init__(self, view: RootView) -> None:
+        self.view = view
+        self.root = view.base.resolve()
 
     def show(self, path: str) -> str:
         try:
             rel = Path(path).relative_to(self.root).as_posix()
         except ValueError:
             rel = path
-        return f"{self.root_name}:{rel}"
+        return f"{self.view.name}:{rel}"
 
     def _fail(self, action: str, path: str, exc: OSError) -> SinkError:
         return SinkError(f"{action} {self.show(path)}: {exc.strerror or first_line(exc)}")
 
     def _inside(self, path: str) -> None:
-        resolved = Path(path).resolve()
-        if resolved != self.root and self.root not in resolved.parents:
-            raise DatamillError(
-                E.PATH_REFUSED, f"spec.path: '{self.show(path)}' leads outside its data root"
-            )
+        self.view.ensure(Path(path), self.show(path), "spec.path")
 
     def kind(self, path: str) -> str | None:
         if os.path.islink(path):
@@ -160,15 +155,15 @@ class FileSink:
 
     def write(self, spec: BaseModel, batch: ExportBatch, ctx: ExportContext) -> ExportOutcome:
         assert isinstance(spec, FileExportSpec)
-        root = data_root(ctx.data_roots, spec.root)
-        real_root = root.resolve()
+        view = data_root(ctx.data_roots, spec.root)
+        view.make_base()
         relative = output_location(spec.path, batch, "spec.path")
         check_relative_path(relative, "spec.path")
-        location = resolve_inside(real_root, relative, "spec.path")
-        store = LocalStore(real_root, spec.root)
+        location = view.resolve(relative, "spec.path")
+        store = LocalStore(view)
 
         def base_of(literal: str) -> str:
-            return str(resolve_inside(real_root, literal, "spec.path") if literal else real_root)
+            return str(view.resolve(literal, "spec.path") if literal else store.root)
 
         return folder_export(store, str(location), base_of, spec.path, spec, batch, ctx)
 

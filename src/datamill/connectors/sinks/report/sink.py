@@ -100,11 +100,10 @@ def _sqlite_engine(
     if not database or database == ":memory:" or url.query:
         raise SinkError(f"secret '{spec.secret}': a sqlite URL needs a file path and no options")
     path = Path(database).resolve()
-    roots = [Path(r).resolve() for r in ctx.data_roots.values()]
-    if not any(path == r or r in path.parents for r in roots) or path.is_dir():
+    if not any(view.contains(path) for view in ctx.data_roots.values()) or path.is_dir():
         raise DatamillError(
             E.PATH_REFUSED,
-            f"spec.secret: the sqlite file '{database}' is outside the server's data roots",
+            f"spec.secret: the sqlite file '{database}' is outside the project's data roots",
             field="spec.secret",
         )
     path.parent.mkdir(parents=True, exist_ok=True)
