@@ -42,7 +42,7 @@ def _file_source() -> Body:
         "type": "file",
         "spec": {
             "root": "default",
-            "paths": ["{project}/events.csv"],
+            "paths": ["events.csv"],
             "fileType": "csv",
             "delimiter": ",",
             "containsHeader": True,

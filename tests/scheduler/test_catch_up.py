@@ -51,10 +51,9 @@ def test_one_tick_runs_every_on_time_fire_time(
         f"c_{misfire}_{overlap}",
         {"crontab": EVERY_SECOND, "misfire": misfire, "overlap": overlap},
     )
-    result = tick_at(api, CATCH_UP_AT)
+    tick_at(api, CATCH_UP_AT)  # it also queues other tests' jobs: count this one's runs
     expected = [T0 + timedelta(seconds=s) for s in seconds]
     assert batch_times(api, job.id) == expected
-    assert result.queued == len(expected)
     row = job_row(api, job.id)
     assert row.next_fire_at == CATCH_UP_AT + timedelta(seconds=1)
     assert row.last_fire_at == CATCH_UP_AT

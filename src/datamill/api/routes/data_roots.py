@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import AfterValidator
 
 from datamill.api.deps import CurrentUser, PageDep, RuntimeDep, SessionDep
-from datamill.domain.common import Model, check_name
+from datamill.domain.common import NAME_RULE_TEXT, NAME_SCHEMA, Model, check_name
 from datamill.domain.data_roots import ROOT_NAME_RULE, DataRoot, DataRootGrant
 from datamill.services import data_roots as service
 
@@ -17,7 +17,12 @@ router = APIRouter(tags=["data roots"])
 RootName = Annotated[
     str, Path(description="data root name", pattern=ROOT_NAME_RULE.pattern, max_length=64)
 ]
-GrantedProject = Annotated[str, AfterValidator(check_name), Path(description="project name")]
+GrantedProject = Annotated[
+    str,
+    AfterValidator(check_name),
+    NAME_SCHEMA,
+    Path(description=f"project name: {NAME_RULE_TEXT} (else 400 E18103)"),
+]
 
 
 class DataRootList(Model):
