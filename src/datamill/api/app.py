@@ -16,6 +16,7 @@ from datamill.api.middleware import RequestContextMiddleware
 from datamill.api.routes import (
     batch,
     datasources,
+    engines,
     exports,
     health,
     jobs,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         projects,
         users,
         secrets,
+        engines,
         datasources,
         variables,
         jobs,

@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 from datamill.domain.datasources import FormatSpec, SchemaField, parse_spec
 from datamill.domain.jobs import Src, SrcType
 from datamill.domain.variables import Resolver, VariableIn
-from datamill.engines.base import FileStamp, Limits, Sandbox, TableInput
+from datamill.engines.base import Endpoint, FileStamp, Limits, Sandbox, TableInput
 from datamill.errors import DatamillError, E
 from datamill.security.sql_gate import gate
 from datamill.services.datasources import SourceReader
+from datamill.services.engine_connections import resolve
 from datamill.services.jobrefs import body_of, effective, get_job_row
 from datamill.services.runtime import Runtime
 from datamill.store.datasources import DataSourceRow
@@ -55,6 +56,8 @@ class PreparedRun:
     target: Path
     bytes_in: int
     notes: list[str] = field(default_factory=list)
+    endpoint: Endpoint | None = None
+    """Where a remote engine answers (the job's engine connection)."""
 
 
 def _src_spec(ds: DataSourceRow, src: Src) -> FormatSpec:
@@ -144,8 +147,12 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
         limits=limits,
     )
     target = warehouse(runtime, project.name, job.name) / batch_key(run.batch_time)
+    engine = resolve(runtime, session, project.id, body.engine)
+    if engine.endpoint is not None:
+        notes.append(f"engine: {engine.engine.type} at {engine.endpoint.url} ('{body.engine}')")
     return PreparedRun(
-        engine=body.engine,
+        engine=engine.engine.type,
+        endpoint=engine.endpoint,
         sql=sql,
         tables=tables,
         sandbox=sandbox,

@@ -2,6 +2,7 @@
 
 from datamill.store import (
     datasources,
+    engines,
     exports,
     jobs,
     projects,
@@ -16,6 +17,7 @@ from datamill.store.base import Base
 __all__ = [
     "Base",
     "datasources",
+    "engines",
     "exports",
     "jobs",
     "projects",
