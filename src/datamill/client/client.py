@@ -31,6 +31,7 @@ from datamill.client.models import Health, Page, Version
 from datamill.client.resources import (
     BatchAPI,
     DataSourcesAPI,
+    EnginesAPI,
     ExportsAPI,
     JobsAPI,
     MembersAPI,
@@ -48,6 +49,7 @@ __all__ = [
     "BatchAPI",
     "DataSourcesAPI",
     "DatamillClient",
+    "EnginesAPI",
     "ExportsAPI",
     "JobsAPI",
     "MembersAPI",
@@ -77,10 +79,10 @@ class DatamillClient:
 
     Resources hang off the client: :attr:`projects` (with :attr:`ProjectsAPI.members`),
     :attr:`users`, :attr:`tokens`, :attr:`datasources`, :attr:`schemas`, :attr:`variables`,
-    :attr:`secrets`, :attr:`jobs` (batch SQL jobs and their runs), :attr:`exports` (where a
-    job's results go after each run), :attr:`batch` (stop or rerun one run) and
-    :attr:`streaming` (streaming pipelines: check, start, stop, records in, metrics). Use the
-    client as a context manager, or call :meth:`close`.
+    :attr:`secrets`, :attr:`engines` (engine connections), :attr:`jobs` (batch SQL jobs and
+    their runs), :attr:`exports` (where a job's results go after each run), :attr:`batch`
+    (stop or rerun one run) and :attr:`streaming` (streaming pipelines: check, start, stop,
+    records in, metrics). Use the client as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class DatamillClient:
         self.schemas = SchemasAPI(self)
         self.variables = VariablesAPI(self)
         self.secrets = SecretsAPI(self)
+        self.engines = EnginesAPI(self)
         self.jobs = JobsAPI(self)
         self.exports = ExportsAPI(self)
         self.batch = BatchAPI(self)

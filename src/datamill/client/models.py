@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from datamill.domain.datasources import DataSource, Preview, SchemaField
+from datamill.domain.engines import EngineConnection
 from datamill.domain.exports import Export, ExportHistory
 from datamill.domain.exports import canonical_type as canonical_export_type
 from datamill.domain.jobs import (
@@ -62,6 +63,7 @@ __all__ = [
     "Computation",
     "Container",
     "DataSource",
+    "EngineConnection",
     "Export",
     "ExportHistory",
     "ExportRunEntry",

@@ -2,6 +2,7 @@
 
 from datamill.client.resources.batch import BatchAPI
 from datamill.client.resources.datasources import DataSourcesAPI, SchemasAPI
+from datamill.client.resources.engines import EnginesAPI
 from datamill.client.resources.exports import ExportsAPI
 from datamill.client.resources.jobs import JobsAPI
 from datamill.client.resources.projects import MembersAPI, ProjectsAPI
@@ -13,6 +14,7 @@ from datamill.client.resources.variables import VariablesAPI
 __all__ = [
     "BatchAPI",
     "DataSourcesAPI",
+    "EnginesAPI",
     "ExportsAPI",
     "JobsAPI",
     "MembersAPI",
