@@ -213,15 +213,17 @@ HEAVY = (
 
 
 def running_tasks(server: RunningServer, offset: int, timeout: float = 60) -> None:
-    """Wait until the server's log says tasks run (after ``offset``)."""
+    """Wait until the server's log (after ``offset``) says a query's shuffle stage was
+    submitted: the query is planned and its tasks run (reading a source's schema runs
+    tasks too, but no shuffle stage)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with server.log_file.open("rb") as log:
             log.seek(offset)
-            if b"Executor: Running task" in log.read():
+            if b"missing tasks from ShuffleMapStage" in log.read():
                 return
         time.sleep(0.1)
-    raise AssertionError("Spark started no task")
+    raise AssertionError("Spark started no stage of the query")
 
 
 @slow

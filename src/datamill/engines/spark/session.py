@@ -31,7 +31,6 @@ with warnings.catch_warnings():  # pyspark warns about pandas versions on import
     warnings.simplefilter("ignore")
     import pyarrow.parquet as pq
     from pyspark.errors import PySparkException
-    from pyspark.errors.exceptions.connect import SparkConnectGrpcException
     from pyspark.sql import types as T
     from pyspark.sql.connect.client.core import DefaultChannelBuilder
     from pyspark.sql.connect.client.retries import DefaultPolicy
@@ -73,7 +72,13 @@ RETRIES = DefaultPolicy(
 )
 """Connection retries: about 2.6 s in all before a server is called unreachable."""
 
-_UNAVAILABLE = ("UNAVAILABLE", "failed to connect", "connection refused", "Socket closed")
+_UNAVAILABLE = (
+    "UNAVAILABLE",
+    "failed to connect",
+    "connection refused",
+    "Socket closed",
+    "Channel closed",
+)
 
 
 def _to_valtype(kind: T.DataType) -> ValType:
@@ -139,18 +144,17 @@ class SparkBatchSession:
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
-        """Spark's exceptions as the engine interface's."""
+        """Spark's exceptions as the engine interface's (after :meth:`interrupt`, whatever
+        ends the statement is the interruption: a released session fails its call too)."""
         try:
             yield
-        except PySparkException as exc:
+        except (PySparkException, OSError, ValueError) as exc:
             if self.interrupted:
                 raise Interrupted from None
-            if isinstance(exc, SparkConnectGrpcException) and _is_unavailable(exc):
-                raise self._unavailable(exc) from None
-            raise QueryFailed(self._message(exc)) from None
-        except (OSError, ValueError) as exc:  # grpc channel errors surface as these too
             if _is_unavailable(exc):
                 raise self._unavailable(exc) from None
+            if isinstance(exc, PySparkException):
+                raise QueryFailed(self._message(exc)) from None
             raise
 
     def _unavailable(self, exc: BaseException) -> Unavailable:
