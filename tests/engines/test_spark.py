@@ -9,10 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
-from benchmarks.bench_batch import W1_SQL, compare_results, sql_list
-from benchmarks.w1_data import generate
+from benchmarks.bench_batch import W1_SQL, compare_results
 
 from datamill import engines
 from datamill.domain.datasources import FormatSpec, SchemaField, ValType
@@ -28,9 +26,9 @@ from datamill.engines.base import (
 )
 from datamill.engines.spark import SparkEngine
 from datamill.engines.spark.sql import locate, to_spark
+from tests.runtime import test_streaming_reliability
 from tests.servers import RunningServer, free_port
 
-W1_EVENTS = 100_000
 W1_SCHEMA = [
     SchemaField(key="device_id", valtype=ValType.string),
     SchemaField(key="event_time", valtype=ValType.date),
@@ -38,6 +36,7 @@ W1_SCHEMA = [
     SchemaField(key="status", valtype=ValType.string),
 ]
 PARQUET = FormatSpec(fileType="parquet")
+w1 = test_streaming_reliability.w1  # W1's data (small) and plain DuckDB's W1 result
 
 
 # --------------------------------------------------------------------------- no server
@@ -105,20 +104,6 @@ def test_a_spark_error_is_placed_in_the_jobs_own_sql() -> None:
 # --------------------------------------------------------------------------- real server
 
 slow = pytest.mark.slow  # a JVM starts once per session (10-20 s)
-
-
-@pytest.fixture(scope="module")
-def w1(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
-    """W1's data (small) and plain DuckDB's W1 result over it."""
-    folder = tmp_path_factory.mktemp("w1")
-    data = generate(folder / "data", W1_EVENTS, files=2, threads=2)
-    out = folder / "duckdb.parquet"
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone='UTC'")
-    query = W1_SQL.format(table=f"read_parquet({sql_list([str(f) for f in data.files])})")
-    con.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)")
-    con.close()
-    return data.files, out
 
 
 def endpoint(server: RunningServer) -> Endpoint:
@@ -209,7 +194,7 @@ HEAVY = (
     "SELECT a.device_id, count(*) AS n, sum(a.value * b.value) AS s "
     "FROM events AS a CROSS JOIN events AS b GROUP BY a.device_id"
 )
-"""W1 (100k rows) crossed with itself: 10^10 pairs, minutes of work on two cores."""
+"""W1 (10^5 rows or more) crossed with itself: minutes of work on two cores."""
 
 
 def running_tasks(server: RunningServer, offset: int, timeout: float = 60) -> None:
