@@ -1129,8 +1129,9 @@ SPARK_START_TIMEOUT = 120.0
 _SPARK_READY = re.compile(rb"Spark Connect server started at: [\d.]+:(\d+)")
 
 
-def start_spark_connect(workdir: Path, *, cores: int = 2) -> RunningServer:
-    """Start a Spark Connect server (``local[cores]``) on a free port of 127.0.0.1.
+def start_spark_connect(workdir: Path, *, cores: int = 2, port: int | None = None) -> RunningServer:
+    """Start a Spark Connect server (``local[cores]``) on a free port of 127.0.0.1, or on
+    ``port`` (e.g. to bring a stopped server back where its clients look for it).
 
     The server is the PyPI package ``pyspark`` (the ``spark`` extra): its
     ``SparkConnectServer`` class run through ``bin/spark-submit``, so that the process
@@ -1152,7 +1153,7 @@ def start_spark_connect(workdir: Path, *, cores: int = 2) -> RunningServer:
     env.pop("PYSPARK_PYTHON", None)
 
     def attempt() -> tuple[subprocess.Popen[bytes], int]:
-        port = free_port()
+        chosen = port or free_port()
         cmd = [
             str(spark_home / "bin" / "spark-submit"),
             "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
@@ -1160,7 +1161,7 @@ def start_spark_connect(workdir: Path, *, cores: int = 2) -> RunningServer:
             "--master", f"local[{cores}]",
             "--driver-memory", "512m",
             "--conf", f"spark.connect.grpc.binding.address={LOOPBACK}",
-            "--conf", f"spark.connect.grpc.binding.port={port}",
+            "--conf", f"spark.connect.grpc.binding.port={chosen}",
             "--conf", "spark.ui.enabled=false",
             "--conf", f"spark.local.dir={workdir / 'local'}",
             "--conf", f"spark.sql.warehouse.dir={workdir / 'warehouse'}",
@@ -1181,13 +1182,13 @@ def start_spark_connect(workdir: Path, *, cores: int = 2) -> RunningServer:
 
         return _launch("Spark Connect", cmd, log_file, ready, cwd=workdir, env=env)
 
-    process, port = _retry_taken_port("Spark Connect", log_file, attempt)
+    process, bound = attempt() if port else _retry_taken_port("Spark Connect", log_file, attempt)
     server = RunningServer(
         name="spark-connect",
-        url=f"sc://{LOOPBACK}:{port}",
+        url=f"sc://{LOOPBACK}:{bound}",
         process=process,
         workdir=workdir,
-        extra={"port": str(port), "log": str(log_file), "spark_home": str(spark_home)},
+        extra={"port": str(bound), "log": str(log_file), "spark_home": str(spark_home)},
     )
     return _register(server)
 

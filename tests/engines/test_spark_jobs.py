@@ -18,7 +18,7 @@ from datamill.runtime.worker import WorkerPool
 from tests.builders import TERMINAL, job_body, start, wait_for
 from tests.conftest import Api, assert_error
 from tests.engines.test_spark import HEAVY, running_tasks
-from tests.servers import RunningServer, free_port
+from tests.servers import RunningServer, free_port, start_spark_connect
 
 pytestmark = pytest.mark.slow  # a Spark Connect server (a JVM) starts once per session
 
@@ -183,3 +183,40 @@ def test_a_run_fails_clearly_when_the_spark_server_is_down(
     )
     assert back.status_code == 200
     assert run_to_end(api, project, "count")["status"] == "Successful"
+
+
+def test_a_server_stopped_during_a_run_fails_it_and_a_rerun_succeeds_once_it_is_back(
+    api: Api, project: str, workers: WorkerPool, tmp_path: Path, backend: str
+) -> None:
+    """A second, short-lived server of its own: the session's shared one stays up. On one
+    metadata store only: two more JVM starts would prove nothing more."""
+    if backend != "sqlite":
+        pytest.skip("the engine does not depend on the metadata store")
+    server = start_spark_connect(tmp_path / "spark")
+    try:
+        w1_source(api, project)
+        connect(api, project, "short_lived", server.url)
+        body = job_body(HEAVY, source="w1", table="events", engine="short_lived")
+        assert api.post(f"/projects/{project}/jobs/heavy", json=body).status_code == 201
+        offset = server.log_file.stat().st_size
+        run_id = start(api, project, "heavy")
+        running_tasks(server, offset)
+        server.stop()
+        entry = wait_for(api, project, "heavy", run_id, TERMINAL, timeout=120)
+        assert entry["status"] == "Failed", entry
+        assert "could not be reached" in entry["message"], entry
+        assert server.url in entry["message"]
+        server = start_spark_connect(tmp_path / "spark", port=server.port)
+        small = job_body(
+            "SELECT count(*) AS n FROM events", source="w1", table="events", engine="short_lived"
+        )
+        assert api.put(f"/projects/{project}/jobs/heavy", json=small).status_code == 200
+        rerun = api.post(
+            f"/projects/{project}/batch/actions/rerun", json={"jobName": "heavy", "runId": run_id}
+        )
+        assert rerun.status_code == 200, rerun.text
+        assert wait_for(api, project, "heavy", run_id, TERMINAL, timeout=120)["status"] == (
+            "Successful"
+        )
+    finally:
+        server.stop()

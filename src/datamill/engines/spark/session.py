@@ -78,6 +78,8 @@ _UNAVAILABLE = (
     "connection refused",
     "Socket closed",
     "Channel closed",
+    "stopped SparkContext",  # the server is shutting down under a running statement
+    "SparkContext was shut down",
 )
 
 
@@ -161,7 +163,7 @@ class SparkBatchSession:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         return Unavailable(
             f"the Spark Connect server of engine '{self.endpoint.name}' "
-            f"({self.endpoint.url}) could not be reached: {detail}"
+            f"({self.endpoint.url}) could not be reached or stopped: {detail}"
         )
 
     def _message(self, exc: PySparkException) -> str:
