@@ -4,6 +4,8 @@ errors with their position in the job's SQL, results as Parquet, and stop."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -266,3 +268,28 @@ def test_an_unreachable_server_is_reported_as_unavailable(tmp_path: Path) -> Non
     assert "engine 'gone'" in failed.value.message
     assert f"sc://127.0.0.1:{closed}" in failed.value.message
     assert time.monotonic() - began < 30
+
+
+def test_the_server_starts_without_pyspark_and_refuses_spark_sessions(tmp_path: Path) -> None:
+    """pyspark is an optional extra: hidden from a fresh interpreter, the app still imports
+    and a Spark session is refused with what to install."""
+    script = f"""
+import sys
+sys.modules["pyspark"] = None  # as if the spark extra were not installed
+import datamill.api.app, datamill.runtime.worker
+from datamill import engines
+from datamill.engines.base import Endpoint, QueryFailed, Sandbox
+from pathlib import Path
+try:
+    engines.get("spark").session(
+        Sandbox(temp_dir=Path({str(tmp_path)!r})),
+        endpoint=Endpoint(name="c", url="sc://127.0.0.1:1", address="127.0.0.1"),
+    )
+except QueryFailed as exc:
+    print(exc.message)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'datamill[spark]'" in done.stdout
