@@ -152,3 +152,18 @@ def test_the_cli_mirrors_the_engines_resource(run: Run, project: str) -> None:
     missing = run("engines", "get", project, "cluster")
     assert missing.exit_code != 0
     assert E.ENGINE_NOT_FOUND.code in missing.output
+
+
+def test_one_default_connection_per_type(api: Api, project: str, dm: DatamillClient) -> None:
+    first = api.post(f"{engines(project)}/a", json={"type": "spark", "url": URL, "default": True})
+    assert first.status_code == 201, first.text
+    assert first.json()["default"] is True
+    second = dm.engines.create(project, "b", "sc://localhost:15002", default=True)
+    assert second.default is True
+    assert {e.name: e.default for e in dm.engines.list_all(project)} == {"a": False, "b": True}
+
+
+def test_the_cli_marks_the_default_connection(run: Run, project: str) -> None:
+    created = run("-o", "json", "engines", "create", project, "c", URL, "--default")
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["default"] is True

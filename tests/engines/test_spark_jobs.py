@@ -220,3 +220,29 @@ def test_a_server_stopped_during_a_run_fails_it_and_a_rerun_succeeds_once_it_is_
         )
     finally:
         server.stop()
+
+
+def test_a_job_naming_spark_runs_on_the_projects_default_connection(
+    api: Api, project: str, spark_server: RunningServer, workers: WorkerPool
+) -> None:
+    w1_source(api, project)
+    body = job_body("SELECT count(*) AS n FROM events", source="w1", table="events",
+                    engine="spark")  # fmt: skip
+    assert_error(api.post(f"/projects/{project}/jobs/count", json=body), 400,
+                 E.UNKNOWN_ENGINE.code, "default")  # fmt: skip
+    default = {"type": "spark", "url": spark_server.url, "default": True}
+    assert api.post(f"/projects/{project}/engines/main", json=default).status_code == 201
+    saved = api.post(f"/projects/{project}/jobs/count", json=body)
+    assert saved.status_code == 201, saved.text
+    entry = run_to_end(api, project, "count")
+    assert entry["status"] == "Successful", entry
+    assert "engine: spark at" in logs(api, project, "count", entry["runId"])
+    # the default stays while jobs rely on it
+    assert_error(api.delete(f"/projects/{project}/engines/main"), 400, E.HAS_DEPENDANTS.code,
+                 "count")  # fmt: skip
+    assert_error(
+        api.put(f"/projects/{project}/engines/main", json={**default, "default": False}),
+        400,
+        E.HAS_DEPENDANTS.code,
+        "default",
+    )

@@ -96,6 +96,7 @@ ENGINE_COLUMNS: list[Column] = [
     ("type", lambda e: e.type),
     ("url", lambda e: e.url),
     ("secret", lambda e: e.secret),
+    ("default", lambda e: e.default),
     ("description", lambda e: e.description),
 ]
 SECRET_COLUMNS: list[Column] = [
@@ -628,6 +629,9 @@ engines_app = typer.Typer(
 )
 UrlArg = Annotated[str, typer.Argument(help="the server's address, sc://host:port")]
 EngineTypeOpt = Annotated[str, typer.Option("--type", help="the engine's type")]
+DefaultOpt = Annotated[
+    bool, typer.Option("--default", help="the project's default connection of its type")
+]
 TokenSecretOpt = Annotated[
     str | None,
     typer.Option("--secret", help="a secret of the project whose value 'token' authenticates"),
@@ -659,12 +663,13 @@ def engines_create(
     type: EngineTypeOpt = "spark",
     secret: TokenSecretOpt = None,
     description: DescriptionOpt = "",
+    default: DefaultOpt = False,
 ) -> None:
     """Create an engine connection (jobs then name it in their engine field)."""
     get_command(
         ctx,
         lambda dm: dm.engines.create(
-            project, name, url, type=type, secret=secret, description=description
+            project, name, url, type=type, secret=secret, description=description, default=default
         ),
     )
 
@@ -678,12 +683,13 @@ def engines_update(
     type: EngineTypeOpt = "spark",
     secret: TokenSecretOpt = None,
     description: DescriptionOpt = "",
+    default: DefaultOpt = False,
 ) -> None:
     """Replace an engine connection."""
     get_command(
         ctx,
         lambda dm: dm.engines.update(
-            project, name, url, type=type, secret=secret, description=description
+            project, name, url, type=type, secret=secret, description=description, default=default
         ),
     )
 

@@ -29,6 +29,13 @@ class EngineConnectionPut(Model):
         None, description="a secret of the project whose value 'token' authenticates"
     )
     description: Description = ""
+    default: bool = Field(
+        False,
+        description=(
+            "the project's default connection of its type: a job whose engine is the type "
+            "(spark) runs here; making one the default makes it the only one"
+        ),
+    )
 
 
 class EngineConnection(EngineConnectionPut):

@@ -48,6 +48,7 @@ def _out(row: EngineConnectionRow) -> EngineConnection:
         url=row.url,
         secret=row.secret_name,
         description=row.description,
+        default=row.is_default,
         createdAt=row.created_at,
         updatedAt=row.updated_at,
     )
@@ -112,7 +113,9 @@ def create_connection(
         url=body.url,
         secret_name=body.secret,
         description=body.description,
+        is_default=body.default,
     )
+    _only_default(session, access.project_id, body)
     session.add(row)
     try:
         session.commit()
@@ -127,14 +130,24 @@ def update_connection(
 ) -> EngineConnection:
     row = _row(session, access.project_id, name)
     _check(runtime, session, access.project_id, name, body)
-    if body.type != row.type and _users(session, access.project_id, name):
+    if body.type != row.type and _users(session, access.project_id, row):
         raise DatamillError(
             E.HAS_DEPENDANTS,
             f"type: engine connection '{name}' is used by jobs; its type cannot change",
             field="type",
         )
+    if row.is_default and not body.default:
+        by_type = _users(session, access.project_id, row, by_name=False)
+        if by_type:
+            raise DatamillError(
+                E.HAS_DEPENDANTS,
+                f"default: jobs {', '.join(by_type)} run on the project's default "
+                f"'{row.type}' connection; make another one the default instead",
+                field="default",
+            )
+    _only_default(session, access.project_id, body)
     row.type, row.url, row.secret_name = body.type, body.url, body.secret
-    row.description = body.description
+    row.description, row.is_default = body.description, body.default
     row.updated_at = utcnow()
     session.commit()
     return _out(row)
@@ -156,16 +169,37 @@ def list_connections(
     )
 
 
-def _users(session: Session, project_id: int, name: str) -> list[str]:
+def _only_default(session: Session, project_id: int, body: EngineConnectionPut) -> None:
+    """A connection made the default of its type is the only one."""
+    if not body.default:
+        return
+    for other in session.scalars(
+        select(EngineConnectionRow).where(
+            EngineConnectionRow.project_id == project_id,
+            EngineConnectionRow.type == body.type,
+            EngineConnectionRow.is_default.is_(True),
+        )
+    ):
+        other.is_default = False
+    session.flush()
+
+
+def _users(
+    session: Session, project_id: int, row: EngineConnectionRow, *, by_name: bool = True
+) -> list[str]:
+    """The jobs that run on ``row``: by its name, or by its type when it is the default."""
+    names = {row.name} if by_name else set()
+    if row.is_default:
+        names.add(row.type)
     rows = session.execute(
         select(JobRow.name, JobRow.definition).where(JobRow.project_id == project_id)
     )
-    return sorted(job for job, definition in rows if (definition or {}).get("engine") == name)
+    return sorted(job for job, definition in rows if (definition or {}).get("engine") in names)
 
 
 def delete_connection(session: Session, access: ProjectAccess, name: str) -> None:
     row = _row(session, access.project_id, name)
-    users = _users(session, access.project_id, name)
+    users = _users(session, access.project_id, row)
     if users:
         raise DatamillError(
             E.HAS_DEPENDANTS,
@@ -185,15 +219,23 @@ def resolve(
     guard again, since what a name resolves to may have changed since it was saved.
     """
     row = _find(session, project_id, name)
-    if row is None:
-        if name in engines.types() and engines.get(name).capabilities.remote:
+    if row is None and name in engines.types() and engines.get(name).capabilities.remote:
+        row = session.scalars(
+            select(EngineConnectionRow).where(
+                EngineConnectionRow.project_id == project_id,
+                EngineConnectionRow.type == name,
+                EngineConnectionRow.is_default.is_(True),
+            )
+        ).first()
+        if row is None:
             raise DatamillError(
                 E.UNKNOWN_ENGINE,
                 f"{field}: engine '{name}' runs on a server of its own: create an engine "
                 f"connection (POST /projects/{{project}}/engines/{{name}} with type "
-                f"'{name}') and name it in {field}",
+                f"'{name}') and name it in {field}, or make one the project's default",
                 field=field,
             )
+    if row is None:
         return ResolvedEngine(engines.batch_engine(name, field))
     engine = engines.batch_engine(row.type, field)
     host, port = _host_port(row.url)

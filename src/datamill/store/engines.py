@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datamill.store.base import Base, Timestamps
@@ -19,3 +19,5 @@ class EngineConnectionRow(Base, Timestamps):
     url: Mapped[str] = mapped_column(String(1024))
     secret_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The project's default connection of its type: jobs naming the type use it."""

@@ -15,8 +15,16 @@ class EnginesAPI(Resource):
     """Engine connections: a Spark Connect server that the project's jobs name as engine."""
 
     @staticmethod
-    def _body(type: str, url: str, secret: str | None, description: str) -> dict[str, str | None]:
-        return {"type": type, "url": url, "secret": secret, "description": description}
+    def _body(
+        type: str, url: str, secret: str | None, description: str, default: bool
+    ) -> dict[str, str | bool | None]:
+        return {
+            "type": type,
+            "url": url,
+            "secret": secret,
+            "description": description,
+            "default": default,
+        }
 
     def create(
         self,
@@ -27,12 +35,13 @@ class EnginesAPI(Resource):
         type: str = "spark",
         secret: str | None = None,
         description: str = "",
+        default: bool = False,
     ) -> EngineConnection:
         """Create an engine connection; ``secret`` names a secret whose value ``token``
-        authenticates."""
+        authenticates; ``default``: jobs whose engine is the type run here."""
         path = api_path("projects", project, "engines", name)
         return self._send(
-            "POST", EngineConnection, path, self._body(type, url, secret, description)
+            "POST", EngineConnection, path, self._body(type, url, secret, description, default)
         )
 
     def update(
@@ -44,10 +53,13 @@ class EnginesAPI(Resource):
         type: str = "spark",
         secret: str | None = None,
         description: str = "",
+        default: bool = False,
     ) -> EngineConnection:
         """Replace an engine connection."""
         path = api_path("projects", project, "engines", name)
-        return self._send("PUT", EngineConnection, path, self._body(type, url, secret, description))
+        return self._send(
+            "PUT", EngineConnection, path, self._body(type, url, secret, description, default)
+        )
 
     def get(self, project: str, name: str) -> EngineConnection:
         """One engine connection."""

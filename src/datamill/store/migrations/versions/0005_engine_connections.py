@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=1024), nullable=False),
         sa.Column("secret_name", sa.String(length=128), nullable=True),
         sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("is_default", sa.Boolean(), nullable=False),
         sa.Column("created_at", datamill.store.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", datamill.store.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
