@@ -67,10 +67,14 @@ SESSION_CONF = {
 INTERRUPT_SECONDS = 10.0
 """How long :meth:`SparkBatchSession.interrupt` keeps interrupting until the statement ends,
 before it releases the whole Spark session."""
-RETRIES = DefaultPolicy(
-    max_retries=3, initial_backoff=200, backoff_multiplier=3.0, max_backoff=3000
-)
-"""Connection retries: about 2.6 s in all before a server is called unreachable."""
+
+
+def _retries() -> DefaultPolicy:
+    """Connection retries: about 2.6 s in all before a server is called unreachable."""
+    return DefaultPolicy(
+        max_retries=3, initial_backoff=200, backoff_multiplier=3.0, max_backoff=3000
+    )
+
 
 _UNAVAILABLE = (
     "UNAVAILABLE",
@@ -113,14 +117,15 @@ class SparkBatchSession:
         self.user_sql = ""
         host_port = endpoint.url.removeprefix("sc://").split("/", 1)[0]
         host, _, port = host_port.rpartition(":")
-        pinned = f"sc://{endpoint.address}:{port}/"
+        address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+        pinned = f"sc://{address}:{port}/"  # the address the outbound guard checked
         options: list[tuple[str, Any]] = []
         if endpoint.token:
             pinned += f";token={endpoint.token}"  # Spark Connect then uses TLS
             options.append(("grpc.ssl_target_name_override", host.strip("[]")))
         with self._translated():
             self.spark = SparkSession(connection=DefaultChannelBuilder(pinned, options or None))
-            self.spark._client.set_retry_policies([RETRIES])
+            self.spark._client.set_retry_policies([_retries()])
             partitions = str(max(4, 4 * sandbox.limits.threads))
             for key, value in {**SESSION_CONF, "spark.sql.shuffle.partitions": partitions}.items():
                 self.spark.conf.set(key, value)
