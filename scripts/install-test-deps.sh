@@ -6,6 +6,7 @@
 #   redis-server  - Redis
 #   influxdb      - InfluxDB 1.x (influxd), the time-series database of the tsdb export tests
 #   victoria-metrics - VictoriaMetrics, the other time-series database of the tsdb export tests
+#   openjdk-17-jre-headless - Java 17, for the Spark Connect server of the spark engine tests
 #
 # Idempotent and non-interactive: if every package is already present (installed
 # according to dpkg, or its binaries are found) nothing is changed and apt is never
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES=(postgresql mosquitto redis-server influxdb victoria-metrics)
+PACKAGES=(postgresql mosquitto redis-server influxdb victoria-metrics openjdk-17-jre-headless)
 
 log() { printf '[install-test-deps] %s\n' "$*"; }
 die() { printf '[install-test-deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -73,6 +74,7 @@ binaries_present() {
         redis-server) find_binary redis-server >/dev/null ;;
         influxdb) find_binary influxd >/dev/null ;;
         victoria-metrics) find_binary victoria-metrics >/dev/null ;;
+        openjdk-17-jre-headless) find_binary java >/dev/null ;;
         *) return 1 ;;
     esac
 }

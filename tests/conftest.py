@@ -52,6 +52,7 @@ from tests.servers import (
     start_mosquitto,
     start_postgres,
     start_s3,
+    start_spark_connect,
 )
 
 BACKENDS = [
@@ -91,6 +92,15 @@ def mqtt_server(workdir: Path) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def kafka_server(workdir: Path) -> Iterator[RunningServer]:
     server = start_kafka(workdir / "kafka")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_server(workdir: Path) -> Iterator[RunningServer]:
+    """A Spark Connect server (local[2], a JVM of about 0.5 GB; 10-20 s to start): tests
+    using it are marked ``slow``."""
+    server = start_spark_connect(workdir / "spark")
     yield server
     server.stop()
 

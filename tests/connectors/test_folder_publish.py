@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from datamill.connectors.sinks.file.exchange import exchange_folders
+from datamill.connectors.exchange import exchange_folders
 from datamill.connectors.sinks.file.sink import LocalStore
 from datamill.connectors.sinks.outputs.folders import write_folder
 from datamill.connectors.sinks.outputs.layout import SUCCESS

@@ -20,6 +20,7 @@ from datamill.domain.datasources import FileSpec, SchemaField
 from datamill.engines import base
 from datamill.engines.base import (
     Capabilities,
+    Endpoint,
     Interrupted,
     QueryFailed,
     Sandbox,
@@ -59,10 +60,10 @@ def test_duckdb_is_registered_with_its_capabilities() -> None:
 
 def test_an_unknown_engine_is_refused_naming_the_field() -> None:
     with pytest.raises(DatamillError) as refused:
-        engines.get("spark")
+        engines.get("flink")
     assert refused.value.error == E.UNKNOWN_ENGINE
     assert refused.value.field == "engine"
-    assert "'spark'" in refused.value.message
+    assert "'flink'" in refused.value.message
     assert "duckdb" in refused.value.message
 
 
@@ -77,7 +78,9 @@ class StreamingOnly:
         writes=frozenset(),
     )
 
-    def session(self, sandbox: Sandbox, *, profiling: bool = False) -> base.BatchSession:
+    def session(
+        self, sandbox: Sandbox, *, profiling: bool = False, endpoint: Endpoint | None = None
+    ) -> base.BatchSession:
         raise AssertionError("a streaming-only engine opens no batch session")
 
     def check_query(self, code: str, tables: Collection[str], field: str) -> str:
@@ -93,7 +96,7 @@ def test_registering_an_engine_and_its_batch_capability(monkeypatch: pytest.Monk
     monkeypatch.setattr(base, "_ENGINES", dict(base._ENGINES))
     engine = engines.register(StreamingOnly())
     assert engines.get("streamonly") is engine
-    assert engines.types() == sorted(["duckdb", "streamonly"])
+    assert engines.types() == sorted(["duckdb", "spark", "streamonly"])
     with pytest.raises(DatamillError) as refused:
         engines.batch_engine("streamonly")
     assert refused.value.error == E.UNKNOWN_ENGINE

@@ -1,5 +1,5 @@
 """The client command groups: token, projects, users, data roots, datasources, schemas,
-variables, secrets."""
+variables, secrets, engines."""
 
 from __future__ import annotations
 
@@ -95,6 +95,14 @@ DATA_ROOT_COLUMNS: list[Column] = [
     ("name", lambda r: r.name),
     ("path", lambda r: r.path if r.path is not None else "(not configured)"),
     ("granted to", lambda r: ", ".join(g.project for g in r.grants)),
+]
+ENGINE_COLUMNS: list[Column] = [
+    ("name", lambda e: e.name),
+    ("type", lambda e: e.type),
+    ("url", lambda e: e.url),
+    ("secret", lambda e: e.secret),
+    ("default", lambda e: e.default),
+    ("description", lambda e: e.description),
 ]
 SECRET_COLUMNS: list[Column] = [
     ("name", lambda s: s.name),
@@ -655,6 +663,84 @@ def secrets_delete(ctx: typer.Context, project: ProjectArg, name: NameArg) -> No
     delete_command(ctx, lambda dm: dm.secrets.delete(project, name), f"secret '{name}'")
 
 
+# --------------------------------------------------------------------------- engines
+
+engines_app = typer.Typer(
+    help="Engine connections: Spark Connect servers that jobs name in their engine field."
+)
+UrlArg = Annotated[str, typer.Argument(help="the server's address, sc://host:port")]
+EngineTypeOpt = Annotated[str, typer.Option("--type", help="the engine's type")]
+DefaultOpt = Annotated[
+    bool, typer.Option("--default", help="the project's default connection of its type")
+]
+TokenSecretOpt = Annotated[
+    str | None,
+    typer.Option("--secret", help="a secret of the project whose value 'token' authenticates"),
+]
+
+
+@engines_app.command("list")
+def engines_list(
+    ctx: typer.Context, project: ProjectArg, page: PageOpt = 1, size: SizeOpt = 50
+) -> None:
+    """List a project's engine connections."""
+    list_command(
+        ctx, lambda dm: dm.engines.list(project, page=page, size=size), "engines", ENGINE_COLUMNS
+    )
+
+
+@engines_app.command("get")
+def engines_get(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
+    """Show an engine connection."""
+    get_command(ctx, lambda dm: dm.engines.get(project, name))
+
+
+@engines_app.command("create")
+def engines_create(
+    ctx: typer.Context,
+    project: ProjectArg,
+    name: NameArg,
+    url: UrlArg,
+    type: EngineTypeOpt = "spark",
+    secret: TokenSecretOpt = None,
+    description: DescriptionOpt = "",
+    default: DefaultOpt = False,
+) -> None:
+    """Create an engine connection (jobs then name it in their engine field)."""
+    get_command(
+        ctx,
+        lambda dm: dm.engines.create(
+            project, name, url, type=type, secret=secret, description=description, default=default
+        ),
+    )
+
+
+@engines_app.command("update")
+def engines_update(
+    ctx: typer.Context,
+    project: ProjectArg,
+    name: NameArg,
+    url: UrlArg,
+    type: EngineTypeOpt = "spark",
+    secret: TokenSecretOpt = None,
+    description: DescriptionOpt = "",
+    default: DefaultOpt = False,
+) -> None:
+    """Replace an engine connection."""
+    get_command(
+        ctx,
+        lambda dm: dm.engines.update(
+            project, name, url, type=type, secret=secret, description=description, default=default
+        ),
+    )
+
+
+@engines_app.command("delete")
+def engines_delete(ctx: typer.Context, project: ProjectArg, name: NameArg) -> None:
+    """Delete an engine connection that no job uses."""
+    delete_command(ctx, lambda dm: dm.engines.delete(project, name), f"engine connection '{name}'")
+
+
 GROUPS: list[tuple[str, typer.Typer]] = [
     ("token", token_app),
     ("projects", projects_app),
@@ -664,6 +750,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("schemas", schemas_app),
     ("variables", variables_app),
     ("secrets", secrets_app),
+    ("engines", engines_app),
 ]
 """The command groups, in the order ``datamill --help`` lists them."""
 

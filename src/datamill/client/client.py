@@ -32,6 +32,7 @@ from datamill.client.resources import (
     BatchAPI,
     DataRootsAPI,
     DataSourcesAPI,
+    EnginesAPI,
     ExportsAPI,
     JobsAPI,
     MembersAPI,
@@ -50,6 +51,7 @@ __all__ = [
     "DataRootsAPI",
     "DataSourcesAPI",
     "DatamillClient",
+    "EnginesAPI",
     "ExportsAPI",
     "JobsAPI",
     "MembersAPI",
@@ -80,10 +82,10 @@ class DatamillClient:
     Resources hang off the client: :attr:`projects` (with :attr:`ProjectsAPI.members`),
     :attr:`users`, :attr:`tokens`, :attr:`data_roots` (administrators: who sees which data
     root whole), :attr:`datasources`, :attr:`schemas`, :attr:`variables`, :attr:`secrets`,
-    :attr:`jobs` (batch SQL jobs and their runs), :attr:`exports` (where a job's results go
-    after each run), :attr:`batch` (stop or rerun one run) and :attr:`streaming` (streaming
-    pipelines: check, start, stop, records in, metrics). Use the client as a context
-    manager, or call :meth:`close`.
+    :attr:`engines` (engine connections), :attr:`jobs` (batch SQL jobs and their runs),
+    :attr:`exports` (where a job's results go after each run), :attr:`batch` (stop or rerun
+    one run) and :attr:`streaming` (streaming pipelines: check, start, stop, records in,
+    metrics). Use the client as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class DatamillClient:
         self.schemas = SchemasAPI(self)
         self.variables = VariablesAPI(self)
         self.secrets = SecretsAPI(self)
+        self.engines = EnginesAPI(self)
         self.jobs = JobsAPI(self)
         self.exports = ExportsAPI(self)
         self.batch = BatchAPI(self)

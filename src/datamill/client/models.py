@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from datamill.domain.data_roots import DataRoot, DataRootGrant
 from datamill.domain.datasources import DataSource, Preview, SchemaField
+from datamill.domain.engines import EngineConnection
 from datamill.domain.exports import Export, ExportHistory
 from datamill.domain.exports import canonical_type as canonical_export_type
 from datamill.domain.jobs import (
@@ -65,6 +66,7 @@ __all__ = [
     "DataRoot",
     "DataRootGrant",
     "DataSource",
+    "EngineConnection",
     "Export",
     "ExportHistory",
     "ExportRunEntry",

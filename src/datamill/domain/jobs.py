@@ -208,8 +208,12 @@ class JobBody(Model):
     engine: str = Field(
         DEFAULT_ENGINE,
         min_length=1,
-        max_length=64,
-        description="the engine that runs the job (one the server runs; default duckdb)",
+        max_length=128,
+        description=(
+            "the engine that runs the job: an embedded engine of the server (duckdb, the "
+            "default) or the name of one of the project's engine connections (a Spark "
+            "Connect server)"
+        ),
     )
 
     @model_validator(mode="after")

@@ -34,7 +34,8 @@ class Capabilities:
     ``dialect`` is the sqlglot dialect its SQL is written in (jobs' SQL is DuckDB's; other
     engines transpile from it). ``sandboxed``: the engine confines user SQL to the run's
     files and limits (it may run on the server's own machine). ``reads`` and ``writes`` are
-    the file formats it reads as sources and writes as results.
+    the file formats it reads as sources and writes as results. ``remote``: the engine is a
+    server elsewhere, reached through an :class:`Endpoint` (a project's engine connection).
     """
 
     dialect: str
@@ -43,6 +44,19 @@ class Capabilities:
     sandboxed: bool
     reads: frozenset[str]
     writes: frozenset[str]
+    remote: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a remote engine's server answers: ``url`` (e.g. ``sc://host:port``), the
+    ``address`` its host resolved to through the outbound guard (connect there, not to the
+    name), and an optional ``token``. ``name`` is the engine connection's, for messages."""
+
+    name: str
+    url: str
+    address: str
+    token: str | None = None
 
 
 @dataclass
@@ -103,6 +117,8 @@ class WriteResult:
     rows_written: int
     rows_read: int | None
     bytes_read: int | None
+    log: list[str] = field(default_factory=list)
+    """Lines for the run's log (what the engine did, e.g. the SQL it ran)."""
 
 
 class QueryFailed(Exception):
@@ -119,6 +135,15 @@ class OutOfMemory(QueryFailed):
 
 class Interrupted(Exception):
     """The statement was interrupted by :meth:`BatchSession.interrupt`."""
+
+
+class Unavailable(Exception):
+    """A remote engine's server could not be reached (or went away during a statement);
+    ``message`` is fit for the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class BatchSession(Protocol):
@@ -167,8 +192,14 @@ class Engine(Protocol):
     type: str
     capabilities: Capabilities
 
-    def session(self, sandbox: Sandbox, *, profiling: bool = False) -> BatchSession:
-        """A new session locked into ``sandbox``; ``profiling`` fills read statistics."""
+    def session(
+        self, sandbox: Sandbox, *, profiling: bool = False, endpoint: Endpoint | None = None
+    ) -> BatchSession:
+        """A new session locked into ``sandbox``; ``profiling`` fills read statistics.
+
+        A ``remote`` engine connects to ``endpoint`` (required for it, ignored by others);
+        a server that cannot be reached raises :class:`Unavailable`.
+        """
         ...
 
     def check_query(self, code: str, tables: Collection[str], field: str) -> str:
@@ -236,6 +267,12 @@ def register(engine: Engine) -> Engine:
 
 def types() -> list[str]:
     return sorted(_ENGINES)
+
+
+def safe_key(name: str) -> str:
+    """Column names from files may not fit the field-name rule; make them fit."""
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:128] or "_"
+    return cleaned if not cleaned[0].isdigit() else "_" + cleaned[:127]
 
 
 def get(type_: str, field: str = "engine") -> Engine:

@@ -137,6 +137,9 @@ class Worker(ServiceProcess):
         status, message, stats = RunStatus.Failed, "", None
         try:
             stats = batch.execute(prepared, stop, time.monotonic() + max_seconds)
+            for line in stats.log:
+                with self.runtime.sessions() as log_session:
+                    runs.log_line(log_session, run_pk, line)
             status = RunStatus.Successful
             message = f"wrote {stats.rows_written} row{'' if stats.rows_written == 1 else 's'}"
         except batch.RunCanceled:

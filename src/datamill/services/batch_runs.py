@@ -23,9 +23,10 @@ from datamill.connectors.files import FileSet
 from datamill.domain.datasources import FormatSpec, SchemaField, parse_spec
 from datamill.domain.jobs import Src, SrcType
 from datamill.domain.variables import Resolver, VariableIn
-from datamill.engines.base import FileStamp, Limits, Sandbox, TableInput
+from datamill.engines.base import Endpoint, FileStamp, Limits, Sandbox, TableInput
 from datamill.errors import DatamillError, E
 from datamill.services.datasources import SourceReader
+from datamill.services.engine_connections import resolve
 from datamill.services.jobrefs import body_of, effective, get_job_row, job_sql
 from datamill.services.runtime import Runtime
 from datamill.store.datasources import DataSourceRow
@@ -66,6 +67,9 @@ class PreparedRun:
                 return error
         return None
 
+    endpoint: Endpoint | None = None
+    """Where a remote engine answers (the job's engine connection)."""
+
 
 def _src_spec(ds: DataSourceRow, src: Src) -> FormatSpec:
     spec = parse_spec(ds.type, ds.spec)
@@ -84,8 +88,9 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
     settings = runtime.settings
     variables = {k: VariableIn.model_validate(v) for k, v in run.variables.items()}
     resolver = Resolver(variables, run.batch_time, run.params)
+    engine = resolve(runtime, session, project.id, body.engine)
     sql = job_sql(
-        body.engine,
+        engine.engine.type,
         resolver.expand(body.computation.code, "computation.code"),
         [s.tableName for s in body.srcs],
     )
@@ -158,8 +163,11 @@ def prepare(runtime: Runtime, session: Session, run: RunRow) -> PreparedRun:
         limits=limits,
     )
     target = warehouse(runtime, project.name, job.name) / batch_key(run.batch_time)
+    if engine.endpoint is not None:
+        notes.append(f"engine: {engine.engine.type} at {engine.endpoint.url} ('{body.engine}')")
     return PreparedRun(
-        engine=body.engine,
+        engine=engine.engine.type,
+        endpoint=engine.endpoint,
         sql=sql,
         tables=tables,
         sandbox=sandbox,

@@ -11,7 +11,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from datamill import engines
 from datamill.domain.common import NAME_RULE, Page, PageOf
 from datamill.domain.datasources import SchemaField, is_stream_type
 from datamill.domain.jobs import (
@@ -21,11 +20,12 @@ from datamill.domain.jobs import (
     Param,
     SrcType,
 )
-from datamill.engines.base import QueryFailed, Sandbox, TableInput
+from datamill.engines.base import QueryFailed, Sandbox, TableInput, Unavailable
 from datamill.errors import DatamillError, E
 from datamill.scheduler import triggers
 from datamill.services import datasources as datasource_service
 from datamill.services.access import ProjectAccess
+from datamill.services.engine_connections import ResolvedEngine, resolve
 from datamill.services.jobrefs import body_of, effective, get_job_row, job_sql
 from datamill.services.runtime import Runtime
 from datamill.services.variables import load_resolver
@@ -96,18 +96,26 @@ def source_schemas(
 
 
 def bind_output_schema(
-    runtime: Runtime, engine: str, sql: str, schemas: dict[str, list[SchemaField]]
+    runtime: Runtime, engine: ResolvedEngine, sql: str, schemas: dict[str, list[SchemaField]]
 ) -> list[SchemaField]:
-    """Bind ``sql`` on the ``engine`` against empty tables shaped like the srcs; nothing runs."""
+    """Bind ``sql`` on the ``engine`` against empty tables shaped like the srcs; nothing runs.
+
+    A remote engine's server binds it (Spark's analyzer), so it must be reachable."""
     temp = Path(tempfile.mkdtemp(prefix="bind-", dir=runtime.settings.resolved_data_dir))
     try:
-        with engines.get(engine).session(Sandbox(temp_dir=temp / "tmp")) as session:
+        with engine.engine.session(
+            Sandbox(temp_dir=temp / "tmp"), endpoint=engine.endpoint
+        ) as session:
             for table, schema in schemas.items():
                 session.add_table(TableInput(table, schema))
             columns = session.describe(sql)
     except QueryFailed as exc:
         raise DatamillError(
             E.INVALID_SQL, f"computation.code: {exc.message}", field="computation.code"
+        ) from None
+    except Unavailable as exc:
+        raise DatamillError(
+            E.ENGINE_UNAVAILABLE, f"engine: {exc.message}", field="engine"
         ) from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -129,7 +137,7 @@ def validate(
     runtime: Runtime, session: Session, project_id: int, name: str, body: JobBody
 ) -> list[SchemaField]:
     """Everything a job needs to run, checked; returns the job's output schema."""
-    engines.batch_engine(body.engine)
+    engine = resolve(runtime, session, project_id, body.engine)
     triggers.validate_scheduler(body.scheduler)
     schemas = source_schemas(session, project_id, name, body)
     if body.is_depend:
@@ -138,8 +146,8 @@ def validate(
         params = list(body.params or [])
     resolver = load_resolver(session, project_id, utcnow(), {p.name: p.default for p in params})
     code = resolver.expand(body.computation.code, "computation.code")
-    sql = job_sql(body.engine, code, list(schemas))
-    return bind_output_schema(runtime, body.engine, sql, schemas)
+    sql = job_sql(engine.engine.type, code, list(schemas))
+    return bind_output_schema(runtime, engine, sql, schemas)
 
 
 def effective_params_of_upstream(session: Session, project_id: int, upstream: str) -> list[Param]:

@@ -16,6 +16,7 @@ from datamill.services.access import ProjectAccess
 from datamill.services.runtime import Runtime
 from datamill.store.base import fetch_page, utcnow
 from datamill.store.datasources import DataSourceRow
+from datamill.store.engines import EngineConnectionRow
 from datamill.store.exports import ExportRow
 from datamill.store.jobs import JobRow
 from datamill.store.secrets import SecretRow
@@ -112,21 +113,33 @@ def list_secrets(session: Session, access: ProjectAccess, page: Page) -> PageOf[
 
 def delete_secret(session: Session, access: ProjectAccess, name: str) -> None:
     row = _row(session, access.project_id, name)
-    users = [
-        f"data source '{ds}'"
-        for ds in session.scalars(
-            select(DataSourceRow.name).where(
-                DataSourceRow.project_id == access.project_id, DataSourceRow.secret_name == name
+    users = (
+        [
+            f"data source '{ds}'"
+            for ds in session.scalars(
+                select(DataSourceRow.name).where(
+                    DataSourceRow.project_id == access.project_id, DataSourceRow.secret_name == name
+                )
             )
-        )
-    ] + [
-        f"export '{job}/{export}'"
-        for export, job in session.execute(
-            select(ExportRow.name, JobRow.name)
-            .join(JobRow, JobRow.id == ExportRow.job_id)
-            .where(ExportRow.project_id == access.project_id, ExportRow.secret_name == name)
-        )
-    ]
+        ]
+        + [
+            f"export '{job}/{export}'"
+            for export, job in session.execute(
+                select(ExportRow.name, JobRow.name)
+                .join(JobRow, JobRow.id == ExportRow.job_id)
+                .where(ExportRow.project_id == access.project_id, ExportRow.secret_name == name)
+            )
+        ]
+        + [
+            f"engine connection '{connection}'"
+            for connection in session.scalars(
+                select(EngineConnectionRow.name).where(
+                    EngineConnectionRow.project_id == access.project_id,
+                    EngineConnectionRow.secret_name == name,
+                )
+            )
+        ]
+    )
     if users:
         raise DatamillError(
             E.HAS_DEPENDANTS, f"secret '{name}' is used by {', '.join(sorted(users))}"

@@ -3,6 +3,7 @@
 from datamill.store import (
     data_roots,
     datasources,
+    engines,
     exports,
     jobs,
     projects,
@@ -18,6 +19,7 @@ __all__ = [
     "Base",
     "data_roots",
     "datasources",
+    "engines",
     "exports",
     "jobs",
     "projects",

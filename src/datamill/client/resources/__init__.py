@@ -3,6 +3,7 @@
 from datamill.client.resources.batch import BatchAPI
 from datamill.client.resources.data_roots import DataRootsAPI
 from datamill.client.resources.datasources import DataSourcesAPI, SchemasAPI
+from datamill.client.resources.engines import EnginesAPI
 from datamill.client.resources.exports import ExportsAPI
 from datamill.client.resources.jobs import JobsAPI
 from datamill.client.resources.projects import MembersAPI, ProjectsAPI
@@ -15,6 +16,7 @@ __all__ = [
     "BatchAPI",
     "DataRootsAPI",
     "DataSourcesAPI",
+    "EnginesAPI",
     "ExportsAPI",
     "JobsAPI",
     "MembersAPI",

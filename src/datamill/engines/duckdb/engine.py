@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from datamill.domain.datasources import FileType
-from datamill.engines.base import Capabilities, Sandbox
+from datamill.engines.base import Capabilities, Endpoint, Sandbox
 from datamill.engines.duckdb.batch import DuckDBSession
 from datamill.engines.duckdb.gate import check_query
 from datamill.engines.duckdb.sql import DIALECT
@@ -27,7 +27,9 @@ class DuckDBEngine:
         writes=frozenset({"parquet", "csv", "json"}),
     )
 
-    def session(self, sandbox: Sandbox, *, profiling: bool = False) -> DuckDBSession:
+    def session(
+        self, sandbox: Sandbox, *, profiling: bool = False, endpoint: Endpoint | None = None
+    ) -> DuckDBSession:
         return DuckDBSession(sandbox, profiling=profiling)
 
     def check_query(self, code: str, tables: Collection[str], field: str) -> str:

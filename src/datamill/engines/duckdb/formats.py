@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from sqlglot import exp
 
 from datamill.domain.datasources import FileType, FormatSpec, SchemaField, ValType
-from datamill.engines.duckdb.schema import data_type, safe_key, valtype_of
+from datamill.engines.base import safe_key
+from datamill.engines.duckdb.schema import data_type, valtype_of
 from datamill.engines.duckdb.sql import QUERY, around_query, literal, literal_list, quoted, render
 
 

@@ -8,6 +8,7 @@ import duckdb
 from sqlglot import exp
 
 from datamill.domain.datasources import SchemaField, ValType
+from datamill.engines.base import safe_key
 from datamill.engines.duckdb.sql import QUERY, Template, quoted, render
 
 _DUCKDB_TO_VALTYPE: dict[str, ValType] = {
@@ -53,12 +54,6 @@ _DATA_TYPES = {v: exp.DataType.build(t, dialect="duckdb") for v, t in VALTYPE_TO
 
 def data_type(valtype: ValType) -> exp.DataType:
     return _DATA_TYPES[valtype].copy()
-
-
-def safe_key(name: str) -> str:
-    """Column names from files may not fit the field-name rule; make them fit."""
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)[:128] or "_"
-    return cleaned if not cleaned[0].isdigit() else "_" + cleaned[:127]
 
 
 _DESCRIBE_TABLE = Template(exp.Describe(this=exp.select("*").from_(QUERY)))

@@ -11,6 +11,7 @@ from typing import ClassVar
 import pyarrow as pa
 from pydantic import BaseModel
 
+from datamill.connectors.exchange import exchange_folders
 from datamill.connectors.outbound.errors import first_line
 from datamill.connectors.sinks.base import (
     ExportBatch,
@@ -19,7 +20,6 @@ from datamill.connectors.sinks.base import (
     SinkError,
     register,
 )
-from datamill.connectors.sinks.file.exchange import exchange_folders
 from datamill.connectors.sinks.file.spec import FileExportSpec
 from datamill.connectors.sinks.outputs.folders import folder_export
 from datamill.connectors.sinks.outputs.formats import check_partitions
