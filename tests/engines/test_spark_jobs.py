@@ -31,9 +31,9 @@ def connect(api: Api, project: str, name: str, url: str) -> None:
 
 
 def w1_source(api: Api, project: str) -> None:
-    folder = api.data_root / project / "w1"
+    folder = api.project_files(project) / "w1"
     generate(folder, W1_EVENTS, files=2, threads=2)
-    spec = {"root": "default", "paths": [f"{project}/w1/*.parquet"], "fileType": "parquet"}
+    spec = {"root": "default", "paths": ["w1/*.parquet"], "fileType": "parquet"}
     created = api.post(f"/projects/{project}/datasources/w1", json={"type": "file", "spec": spec})
     assert created.status_code == 201, created.text
 

@@ -1098,7 +1098,7 @@ def test_report_refusals(
     run_id = run_job(api, project)
     outcomes = {name: wait_export(api, project, name, run_id) for name in targets}
     assert all(e["status"] == "Failed" for e in outcomes.values()), outcomes
-    assert "outside the server's data roots" in outcomes["outside"]["message"]
+    assert "outside the project's data roots" in outcomes["outside"]["message"]
     assert not (tmp_path / "elsewhere.db").exists()
     assert "10.1.2.3" in outcomes["private"]["message"]
     assert "private" in outcomes["private"]["message"]

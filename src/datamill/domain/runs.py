@@ -16,11 +16,12 @@ it has retries left; a Cancelling one becomes Canceled.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from datamill.domain.common import Model, Name
 from datamill.errors import DatamillError, E
@@ -126,9 +127,33 @@ class History(Model):
     history: list[HistoryEntry]
 
 
+RUN_ID_TEXT = re.compile(r"-1|[0-9]{1,9}")
+"""A run id written as text, as the specification's stop and rerun bodies send it."""
+
+
+def _run_id_of_text(value: object) -> object:
+    return int(value) if isinstance(value, str) and RUN_ID_TEXT.fullmatch(value) else value
+
+
+RunIdOrText = Annotated[
+    int,
+    BeforeValidator(_run_id_of_text),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": -1, "maximum": 2**31 - 1},
+                {"type": "string", "pattern": f"^({RUN_ID_TEXT.pattern})$"},
+            ],
+            "description": "the run; -1 = the job's latest. A JSON integer, or its digits "
+            'as a string ("12"), as the specification sends it',
+        }
+    ),
+]
+
+
 class RunAction(Model):
     jobName: Name
-    runId: int = Field(ge=-1, le=2**31 - 1, description="the run; -1 = the job's latest")
+    runId: RunIdOrText = Field(ge=-1, le=2**31 - 1)
 
 
 class StopResult(Model):
