@@ -185,13 +185,13 @@ def test_a_run_fails_clearly_when_the_spark_server_is_down(
     assert run_to_end(api, project, "count")["status"] == "Successful"
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_server_stopped_during_a_run_fails_it_and_a_rerun_succeeds_once_it_is_back(
-    api: Api, project: str, workers: WorkerPool, tmp_path: Path, backend: str
+    api: Api, project: str, workers: WorkerPool, tmp_path: Path
 ) -> None:
     """A second, short-lived server of its own: the session's shared one stays up. On one
-    metadata store only: two more JVM starts would prove nothing more."""
-    if backend != "sqlite":
-        pytest.skip("the engine does not depend on the metadata store")
+    metadata store only (the engine does not depend on it): two more JVM starts would
+    prove nothing more."""
     server = start_spark_connect(tmp_path / "spark")
     try:
         w1_source(api, project)
