@@ -266,6 +266,12 @@ DOCUMENTED_RULES: tuple[tuple[str, str, str], ...] = (
         "string is refused by the schema too",
     ),
     (
+        "E18011",
+        r"^url: the host in brackets is not an IPv6 address",
+        "an engine connection's url: the pattern admits hex digits and colons in brackets; "
+        "that they form an IPv6 address is checked by the server",
+    ),
+    (
         "E18106",
         r"^schema: field '.*' appears twice in the schema",
         "keys unique within the array of fields, stated in the description of `schema`",
